@@ -1,0 +1,124 @@
+//! The one error type of the REST API, mapped once to the contract's shape:
+//! `{"error": {"code": "…", "message": "…", "details": {…}}}`.
+
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use serde_json::{json, Value};
+use shared::db::DbError;
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all, or the query string is malformed.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// A field is missing, of the wrong type, or out of its allowed range.
+    #[error("{field}: {message}")]
+    Validation { field: String, message: String, details: Value },
+    /// The database (or, where durability needs it, the broker) cannot be reached.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 naming `field`.
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        Self::Validation { details: json!({ "field": field }), field, message: message.into() }
+    }
+
+    /// A 422 naming `field` and the offending `value`.
+    pub fn invalid_value(field: impl Into<String>, value: impl Into<Value>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        Self::Validation { details: json!({ "field": field, "value": value.into() }), field, message: message.into() }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Validation { .. } => "validation_failed",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        // Internal causes are logged once here and never shown to the caller.
+        let message = match self {
+            Self::Internal(cause) => {
+                log::error!("request failed error={cause}");
+                "internal error".to_owned()
+            }
+            Self::Unavailable(cause) => {
+                log::warn!("request failed: dependency unavailable error={cause}");
+                "the service cannot make this request durable right now; retry later".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let details = match self {
+            Self::Validation { details, .. } => details.clone(),
+            Self::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            _ => json!({}),
+        };
+        let mut response = HttpResponse::build(status);
+        if matches!(self, Self::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(json!({ "error": { "code": self.code(), "message": message, "details": details } }))
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        if err.is_unavailable() {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Internal(err.to_string())
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(err: diesel::result::Error) -> Self {
+        DbError::from(err).into()
+    }
+}
+
+impl From<shared::crypto::CryptoError> for ApiError {
+    fn from(err: shared::crypto::CryptoError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}

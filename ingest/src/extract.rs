@@ -1,0 +1,116 @@
+//! Request extractors that turn bad input into the contract's errors:
+//! JSON bodies (400 not JSON, 422 naming the field, 413 too large) and query
+//! strings (400).
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest body any route takes (publishing's limit, from the contract).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// A JSON body deserialized with the path of any failing field.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(_req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::BadRequest { code: "invalid_body", message: e.to_string() })?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(Json)
+        })
+    }
+}
+
+/// Parses JSON: syntax errors are 400, shape errors 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // First: is it JSON at all?
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest {
+        code: "invalid_json",
+        message: format!("request body is not valid JSON: {e}"),
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        // serde names a missing field in its message, not in the path.
+        let field = match inner.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
+            Some(missing) if path == "." => missing.to_owned(),
+            Some(missing) => format!("{path}.{missing}"),
+            None if path == "." => "body".to_owned(),
+            None => path,
+        };
+        ApiError::validation(field, inner)
+    })
+}
+
+/// A query string; a malformed one is a 400.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(
+            serde_urlencoded_query(req.query_string())
+                .map(Query)
+                .map_err(|message| ApiError::BadRequest { code: "invalid_query", message }),
+        )
+    }
+}
+
+fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, String> {
+    web::Query::<T>::from_query(query).map(web::Query::into_inner).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "fields are only deserialized")]
+    struct Body {
+        url: String,
+        max_retries: Option<i32>,
+        nested: Option<Nested>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "fields are only deserialized")]
+    struct Nested {
+        n: i32,
+    }
+
+    fn field_of(body: &str) -> String {
+        match parse_json::<Body>(body.as_bytes()) {
+            Err(ApiError::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(r#"{"max_retries": 3}"#), "url");
+        assert_eq!(field_of(r#"{"url": "x", "max_retries": "many"}"#), "max_retries");
+        assert_eq!(field_of(r#"{"url": "x", "nested": {"n": "x"}}"#), "nested.n");
+        assert_eq!(field_of(r#"{"url": "x", "nested": {}}"#), "nested.n");
+        assert_eq!(field_of("[1]"), "body");
+        assert!(matches!(parse_json::<Body>(b"{not json"), Err(ApiError::BadRequest { code: "invalid_json", .. })));
+    }
+}

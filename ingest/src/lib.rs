@@ -1,0 +1,10 @@
+//! Ingest: the REST API, event publishing over HTTP and AMQP, fan-out into
+//! durable deliveries, and the outbox relay that queues them on RabbitMQ.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod server;
+pub mod state;

@@ -1,0 +1,67 @@
+//! Starting ingest: migrations, pool, broker, catalog, HTTP server and
+//! background tasks. `main` and the tests both go through [`start`].
+
+use std::{net::SocketAddr, sync::Arc};
+
+use actix_web::HttpServer;
+use shared::{
+    amqp::{Broker, Topology},
+    catalog::Catalog,
+    config::Config,
+    crypto::SecretBox,
+    db,
+};
+
+use crate::{app::build_app, auth::AuthCache, state::AppState};
+
+/// A running ingest: its address, state and server handle.
+pub struct Ingest {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub server: actix_web::dev::ServerHandle,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Why ingest could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("loading the event catalog failed: {0}")]
+    Catalog(#[from] diesel::result::Error),
+    #[error("binding the HTTP listener failed: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// Applies migrations, connects, and serves on `config.ingest_bind`.
+pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError> {
+    shared::telemetry::metrics_handle();
+    db::run_migrations(&config.database_url).await?;
+    let pool = db::pool(&config.database_url, config.database_pool_size, "webhooks-ingest")?;
+    let catalog = {
+        let mut conn = db::conn(&pool).await?;
+        Catalog::load(&mut conn).await?
+    };
+    let topology = Topology::from_config(&config);
+    let broker = Broker::start(config.amqp_url.clone(), topology.clone());
+    let state = AppState {
+        secrets: SecretBox::new(&config.secret_key),
+        config: Arc::new(config),
+        pool,
+        broker,
+        topology: Arc::new(topology),
+        catalog: Arc::new(catalog),
+        auth_cache: AuthCache::default(),
+    };
+    let app_state = state.clone();
+    let server = HttpServer::new(move || build_app(app_state.clone()))
+        .workers(workers.max(1))
+        .disable_signals()
+        .bind(state.config.ingest_bind)?;
+    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no listen address"))?;
+    let server = server.run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    log::info!("ingest listening addr={addr}");
+    Ok(Ingest { addr, state, server: handle, task })
+}

@@ -1,0 +1,25 @@
+//! What every handler can reach: config, pool, broker, catalog and keys.
+
+use std::sync::Arc;
+
+use shared::{
+    amqp::{Broker, Topology},
+    catalog::Catalog,
+    config::Config,
+    crypto::SecretBox,
+    db::DbPool,
+};
+
+use crate::auth::AuthCache;
+
+/// Shared application state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: DbPool,
+    pub broker: Broker,
+    pub topology: Arc<Topology>,
+    pub catalog: Arc<Catalog>,
+    pub secrets: SecretBox,
+    pub auth_cache: AuthCache,
+}

@@ -1,0 +1,5 @@
+//! Ingest integration tests: one binary, real PostgreSQL and RabbitMQ, a
+//! database and an AMQP prefix per test.
+
+mod health;
+mod helpers;

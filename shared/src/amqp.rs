@@ -1,0 +1,356 @@
+//! RabbitMQ: the topology both services declare, the dispatch message, and a
+//! supervised connection that reconnects with backoff.
+//!
+//! ```text
+//!  modules ──► {p}.events (topic) ──#──► {p}.events.ingest ──► ingest consumer
+//!                                                         └─ rejects ──► {p}.events.rejected
+//!  ingest ───► {p}.dispatch (direct) ──dispatch──► {p}.dispatch ──► dispatchers
+//!  dispatcher ─► "" ──► {p}.dispatch.retry.<ms>ms (TTL, no consumer)
+//!                         └─ expires ──► dead-letters to {p}.dispatch / dispatch
+//! ```
+
+use std::{sync::Arc, time::Duration};
+
+use lapin::{
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::{Config, QueueType};
+
+/// Routing key of every message on the dispatch exchange.
+pub const DISPATCH_ROUTING_KEY: &str = "dispatch";
+/// How long a connect, declare or publisher confirm may take before we give up on it.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("not connected to the broker")]
+    Disconnected,
+    #[error("broker operation timed out")]
+    Timeout,
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the message could not be routed to any queue")]
+    Unroutable,
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("message could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A message on the dispatch queue: "make this attempt of this delivery".
+///
+/// Tagged, so new kinds can be added without breaking queued messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DispatchMessage {
+    Attempt {
+        delivery_id: uuid::Uuid,
+        /// 1-based attempt number; stale when the delivery has moved past it.
+        attempt: i32,
+    },
+}
+
+/// Names of every exchange and queue, all under `AMQP_PREFIX`.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub prefix: String,
+    pub queue_type: QueueType,
+    /// Distinct retry delays, in milliseconds.
+    pub retry_delays_ms: Vec<u64>,
+}
+
+impl Topology {
+    pub fn from_config(config: &Config) -> Self {
+        let mut delays: Vec<u64> = config.retry_schedule.iter().map(|d| d.as_millis() as u64).collect();
+        delays.sort_unstable();
+        delays.dedup();
+        Self { prefix: config.amqp_prefix.clone(), queue_type: config.amqp_queue_type, retry_delays_ms: delays }
+    }
+
+    /// Topic exchange modules publish events to (routing key = event type).
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// Queue ingest consumes published events from.
+    pub fn ingest_queue(&self) -> String {
+        format!("{}.events.ingest", self.prefix)
+    }
+    /// Queue of events ingest could not accept, each with `x-rejection-reason`.
+    pub fn rejected_queue(&self) -> String {
+        format!("{}.events.rejected", self.prefix)
+    }
+    /// Direct exchange of dispatch messages.
+    pub fn dispatch_exchange(&self) -> String {
+        format!("{}.dispatch", self.prefix)
+    }
+    /// Queue the dispatchers share.
+    pub fn dispatch_queue(&self) -> String {
+        format!("{}.dispatch", self.prefix)
+    }
+    /// Delay queue holding messages for `delay` before they return to dispatch.
+    /// Named by its delay, so changing `RETRY_SCHEDULE` never redeclares a
+    /// queue with other arguments (which RabbitMQ refuses).
+    pub fn retry_queue(&self, delay: Duration) -> String {
+        format!("{}.dispatch.retry.{}ms", self.prefix, delay.as_millis())
+    }
+
+    fn queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), long_string("quorum"));
+        }
+        args
+    }
+
+    /// Declares everything, idempotently. Both services call it at every
+    /// (re)connection, so either may start first.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
+
+        // Published events: topic exchange, one queue for all types.
+        channel
+            .exchange_declare(self.events_exchange().into(), ExchangeKind::Topic, durable_exchange, FieldTable::default())
+            .await?;
+        channel.queue_declare(self.ingest_queue().into(), durable_queue, self.queue_arguments()).await?;
+        channel
+            .queue_bind(
+                self.ingest_queue().into(),
+                self.events_exchange().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        // Rejected events: reached through the default exchange by queue name.
+        channel.queue_declare(self.rejected_queue().into(), durable_queue, self.queue_arguments()).await?;
+
+        // Dispatch: direct exchange and the queue every dispatcher consumes.
+        channel
+            .exchange_declare(
+                self.dispatch_exchange().into(),
+                ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        channel.queue_declare(self.dispatch_queue().into(), durable_queue, self.queue_arguments()).await?;
+        channel
+            .queue_bind(
+                self.dispatch_queue().into(),
+                self.dispatch_exchange().into(),
+                DISPATCH_ROUTING_KEY.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+
+        // One delay queue per retry delay: no consumer; a message waits out
+        // `x-message-ttl` at the head, then RabbitMQ dead-letters it back to
+        // the dispatch exchange. (Per-message TTL would only expire at the
+        // head, so each delay needs its own queue.)
+        for &delay_ms in &self.retry_delays_ms {
+            let mut args = self.queue_arguments();
+            // How long a message waits, in milliseconds (an integer argument).
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay_ms as i64));
+            // Where it goes when the wait is over. Strings must be LongString:
+            // RabbitMQ closes the channel on a ShortString argument.
+            args.insert("x-dead-letter-exchange".into(), long_string(&self.dispatch_exchange()));
+            args.insert("x-dead-letter-routing-key".into(), long_string(DISPATCH_ROUTING_KEY));
+            if self.queue_type == QueueType::Quorum {
+                // Quorum queues dead-letter at most once unless told otherwise.
+                args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+                args.insert("x-overflow".into(), long_string("reject-publish"));
+            }
+            channel
+                .queue_declare(self.retry_queue(Duration::from_millis(delay_ms)).into(), durable_queue, args)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes everything [`Topology::declare`] made (tests clean up with it).
+    pub async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let mut queues = vec![self.ingest_queue(), self.rejected_queue(), self.dispatch_queue()];
+        queues.extend(self.retry_delays_ms.iter().map(|&ms| self.retry_queue(Duration::from_millis(ms))));
+        for queue in queues {
+            channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
+        }
+        for exchange in [self.events_exchange(), self.dispatch_exchange()] {
+            channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// An AMQP long string value (what RabbitMQ wants for string arguments and headers).
+pub fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
+}
+
+/// Persistent JSON message properties.
+pub fn persistent_json() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+}
+
+/// Publishes one message and waits for the broker's confirm (the channel must
+/// be in confirm mode). `mandatory`, so an unroutable message is an error, not a loss.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), BrokerError> {
+    let confirm = tokio::time::timeout(BROKER_TIMEOUT, async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                properties,
+            )
+            .await?
+            .await
+    })
+    .await
+    .map_err(|_| BrokerError::Timeout)??;
+    check_confirmation(confirm)
+}
+
+/// Turns a publisher confirm into success or a typed error.
+pub fn check_confirmation(confirm: lapin::Confirmation) -> Result<(), BrokerError> {
+    if confirm.is_nack() {
+        return Err(BrokerError::Nacked);
+    }
+    if confirm.take_message().is_some() {
+        return Err(BrokerError::Unroutable);
+    }
+    Ok(())
+}
+
+/// A live connection and a confirm-mode channel for publishing.
+#[derive(Clone)]
+pub struct BrokerSession {
+    pub connection: Arc<Connection>,
+    /// Confirm-mode channel shared by all publishers of this process.
+    pub publisher: Channel,
+}
+
+/// A broker connection kept alive by a supervisor task: it connects, declares
+/// the topology, and after any loss reconnects with capped exponential backoff.
+#[derive(Clone)]
+pub struct Broker {
+    session: watch::Receiver<Option<BrokerSession>>,
+}
+
+impl Broker {
+    /// Starts the supervisor; returns at once (the first connection may still be pending).
+    pub fn start(url: String, topology: Topology) -> Self {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(supervise(url, topology, tx));
+        Self { session: rx }
+    }
+
+    /// The current session, if connected.
+    pub fn session(&self) -> Option<BrokerSession> {
+        self.session.borrow().clone().filter(|s| s.connection.status().connected())
+    }
+
+    /// Whether the broker is reachable right now.
+    pub fn is_connected(&self) -> bool {
+        self.session().is_some()
+    }
+
+    /// Waits until a session is up (or `timeout` passes).
+    pub async fn wait_session(&self, timeout: Duration) -> Result<BrokerSession, BrokerError> {
+        let mut rx = self.session.clone();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(session) = rx.borrow_and_update().clone().filter(|s| s.connection.status().connected()) {
+                    return Ok(session);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(BrokerError::Disconnected);
+                }
+            }
+        })
+        .await
+        .map_err(|_| BrokerError::Disconnected)?
+    }
+
+    /// Publishes with confirm on the shared channel.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let session = self.session().ok_or(BrokerError::Disconnected)?;
+        publish_confirmed(&session.publisher, exchange, routing_key, body, properties).await
+    }
+}
+
+/// Opens a connection with a timeout (lapin's connect can hang on a half-open peer).
+pub async fn connect(url: &str) -> Result<Connection, BrokerError> {
+    tokio::time::timeout(BROKER_TIMEOUT, Connection::connect(url, ConnectionProperties::default()))
+        .await
+        .map_err(|_| BrokerError::Timeout)?
+        .map_err(BrokerError::from)
+}
+
+async fn open_session(url: &str, topology: &Topology) -> Result<BrokerSession, BrokerError> {
+    let connection = connect(url).await?;
+    let setup = async {
+        let channel = connection.create_channel().await?;
+        topology.declare(&channel).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok::<_, BrokerError>(channel)
+    };
+    let publisher = tokio::time::timeout(BROKER_TIMEOUT, setup).await.map_err(|_| BrokerError::Timeout)??;
+    Ok(BrokerSession { connection: Arc::new(connection), publisher })
+}
+
+async fn supervise(url: String, topology: Topology, tx: watch::Sender<Option<BrokerSession>>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match open_session(&url, &topology).await {
+            Ok(session) => {
+                log::info!("broker connected prefix={}", topology.prefix);
+                backoff = Duration::from_millis(100);
+                let connection = session.connection.clone();
+                let publisher = session.publisher.clone();
+                tx.send_replace(Some(session));
+                while connection.status().connected() && publisher.status().connected() {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tx.send_replace(None);
+                log::warn!("broker connection lost prefix={}; reconnecting", topology.prefix);
+            }
+            Err(err) => {
+                if tx.is_closed() {
+                    return;
+                }
+                log::warn!("broker connect failed error={err} retry_in_ms={}", backoff.as_millis());
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

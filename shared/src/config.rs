@@ -1,0 +1,230 @@
+//! Typed configuration from the environment, validated once at start.
+//!
+//! Every variable is documented in the README. Secrets are never printed:
+//! [`SecretKey`] has no `Debug` that shows its bytes.
+
+use std::{env, net::SocketAddr, time::Duration};
+
+use base64::Engine;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required: {hint}")]
+    Missing { name: &'static str, hint: &'static str },
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// The 32-byte key that encrypts signing secrets at rest.
+#[derive(Clone)]
+pub struct SecretKey(pub [u8; 32]);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl SecretKey {
+    /// Parses base64 of exactly 32 bytes.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            name: "WEBHOOK_SECRET_KEY",
+            reason: reason.to_owned(),
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|_| invalid("not base64"))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| invalid("must decode to exactly 32 bytes"))?;
+        Ok(Self(key))
+    }
+}
+
+/// Which kind of RabbitMQ queue to declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Single-node classic queues (the default).
+    Classic,
+    /// Replicated quorum queues, for clustered brokers.
+    Quorum,
+}
+
+/// Settings shared by ingest and the dispatcher.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub database_pool_size: usize,
+    pub amqp_url: String,
+    pub amqp_prefix: String,
+    pub amqp_queue_type: QueueType,
+    pub ingest_bind: SocketAddr,
+    pub dispatcher_bind: SocketAddr,
+    pub secret_key: SecretKey,
+    /// Delay before retry 1, 2, 3…; retries past the list reuse the last one.
+    pub retry_schedule: Vec<Duration>,
+    pub allow_http_targets: bool,
+    pub allow_private_targets: bool,
+    /// Deliveries the dispatcher attempts at once.
+    pub dispatcher_concurrency: usize,
+    /// Deliveries to one subscription the dispatcher attempts at once.
+    pub dispatcher_per_subscription: usize,
+}
+
+impl Config {
+    /// Reads and validates every variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| env::var(name).ok())
+    }
+
+    /// Reads from any lookup function (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str, default: &str| get(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned());
+        let secret = get("WEBHOOK_SECRET_KEY").filter(|v| !v.is_empty()).ok_or(ConfigError::Missing {
+            name: "WEBHOOK_SECRET_KEY",
+            hint: "32 random bytes, base64 (e.g. `openssl rand -base64 32`)",
+        })?;
+        let prefix = var("AMQP_PREFIX", "webhooks");
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(ConfigError::Invalid {
+                name: "AMQP_PREFIX",
+                reason: "use letters, digits, '_', '-' and '.'".into(),
+            });
+        }
+        Ok(Self {
+            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/webhooks"),
+            database_pool_size: parse_number("DATABASE_POOL_SIZE", &var("DATABASE_POOL_SIZE", "16"), 1, 1000)?,
+            amqp_url: var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp_prefix: prefix,
+            amqp_queue_type: match var("AMQP_QUEUE_TYPE", "classic").as_str() {
+                "classic" => QueueType::Classic,
+                "quorum" => QueueType::Quorum,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name: "AMQP_QUEUE_TYPE",
+                        reason: format!("{other:?} is neither classic nor quorum"),
+                    })
+                }
+            },
+            ingest_bind: parse_addr("INGEST_BIND", &var("INGEST_BIND", "127.0.0.1:8080"))?,
+            dispatcher_bind: parse_addr("DISPATCHER_BIND", &var("DISPATCHER_BIND", "127.0.0.1:9091"))?,
+            secret_key: SecretKey::parse(&secret)?,
+            retry_schedule: parse_schedule(&var("RETRY_SCHEDULE", "5m,1h,6h"))?,
+            allow_http_targets: parse_bool("ALLOW_HTTP_TARGETS", &var("ALLOW_HTTP_TARGETS", "false"))?,
+            allow_private_targets: parse_bool("ALLOW_PRIVATE_TARGETS", &var("ALLOW_PRIVATE_TARGETS", "false"))?,
+            dispatcher_concurrency: parse_number(
+                "DISPATCHER_CONCURRENCY",
+                &var("DISPATCHER_CONCURRENCY", "256"),
+                1,
+                10_000,
+            )?,
+            dispatcher_per_subscription: parse_number(
+                "DISPATCHER_PER_SUBSCRIPTION",
+                &var("DISPATCHER_PER_SUBSCRIPTION", "16"),
+                1,
+                10_000,
+            )?,
+        })
+    }
+
+    /// The delay before retry number `retry` (1-based); past the list, its last entry.
+    pub fn retry_delay(&self, retry: u32) -> Duration {
+        let index = (retry.max(1) as usize - 1).min(self.retry_schedule.len() - 1);
+        self.retry_schedule[index]
+    }
+}
+
+fn parse_addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Invalid {
+        name,
+        reason: format!("{value:?} is not host:port with an IP host"),
+    })
+}
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Invalid { name, reason: format!("{value:?} is not a boolean") }),
+    }
+}
+
+fn parse_number(name: &'static str, value: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError::Invalid { name, reason: format!("{value:?} is not a number from {min} to {max}") }),
+    }
+}
+
+/// Parses `5m,1h,6h`: each entry a whole number with unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_schedule(value: &str) -> Result<Vec<Duration>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { name: "RETRY_SCHEDULE", reason };
+    let delays = value
+        .split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            let split = entry.find(|c: char| !c.is_ascii_digit()).unwrap_or(entry.len());
+            let (digits, unit) = entry.split_at(split);
+            let n: u64 = digits.parse().map_err(|_| invalid(format!("{entry:?} has no number")))?;
+            let millis = match unit {
+                "ms" => n,
+                "s" => n * 1_000,
+                "m" => n * 60_000,
+                "h" => n * 3_600_000,
+                "d" => n * 86_400_000,
+                _ => return Err(invalid(format!("{entry:?}: unit must be ms, s, m, h or d"))),
+            };
+            if millis == 0 || millis > u32::MAX as u64 {
+                return Err(invalid(format!("{entry:?} must be above 0 and at most 49 days")));
+            }
+            Ok(Duration::from_millis(millis))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if delays.is_empty() {
+        return Err(invalid("empty".into()));
+    }
+    Ok(delays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_parses_units_and_rejects_garbage() {
+        let s = parse_schedule("1s, 5m,1h,500ms").expect("valid");
+        assert_eq!(
+            s,
+            vec![
+                Duration::from_secs(1),
+                Duration::from_secs(300),
+                Duration::from_secs(3600),
+                Duration::from_millis(500)
+            ]
+        );
+        assert!(parse_schedule("").is_err());
+        assert!(parse_schedule("5x").is_err());
+        assert!(parse_schedule("0s").is_err());
+        assert!(parse_schedule("m").is_err());
+    }
+
+    #[test]
+    fn config_requires_a_32_byte_secret_key() {
+        let missing = Config::from_lookup(|_| None);
+        assert!(matches!(missing, Err(ConfigError::Missing { name: "WEBHOOK_SECRET_KEY", .. })));
+        let short = Config::from_lookup(|n| (n == "WEBHOOK_SECRET_KEY").then(|| "c2hvcnQ=".to_owned()));
+        assert!(matches!(short, Err(ConfigError::Invalid { name: "WEBHOOK_SECRET_KEY", .. })));
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let ok = Config::from_lookup(|n| (n == "WEBHOOK_SECRET_KEY").then(|| key.clone())).expect("valid");
+        assert_eq!(ok.amqp_prefix, "webhooks");
+        assert_eq!(ok.retry_delay(1), Duration::from_secs(300));
+        assert_eq!(ok.retry_delay(7), Duration::from_secs(6 * 3600));
+        assert!(!format!("{:?}", ok.secret_key).contains('7'));
+    }
+}

@@ -1,0 +1,106 @@
+//! PostgreSQL: the connection pool and the embedded migrations.
+
+use std::time::Duration;
+
+use diesel::ConnectionError;
+use diesel_async::{
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{deadpool::Pool, AsyncDieselConnectionManager, ManagerConfig},
+    AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures_util::FutureExt;
+
+/// The migrations in `migrations/`, compiled into both binaries.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+
+/// A pool of async PostgreSQL connections.
+pub type DbPool = Pool<AsyncPgConnection>;
+/// One connection checked out of the pool.
+pub type DbConn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had: the database is down or the pool is exhausted.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl DbError {
+    /// Whether the error means the database could not be reached (answer 503, retry later).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Query(diesel::result::Error::DatabaseError(kind, _)) => {
+                matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
+            }
+            DbError::Query(diesel::result::Error::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Builds a pool whose connections set `application_name` and a
+/// `statement_timeout`, and whose checkouts give up after 5 seconds.
+pub fn pool(database_url: &str, max_size: usize, application_name: &'static str) -> Result<DbPool, DbError> {
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |url| {
+        async move {
+            let mut conn = tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(url))
+                .await
+                .map_err(|_| ConnectionError::BadConnection("connect timed out".into()))??;
+            conn.batch_execute(&format!(
+                "SET application_name = '{application_name}'; SET statement_timeout = '30s'"
+            ))
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
+    Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// Checks a connection out of the pool.
+pub async fn conn(pool: &DbPool) -> Result<DbConn, DbError> {
+    pool.get().await.map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// Applies pending migrations. Blocking: diesel's harness is synchronous, and
+/// diesel-async's own harness panics on a current-thread runtime, so async
+/// callers run this through `spawn_blocking`.
+pub fn run_migrations_blocking(database_url: &str) -> Result<usize, DbError> {
+    let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(database_url)
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let applied = conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(applied.len())
+}
+
+/// Reverts every migration (tests check that `down.sql` works).
+pub fn revert_all_migrations_blocking(database_url: &str) -> Result<usize, DbError> {
+    let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(database_url)
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let reverted = conn.revert_all_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(reverted.len())
+}
+
+/// Applies pending migrations from async code.
+pub async fn run_migrations(database_url: &str) -> Result<usize, DbError> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || run_migrations_blocking(&url))
+        .await
+        .map_err(|e| DbError::Migration(e.to_string()))?
+}

@@ -1,0 +1,16 @@
+//! Code both services share: configuration, the database schema and queries,
+//! the AMQP topology, signing, secrets and the event catalog.
+
+pub mod amqp;
+pub mod catalog;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod envelope;
+pub mod models;
+pub mod schema;
+pub mod signing;
+pub mod targets;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

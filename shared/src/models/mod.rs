@@ -1,0 +1,7 @@
+//! Row types and their queries, a file per table.
+
+pub mod api_key;
+pub mod attempt;
+pub mod delivery;
+pub mod event;
+pub mod subscription;

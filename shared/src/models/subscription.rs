@@ -1,0 +1,167 @@
+//! Subscriptions: who wants which events at which URL. Every query takes the
+//! tenant, so another tenant's row is simply not found.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::schema::subscriptions;
+
+/// A subscription row (secrets still encrypted).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = subscriptions)]
+pub struct Subscription {
+    pub id: uuid::Uuid,
+    pub tenant_id: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub events: Vec<String>,
+    pub headers: serde_json::Value,
+    pub is_active: bool,
+    pub retry_enabled: bool,
+    pub max_retries: i32,
+    pub timeout_seconds: i32,
+    pub secret_encrypted: Vec<u8>,
+    pub previous_secret_encrypted: Option<Vec<u8>>,
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A validated new subscription.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = subscriptions)]
+pub struct NewSubscription {
+    pub id: uuid::Uuid,
+    pub tenant_id: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub events: Vec<String>,
+    pub headers: serde_json::Value,
+    pub is_active: bool,
+    pub retry_enabled: bool,
+    pub max_retries: i32,
+    pub timeout_seconds: i32,
+    pub secret_encrypted: Vec<u8>,
+}
+
+/// A validated partial update (`None` leaves a column as it is).
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = subscriptions)]
+pub struct SubscriptionChanges {
+    pub url: Option<String>,
+    pub description: Option<Option<String>>,
+    pub events: Option<Vec<String>>,
+    pub headers: Option<serde_json::Value>,
+    pub is_active: Option<bool>,
+    pub retry_enabled: Option<bool>,
+    pub max_retries: Option<i32>,
+    pub timeout_seconds: Option<i32>,
+    pub disabled_reason: Option<Option<String>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert(conn: &mut AsyncPgConnection, new: NewSubscription) -> QueryResult<Subscription> {
+    diesel::insert_into(subscriptions::table)
+        .values(new)
+        .returning(Subscription::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// The tenant's live subscription `id`, if any.
+pub async fn find(conn: &mut AsyncPgConnection, tenant_id: &str, id: uuid::Uuid) -> QueryResult<Option<Subscription>> {
+    subscriptions::table
+        .filter(subscriptions::id.eq(id))
+        .filter(subscriptions::tenant_id.eq(tenant_id))
+        .filter(subscriptions::deleted_at.is_null())
+        .select(Subscription::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// One page of the tenant's subscriptions in creation order (ids are UUIDv7),
+/// after `after`; fetches `limit + 1` so the caller knows if more follow.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    tenant_id: &str,
+    after: Option<uuid::Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<Subscription>> {
+    let mut query = subscriptions::table
+        .filter(subscriptions::tenant_id.eq(tenant_id))
+        .filter(subscriptions::deleted_at.is_null())
+        .select(Subscription::as_select())
+        .order(subscriptions::id.asc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(subscriptions::id.gt(after));
+    }
+    query.load(conn).await
+}
+
+/// Applies `changes` to the tenant's live subscription; `None` if not found.
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    tenant_id: &str,
+    id: uuid::Uuid,
+    mut changes: SubscriptionChanges,
+) -> QueryResult<Option<Subscription>> {
+    changes.updated_at = Some(Utc::now());
+    diesel::update(
+        subscriptions::table
+            .filter(subscriptions::id.eq(id))
+            .filter(subscriptions::tenant_id.eq(tenant_id))
+            .filter(subscriptions::deleted_at.is_null()),
+    )
+    .set(changes)
+    .returning(Subscription::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// Soft-deletes (the delivery log stays); returns whether a row was deleted.
+pub async fn soft_delete(conn: &mut AsyncPgConnection, tenant_id: &str, id: uuid::Uuid) -> QueryResult<bool> {
+    let now = Utc::now();
+    let n = diesel::update(
+        subscriptions::table
+            .filter(subscriptions::id.eq(id))
+            .filter(subscriptions::tenant_id.eq(tenant_id))
+            .filter(subscriptions::deleted_at.is_null()),
+    )
+    .set((subscriptions::deleted_at.eq(now), subscriptions::is_active.eq(false), subscriptions::updated_at.eq(now)))
+    .execute(conn)
+    .await?;
+    Ok(n == 1)
+}
+
+/// Replaces the secret, keeping the current one as `previous` with the rotation time.
+pub async fn rotate_secret(
+    conn: &mut AsyncPgConnection,
+    tenant_id: &str,
+    id: uuid::Uuid,
+    new_secret_encrypted: Vec<u8>,
+) -> QueryResult<Option<Subscription>> {
+    let now = Utc::now();
+    diesel::update(
+        subscriptions::table
+            .filter(subscriptions::id.eq(id))
+            .filter(subscriptions::tenant_id.eq(tenant_id))
+            .filter(subscriptions::deleted_at.is_null()),
+    )
+    .set((
+        subscriptions::previous_secret_encrypted.eq(subscriptions::secret_encrypted.nullable()),
+        subscriptions::secret_encrypted.eq(new_secret_encrypted),
+        subscriptions::secret_rotated_at.eq(now),
+        subscriptions::updated_at.eq(now),
+    ))
+    .returning(Subscription::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
+}
