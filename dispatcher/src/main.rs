@@ -1,5 +1,6 @@
-//! `webhooks-dispatcher`: delivers webhooks until SIGTERM.
+//! `webhooks-dispatcher`: delivers webhooks until SIGTERM, then drains.
 
+use dispatcher::shutdown;
 use shared::config::Config;
 
 #[tokio::main]
@@ -7,20 +8,9 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init_logging();
     let config = Config::from_env()?;
     let dispatcher = dispatcher::server::start(config).await?;
-    wait_for_shutdown().await;
-    log::info!("shutting down");
-    dispatcher.health_server.stop(true).await;
+    shutdown::signal().await;
+    log::info!("shutting down: no new deliveries; draining in-flight attempts");
+    let drained = dispatcher.shutdown(shutdown::DRAIN_BOUND).await;
+    log::info!("stopped drained={drained}");
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn wait_for_shutdown() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -1,6 +1,7 @@
-//! Starting a dispatcher: migrations, pool, broker, and the health listener.
+//! Starting a dispatcher: migrations, pool, broker, HTTP client, the health
+//! listener and the consumer; and stopping it with a bounded drain.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use actix_web::{middleware, web, App, HttpServer};
 use shared::{
@@ -10,6 +11,9 @@ use shared::{
     db::{self, DbPool},
     telemetry::{self, Readiness},
 };
+use tokio::sync::{watch, Semaphore};
+
+use crate::{client, consumer, deliver::DeliverContext, limits::SubscriptionSlots, stats::Stats};
 
 /// What the dispatcher's tasks share.
 #[derive(Clone)]
@@ -19,6 +23,11 @@ pub struct Context {
     pub broker: Broker,
     pub topology: Arc<Topology>,
     pub secrets: SecretBox,
+    /// The shared HTTP client and target policy.
+    pub deliver: DeliverContext,
+    /// Per-subscription in-flight cap.
+    pub slots: SubscriptionSlots,
+    pub stats: Arc<Stats>,
 }
 
 /// A running dispatcher.
@@ -27,6 +36,10 @@ pub struct Dispatcher {
     pub addr: SocketAddr,
     pub context: Context,
     pub health_server: actix_web::dev::ServerHandle,
+    stop: watch::Sender<bool>,
+    consumer: tokio::task::JoinHandle<Option<lapin::Channel>>,
+    /// One permit per attempt that may be in flight.
+    in_flight: Arc<Semaphore>,
 }
 
 /// Why a dispatcher could not start.
@@ -36,16 +49,26 @@ pub enum StartError {
     Db(#[from] db::DbError),
     #[error("binding the health listener failed: {0}")]
     Bind(#[from] std::io::Error),
+    #[error("building the HTTP client failed: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
-/// Applies migrations, connects, and serves the health routes.
+/// Applies migrations, connects, serves the health routes and starts
+/// consuming. Returns at once; the broker connection may still be coming up.
 pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
     telemetry::metrics_handle();
+    crate::stats::describe_metrics();
     db::run_migrations(&config.database_url).await?;
     let pool = db::pool(&config.database_url, config.database_pool_size, "webhooks-dispatcher")?;
     let topology = Topology::from_config(&config);
     let broker = Broker::start(config.amqp_url.clone(), topology.clone());
     let context = Context {
+        deliver: DeliverContext {
+            client: client::build(&config)?,
+            allow_private_targets: config.allow_private_targets,
+        },
+        slots: SubscriptionSlots::new(config.dispatcher_per_subscription),
+        stats: Arc::default(),
         secrets: SecretBox::new(&config.secret_key),
         config: Arc::new(config),
         pool,
@@ -66,6 +89,41 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
     let server = server.run();
     let health_server = server.handle();
     tokio::spawn(server);
-    log::info!("dispatcher health listening addr={addr}");
-    Ok(Dispatcher { addr, context, health_server })
+
+    let in_flight = Arc::new(Semaphore::new(context.config.dispatcher_concurrency));
+    let (stop, stop_rx) = watch::channel(false);
+    let consumer = tokio::spawn(consumer::run(context.clone(), in_flight.clone(), stop_rx));
+    log::info!(
+        "dispatcher started health_addr={addr} concurrency={} per_subscription={}",
+        context.config.dispatcher_concurrency,
+        context.config.dispatcher_per_subscription
+    );
+    Ok(Dispatcher { addr, context, health_server, stop, consumer, in_flight })
+}
+
+impl Dispatcher {
+    /// Stops consuming, waits up to `drain` for the attempts in flight to be
+    /// recorded and acked, then closes the consumer channel (returning any
+    /// prefetched message to the queue) and the health listener. Returns
+    /// whether every in-flight attempt finished in time; those that did not
+    /// stay unacked and are redelivered.
+    pub async fn shutdown(self, drain: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let channel = self.consumer.await.ok().flatten();
+        let permits = u32::try_from(self.context.config.dispatcher_concurrency).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(drain, self.in_flight.acquire_many(permits)).await.is_ok_and(|p| p.is_ok());
+        if !drained {
+            log::warn!("shutdown drain bound reached; unfinished attempts will be redelivered");
+        }
+        if let Some(channel) = channel {
+            let _ = tokio::time::timeout(Duration::from_secs(5), channel.close(200, "dispatcher shutting down".into())).await;
+        }
+        self.health_server.stop(true).await;
+        drained
+    }
+
+    /// Attempts in flight right now.
+    pub fn in_flight(&self) -> usize {
+        self.context.config.dispatcher_concurrency - self.in_flight.available_permits()
+    }
 }

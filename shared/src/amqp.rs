@@ -7,6 +7,9 @@
 //!  ingest ───► {p}.dispatch (direct) ──dispatch──► {p}.dispatch ──► dispatchers
 //!  dispatcher ─► "" ──► {p}.dispatch.retry.<ms>ms (TTL, no consumer)
 //!                         └─ expires ──► dead-letters to {p}.dispatch / dispatch
+//!  dispatcher ─► "" ──► {p}.dispatch.defer.<ms>ms (same, for messages put off
+//!                        without an attempt: subscription at its in-flight cap,
+//!                        attempt claimed by another dispatcher)
 //! ```
 
 use std::{sync::Arc, time::Duration};
@@ -28,6 +31,10 @@ use crate::config::{Config, QueueType};
 pub const DISPATCH_ROUTING_KEY: &str = "dispatch";
 /// How long a connect, declare or publisher confirm may take before we give up on it.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Delays of the defer queues, shortest first: a message put off without an
+/// attempt waits the first a few times, then the longer one, so a backlog
+/// behind a hanging endpoint does not churn through the broker every second.
+pub const DEFER_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(10)];
 
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +109,10 @@ impl Topology {
     pub fn retry_queue(&self, delay: Duration) -> String {
         format!("{}.dispatch.retry.{}ms", self.prefix, delay.as_millis())
     }
+    /// Delay queue for a message put off without an attempt (see [`DEFER_DELAYS`]).
+    pub fn defer_queue(&self, delay: Duration) -> String {
+        format!("{}.dispatch.defer.{}ms", self.prefix, delay.as_millis())
+    }
 
     fn queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
@@ -154,11 +165,13 @@ impl Topology {
             )
             .await?;
 
-        // One delay queue per retry delay: no consumer; a message waits out
+        // One delay queue per retry delay and per defer delay: no consumer; a message waits out
         // `x-message-ttl` at the head, then RabbitMQ dead-letters it back to
         // the dispatch exchange. (Per-message TTL would only expire at the
         // head, so each delay needs its own queue.)
-        for &delay_ms in &self.retry_delays_ms {
+        let retry_queues = self.retry_delays_ms.iter().map(|&ms| (self.retry_queue(Duration::from_millis(ms)), ms));
+        let defer_queues = DEFER_DELAYS.iter().map(|&d| (self.defer_queue(d), d.as_millis() as u64));
+        for (queue, delay_ms) in retry_queues.chain(defer_queues) {
             let mut args = self.queue_arguments();
             // How long a message waits, in milliseconds (an integer argument).
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay_ms as i64));
@@ -171,9 +184,7 @@ impl Topology {
                 args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
                 args.insert("x-overflow".into(), long_string("reject-publish"));
             }
-            channel
-                .queue_declare(self.retry_queue(Duration::from_millis(delay_ms)).into(), durable_queue, args)
-                .await?;
+            channel.queue_declare(queue.into(), durable_queue, args).await?;
         }
         Ok(())
     }
@@ -182,6 +193,7 @@ impl Topology {
     pub async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
         let mut queues = vec![self.ingest_queue(), self.rejected_queue(), self.dispatch_queue()];
         queues.extend(self.retry_delays_ms.iter().map(|&ms| self.retry_queue(Duration::from_millis(ms))));
+        queues.extend(DEFER_DELAYS.iter().map(|&delay| self.defer_queue(delay)));
         for queue in queues {
             channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
         }

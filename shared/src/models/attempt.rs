@@ -20,7 +20,7 @@ pub struct Attempt {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Insertable)]
+#[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = delivery_attempts)]
 pub struct NewAttempt {
     pub id: uuid::Uuid,

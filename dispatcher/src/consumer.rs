@@ -1,0 +1,148 @@
+//! Consuming `{p}.dispatch`: manual acks, prefetch = `DISPATCHER_CONCURRENCY`,
+//! a task per message under a semaphore of the same size, and a fresh
+//! channel and consumer after every broker reconnect.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    message::Delivery as AmqpMessage,
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    types::FieldTable,
+    Channel, Consumer,
+};
+use shared::amqp::{BrokerSession, BROKER_TIMEOUT};
+use tokio::sync::{watch, Semaphore};
+
+use crate::{
+    process::{self, Disposition},
+    server::Context,
+};
+
+/// Pause before a message goes back to the queue, so an outage (database
+/// down) does not turn into a hot redelivery loop.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs the consumer until `stop` turns true (or its sender is dropped).
+/// Returns the last consumer channel, cancelled but still open, so the caller
+/// can let in-flight tasks ack on it before closing it.
+pub async fn run(ctx: Context, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) -> Option<Channel> {
+    let tag = format!("webhooks-dispatcher-{}", uuid::Uuid::new_v4().simple());
+    loop {
+        let session = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => return None,
+            session = ctx.broker.wait_session(Duration::from_secs(30)) => session,
+        };
+        let Ok(session) = session else { continue };
+        let (channel, mut consumer) = match tokio::time::timeout(BROKER_TIMEOUT, subscribe(&ctx, &session, &tag)).await {
+            Ok(Ok(subscribed)) => subscribed,
+            Ok(Err(err)) => {
+                log::warn!("subscribing to the dispatch queue failed error={err}; retrying");
+                if pause_or_stop(&mut stop, Duration::from_secs(1)).await {
+                    return None;
+                }
+                continue;
+            }
+            Err(_) => {
+                log::warn!("subscribing to the dispatch queue timed out; retrying");
+                continue;
+            }
+        };
+        log::info!(
+            "consuming queue={} prefetch={} consumer_tag={tag}",
+            ctx.topology.dispatch_queue(),
+            ctx.config.dispatcher_concurrency
+        );
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => return Some(cancel(channel, &tag).await),
+                permit = slots.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { return Some(cancel(channel, &tag).await) };
+            let next = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => return Some(cancel(channel, &tag).await),
+                next = consumer.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        settle(&ctx, message).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(err)) => {
+                    log::warn!("dispatch consumer failed error={err}; re-subscribing after reconnect");
+                    break;
+                }
+                None => {
+                    log::warn!("dispatch consumer ended; re-subscribing");
+                    break;
+                }
+            }
+        }
+        // Unacked messages of the lost channel return to the queue by themselves.
+        if pause_or_stop(&mut stop, Duration::from_millis(200)).await {
+            return None;
+        }
+    }
+}
+
+async fn subscribe(ctx: &Context, session: &BrokerSession, tag: &str) -> Result<(Channel, Consumer), lapin::Error> {
+    let channel = session.connection.create_channel().await?;
+    let prefetch = u16::try_from(ctx.config.dispatcher_concurrency).unwrap_or(u16::MAX);
+    channel.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
+    let consumer = channel
+        .basic_consume(
+            ctx.topology.dispatch_queue().into(),
+            tag.into(),
+            BasicConsumeOptions { no_ack: false, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer))
+}
+
+/// Stops new deliveries to this consumer; what was prefetched but not started
+/// stays unacked and returns to the queue when the channel closes.
+async fn cancel(channel: Channel, tag: &str) -> Channel {
+    match tokio::time::timeout(BROKER_TIMEOUT, channel.basic_cancel(tag.into(), BasicCancelOptions::default())).await {
+        Ok(Ok(())) => log::info!("dispatch consumer cancelled consumer_tag={tag}"),
+        Ok(Err(err)) => log::warn!("cancelling the dispatch consumer failed error={err}"),
+        Err(_) => log::warn!("cancelling the dispatch consumer timed out"),
+    }
+    channel
+}
+
+/// Handles one message, then acks it or returns it to the queue.
+async fn settle(ctx: &Context, message: AmqpMessage) {
+    let disposition = process::handle(ctx, &message).await;
+    let settled = match disposition {
+        Disposition::Ack => message.acker.ack(BasicAckOptions::default()).await,
+        Disposition::Requeue => {
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            message.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await
+        }
+    };
+    if let Err(err) = settled {
+        // The channel is gone; the broker redelivers the message and the claim
+        // rules make the second handling a no-op (or the pending work).
+        log::debug!("settling a dispatch message failed error={err}");
+    }
+}
+
+/// Resolves once `stop` is true or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Sleeps for `pause`; true if told to stop meanwhile.
+async fn pause_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    tokio::select! {
+        _ = stopped(stop) => true,
+        _ = tokio::time::sleep(pause) => false,
+    }
+}

@@ -1,0 +1,208 @@
+//! One HTTP attempt: sign the stored body, POST it with the contract's
+//! headers, read at most 4 KiB of the answer, and say what happened as data.
+//! Recording the outcome and acking belong to the caller.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
+use shared::{signing, targets::is_public_ip};
+
+use crate::outcome::{classify_error, Outcome, OutcomeKind};
+
+/// How much of an answer is kept (and read at all).
+pub const MAX_RESPONSE_BODY: usize = 4096;
+/// The `User-Agent` of every request.
+pub const USER_AGENT_VALUE: &str = "DotMac-Webhooks/1.0";
+
+/// Everything one attempt needs, secrets already decrypted.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub delivery_id: uuid::Uuid,
+    /// 1-based number of this attempt.
+    pub attempt: i32,
+    pub subscription_id: uuid::Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub url: String,
+    /// The subscription's own headers (a JSON object of strings).
+    pub custom_headers: serde_json::Value,
+    pub timeout: Duration,
+    /// The current signing secret.
+    pub secret: String,
+    /// The secret before the last rotation, while its 24-hour grace period lasts.
+    pub previous_secret: Option<String>,
+    /// The stored envelope, sent byte for byte.
+    pub payload: String,
+}
+
+/// What `deliver_one` needs besides the job.
+#[derive(Clone)]
+pub struct DeliverContext {
+    pub client: reqwest::Client,
+    /// `ALLOW_PRIVATE_TARGETS`: skip the IP-literal check.
+    pub allow_private_targets: bool,
+}
+
+/// Headers that carry HTTP framing or routing; a subscription may not set them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+    "proxy-authorization", "proxy-connection", "expect",
+];
+
+/// Makes one attempt and reports its outcome; never panics, never retries.
+pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
+    let started = Instant::now();
+    let url = match reqwest::Url::parse(&job.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        _ => return Outcome::failed(OutcomeKind::Request, "subscription URL is not a valid http(s) URL", started.elapsed()),
+    };
+    if !ctx.allow_private_targets {
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal.filter(|ip| !is_public_ip(*ip)) {
+            return Outcome::failed(
+                OutcomeKind::BlockedAddress,
+                format!("{ip} is not a public address (ALLOW_PRIVATE_TARGETS is off)"),
+                started.elapsed(),
+            );
+        }
+    }
+    let headers = match request_headers(job, chrono::Utc::now().timestamp()) {
+        Ok(headers) => headers,
+        Err(message) => return Outcome::failed(OutcomeKind::Internal, message, started.elapsed()),
+    };
+    let sent = ctx
+        .client
+        .post(url)
+        .headers(headers)
+        .timeout(job.timeout)
+        .body(job.payload.clone())
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(err) => return classify_error(&err, started.elapsed()),
+    };
+    let status = response.status().as_u16();
+    let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = read_prefix(&mut response).await;
+    drop(response);
+    Outcome::answered(status, location.as_deref(), started.elapsed(), body)
+}
+
+/// Reads chunks until [`MAX_RESPONSE_BODY`] bytes or the end; the rest is
+/// never read (dropping the response closes that connection). A body that
+/// fails midway keeps what arrived: the status already decided the outcome.
+async fn read_prefix(response: &mut reqwest::Response) -> Option<String> {
+    let mut kept: Vec<u8> = Vec::new();
+    while kept.len() < MAX_RESPONSE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BODY - kept.len();
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    // PostgreSQL text holds neither invalid UTF-8 nor NUL.
+    Some(String::from_utf8_lossy(&kept).replace('\0', "\u{FFFD}"))
+}
+
+/// The contract's headers, then the subscription's own (never replacing ours).
+/// `now` is the unix time of this attempt (`webhook-timestamp`).
+pub fn request_headers(job: &Job, now: i64) -> Result<HeaderMap, String> {
+    let body = job.payload.as_bytes();
+    let envelope_timestamp = shared::envelope::timestamp_of(&job.payload)
+        .ok_or_else(|| "stored payload has no timestamp".to_owned())?;
+    let mut secrets = vec![job.secret.as_str()];
+    secrets.extend(job.previous_secret.as_deref());
+    let ours: [(HeaderName, String); 11] = [
+        (CONTENT_TYPE, "application/json".to_owned()),
+        (USER_AGENT, USER_AGENT_VALUE.to_owned()),
+        (HeaderName::from_static("x-webhook-signature"), signing::legacy_signature(&job.secret, body)),
+        (HeaderName::from_static("x-webhook-event-id"), job.event_id.clone()),
+        (HeaderName::from_static("x-webhook-event-type"), job.event_type.clone()),
+        (HeaderName::from_static("x-webhook-timestamp"), envelope_timestamp),
+        (HeaderName::from_static("x-webhook-delivery-id"), job.delivery_id.to_string()),
+        (HeaderName::from_static("x-webhook-attempt"), job.attempt.to_string()),
+        (HeaderName::from_static("webhook-id"), job.event_id.clone()),
+        (HeaderName::from_static("webhook-timestamp"), now.to_string()),
+        (
+            HeaderName::from_static("webhook-signature"),
+            signing::standard_signature_header(&secrets, &job.event_id, now, body),
+        ),
+    ];
+    let mut headers = HeaderMap::with_capacity(ours.len() + 4);
+    for (name, value) in ours {
+        let value = HeaderValue::from_str(&value).map_err(|_| format!("header {name} would be invalid"))?;
+        headers.insert(name, value);
+    }
+    if let Some(custom) = job.custom_headers.as_object() {
+        for (name, value) in custom {
+            // HeaderName is lower-case, so a differently cased duplicate of ours collides too.
+            let (Ok(name), Some(Ok(value))) =
+                (HeaderName::from_bytes(name.as_bytes()), value.as_str().map(HeaderValue::from_str))
+            else {
+                log::debug!("custom header skipped: invalid subscription_id={} header={name}", job.subscription_id);
+                continue;
+            };
+            if headers.contains_key(&name) || RESERVED_HEADERS.contains(&name.as_str()) {
+                continue;
+            }
+            headers.insert(name, value);
+        }
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            delivery_id: uuid::Uuid::nil(),
+            attempt: 2,
+            subscription_id: uuid::Uuid::nil(),
+            event_id: "evt_1".into(),
+            event_type: "invoice.created".into(),
+            url: "https://example.com/hook".into(),
+            custom_headers: serde_json::json!({
+                "X-Custom": "yes", "x-webhook-signature": "forged", "USER-AGENT": "evil", "Host": "other",
+                "X-Number": 5,
+            }),
+            timeout: Duration::from_secs(5),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
+            payload: r#"{"id":"evt_1","type":"invoice.created","timestamp":"2025-09-30T12:00:00Z","tenant_id":"t","data":{},"metadata":{}}"#.into(),
+        }
+    }
+
+    #[test]
+    fn custom_headers_never_replace_ours() {
+        let job = job();
+        let headers = request_headers(&job, 1_700_000_000).expect("headers");
+        assert_eq!(headers["x-custom"], "yes");
+        assert_eq!(headers["user-agent"], USER_AGENT_VALUE);
+        assert!(!headers.contains_key("host"));
+        assert!(!headers.contains_key("x-number"));
+        assert_eq!(headers.get_all("x-webhook-signature").iter().count(), 1);
+        let legacy = headers["x-webhook-signature"].to_str().expect("ascii");
+        assert!(signing::verify_legacy(&job.secret, job.payload.as_bytes(), legacy));
+        assert_eq!(headers["x-webhook-timestamp"], "2025-09-30T12:00:00Z");
+        assert_eq!(headers["x-webhook-attempt"], "2");
+        let standard = headers["webhook-signature"].to_str().expect("ascii");
+        for secret in [&job.secret, job.previous_secret.as_ref().expect("previous")] {
+            assert!(signing::verify_standard(secret, "evt_1", 1_700_000_000, job.payload.as_bytes(), standard));
+        }
+    }
+}
