@@ -3,8 +3,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
