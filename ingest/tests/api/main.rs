@@ -3,3 +3,5 @@
 
 mod health;
 mod helpers;
+mod openapi;
+mod subscriptions;

@@ -46,6 +46,7 @@ pub struct CreateSubscriptionRequest {
     #[schema(example = "https://your-app.com/webhook")]
     pub url: String,
     /// At most 500 characters.
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Catalog event types, `category.*`, `prefix.*` or `*`; 1 to 100, repeats dropped.
     #[schema(example = json!(["invoice.created", "payment.*"]))]
@@ -57,8 +58,10 @@ pub struct CreateSubscriptionRequest {
     /// Defaults to true.
     pub retry_enabled: Option<bool>,
     /// 0 to 10, defaults to 3.
+    #[schema(minimum = 0, maximum = 10)]
     pub max_retries: Option<i32>,
     /// 1 to 60, defaults to 30.
+    #[schema(minimum = 1, maximum = 60)]
     pub timeout_seconds: Option<i32>,
 }
 
@@ -96,7 +99,7 @@ pub struct UpdateSubscriptionRequest {
     pub url: Option<Option<String>>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 500)]
     pub description: Option<Option<String>>,
     /// Replaces the whole list.
     #[serde(default, deserialize_with = "present")]
@@ -115,11 +118,11 @@ pub struct UpdateSubscriptionRequest {
     pub retry_enabled: Option<Option<bool>>,
     /// 0 to 10.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = i32)]
+    #[schema(value_type = i32, minimum = 0, maximum = 10)]
     pub max_retries: Option<Option<i32>>,
     /// 1 to 60.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = i32)]
+    #[schema(value_type = i32, minimum = 1, maximum = 60)]
     pub timeout_seconds: Option<Option<i32>>,
 }
 
@@ -175,6 +178,7 @@ impl UpdateSubscriptionRequest {
 pub struct SubscriptionView {
     pub id: Uuid,
     pub url: String,
+    #[schema(required = true)]
     pub description: Option<String>,
     pub events: Vec<String>,
     #[schema(value_type = HashMap<String, String>)]
@@ -187,6 +191,7 @@ pub struct SubscriptionView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Why the service disabled it (e.g. the endpoint answered 410 Gone).
+    #[schema(required = true)]
     pub disabled_reason: Option<String>,
 }
 
@@ -229,6 +234,7 @@ impl SubscriptionWithSecret {
 pub struct SubscriptionPage {
     pub items: Vec<SubscriptionView>,
     /// Pass as `?cursor=` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -237,6 +243,7 @@ pub struct SubscriptionPage {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
