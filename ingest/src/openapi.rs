@@ -23,6 +23,7 @@ use crate::{error::ApiError, routes};
     paths(
         openapi_json,
         routes::catalog::list_event_types,
+        routes::events::publish_event,
         routes::subscriptions::crud::create_subscription,
         routes::subscriptions::crud::list_subscriptions,
         routes::subscriptions::crud::get_subscription,
@@ -35,6 +36,7 @@ use crate::{error::ApiError, routes};
     tags(
         (name = "subscriptions", description = "Where a tenant's events are delivered"),
         (name = "catalog", description = "The event types one can subscribe to"),
+        (name = "publishing", description = "Events from platform modules, fanned out to subscriptions"),
         (name = "meta", description = "This document"),
     )
 )]

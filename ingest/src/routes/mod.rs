@@ -1,6 +1,7 @@
 //! REST routes under `/api/v1`, a file per resource.
 
 pub mod catalog;
+pub mod events;
 pub mod subscriptions;
 
 use actix_web::web;
@@ -11,6 +12,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .configure(crate::openapi::configure)
             .configure(catalog::configure)
+            .configure(events::configure)
             .configure(subscriptions::configure),
     );
 }

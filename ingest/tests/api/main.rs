@@ -4,4 +4,5 @@
 mod health;
 mod helpers;
 mod openapi;
+mod publishing;
 mod subscriptions;

@@ -19,6 +19,7 @@ async fn the_openapi_document_lists_the_subscription_routes_without_authenticati
         ("/api/v1/webhooks/subscriptions/{id}", &["get", "patch", "delete"][..]),
         ("/api/v1/webhooks/subscriptions/{id}/rotate-secret", &["post"][..]),
         ("/api/v1/webhooks/events", &["get"][..]),
+        ("/api/v1/events", &["post"][..]),
     ] {
         for method in methods {
             assert!(paths[path][method].is_object(), "{method} {path} missing from the document");
