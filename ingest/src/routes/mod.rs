@@ -1,6 +1,7 @@
 //! REST routes under `/api/v1`, a file per resource.
 
 pub mod catalog;
+pub mod deliveries;
 pub mod events;
 pub mod subscriptions;
 
@@ -13,6 +14,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(crate::openapi::configure)
             .configure(catalog::configure)
             .configure(events::configure)
-            .configure(subscriptions::configure),
+            .configure(subscriptions::configure)
+            .configure(deliveries::configure),
     );
 }

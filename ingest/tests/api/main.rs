@@ -1,6 +1,7 @@
 //! Ingest integration tests: one binary, real PostgreSQL and RabbitMQ, a
 //! database and an AMQP prefix per test.
 
+mod deliveries;
 mod health;
 mod helpers;
 mod migrations;

@@ -20,6 +20,10 @@ async fn the_openapi_document_lists_the_subscription_routes_without_authenticati
         ("/api/v1/webhooks/subscriptions/{id}/rotate-secret", &["post"][..]),
         ("/api/v1/webhooks/events", &["get"][..]),
         ("/api/v1/events", &["post"][..]),
+        ("/api/v1/webhooks/subscriptions/{id}/deliveries", &["get"][..]),
+        ("/api/v1/webhooks/subscriptions/{id}/test", &["post"][..]),
+        ("/api/v1/webhooks/deliveries/{id}", &["get"][..]),
+        ("/api/v1/webhooks/deliveries/{id}/retry", &["post"][..]),
     ] {
         for method in methods {
             assert!(paths[path][method].is_object(), "{method} {path} missing from the document");
@@ -29,7 +33,7 @@ async fn the_openapi_document_lists_the_subscription_routes_without_authenticati
     let create = &paths["/api/v1/webhooks/subscriptions"]["post"];
     assert!(create["responses"]["201"].is_object() && create["responses"]["422"].is_object());
     let schemas = &doc["components"]["schemas"];
-    for schema in ["CreateSubscriptionRequest", "UpdateSubscriptionRequest", "SubscriptionView", "SubscriptionWithSecret", "SubscriptionPage", "ErrorBody"] {
+    for schema in ["CreateSubscriptionRequest", "UpdateSubscriptionRequest", "SubscriptionView", "SubscriptionWithSecret", "SubscriptionPage", "ErrorBody", "DeliveryPage", "DeliveryWithAttempts"] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
     let (status, _) = app.request(Method::GET, "/api/v1/openapi.json", Some("whk_wrong"), None).await;

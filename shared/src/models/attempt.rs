@@ -32,3 +32,16 @@ pub struct NewAttempt {
     pub duration_ms: i32,
     pub response_body: Option<String>,
 }
+
+/// Every attempt of a delivery, in order.
+pub async fn for_delivery(
+    conn: &mut diesel_async::AsyncPgConnection,
+    delivery_id: uuid::Uuid,
+) -> QueryResult<Vec<Attempt>> {
+    use delivery_attempts::dsl as a;
+    let query = a::delivery_attempts
+        .filter(a::delivery_id.eq(delivery_id))
+        .select(Attempt::as_select())
+        .order(a::attempt.asc());
+    diesel_async::RunQueryDsl::load(query, conn).await
+}

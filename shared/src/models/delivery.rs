@@ -85,3 +85,82 @@ pub async fn mark_enqueued(
     .bind::<Array<Int4>, _>(attempts);
     diesel_async::RunQueryDsl::execute(query, conn).await
 }
+
+/// Where a page of a delivery log starts: after this `(created_at, id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    pub created_at: DateTime<Utc>,
+    pub id: uuid::Uuid,
+}
+
+/// Filters of a delivery log page.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<String>,
+    pub after: Option<LogPosition>,
+}
+
+/// One page of a subscription's deliveries, newest first (`created_at DESC,
+/// id DESC`), fetching `limit + 1` so the caller knows if more follow.
+pub async fn list_for_subscription(
+    conn: &mut diesel_async::AsyncPgConnection,
+    tenant_id: &str,
+    subscription_id: uuid::Uuid,
+    filter: &LogFilter,
+    limit: i64,
+) -> QueryResult<Vec<Delivery>> {
+    use deliveries::dsl as d;
+    let mut query = d::deliveries
+        .filter(d::tenant_id.eq(tenant_id))
+        .filter(d::subscription_id.eq(subscription_id))
+        .select(Delivery::as_select())
+        .order((d::created_at.desc(), d::id.desc()))
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(status) = filter.status {
+        query = query.filter(d::status.eq(status.as_str()));
+    }
+    if let Some(event_type) = &filter.event_type {
+        query = query.filter(d::event_type.eq(event_type.clone()));
+    }
+    if let Some(after) = filter.after {
+        query = query.filter(
+            d::created_at.lt(after.created_at).or(d::created_at.eq(after.created_at).and(d::id.lt(after.id))),
+        );
+    }
+    diesel_async::RunQueryDsl::load(query, conn).await
+}
+
+/// The tenant's delivery `id`, if any (also when its subscription was deleted).
+pub async fn find(
+    conn: &mut diesel_async::AsyncPgConnection,
+    tenant_id: &str,
+    id: uuid::Uuid,
+) -> QueryResult<Option<Delivery>> {
+    use deliveries::dsl as d;
+    let query = d::deliveries.filter(d::id.eq(id)).filter(d::tenant_id.eq(tenant_id)).select(Delivery::as_select());
+    diesel_async::RunQueryDsl::get_result(query, conn).await.optional()
+}
+
+/// Prepares a manual retry: the delivery becomes `pending` with
+/// `manual_retry` set (no automatic retries after that attempt) and
+/// `enqueued = false` until the new message is confirmed (so the outbox relay
+/// queues it if the caller cannot). Returns the updated row.
+pub async fn request_manual_retry(
+    conn: &mut diesel_async::AsyncPgConnection,
+    tenant_id: &str,
+    id: uuid::Uuid,
+) -> QueryResult<Option<Delivery>> {
+    use deliveries::dsl as d;
+    let query = diesel::update(d::deliveries.filter(d::id.eq(id)).filter(d::tenant_id.eq(tenant_id)))
+        .set((
+            d::manual_retry.eq(true),
+            d::status.eq(DeliveryStatus::Pending.as_str()),
+            d::enqueued.eq(false),
+            d::next_attempt_at.eq(diesel::dsl::now),
+            d::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(Delivery::as_returning());
+    diesel_async::RunQueryDsl::get_result(query, conn).await.optional()
+}

@@ -1,0 +1,305 @@
+//! The delivery log and its controls: a subscription's deliveries, one
+//! delivery with its attempts, a manual retry, and the test event.
+//!
+//! Tenant-scoped in every query. The log of a deleted subscription answers
+//! 404 like the subscription itself; its deliveries stay readable one by one
+//! (`GET /webhooks/deliveries/{id}`). A retry or a test event for a paused or
+//! deleted subscription is a 409: nothing would be sent.
+
+use actix_web::{web, HttpResponse};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::{
+    db,
+    models::{
+        attempt::{self, Attempt},
+        delivery::{self, Delivery, DeliveryStatus, LogFilter, LogPosition},
+        subscription::{self, Subscription},
+    },
+};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    extract::Query,
+    fanout::{self, Audience, EventToPublish},
+    openapi::ErrorBody,
+    routes::subscriptions::page,
+    state::AppState,
+};
+
+/// A delivery: one event to one subscription.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    pub subscription_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempt_count: i32,
+    /// When the next automatic attempt is due (`retrying`), else `null`.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// HTTP status of the last attempt, if the endpoint answered.
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(row: Delivery) -> Self {
+        Self {
+            id: row.id,
+            subscription_id: row.subscription_id,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            // The column has a CHECK constraint; an unknown value cannot be stored.
+            status: DeliveryStatus::parse(&row.status).unwrap_or(DeliveryStatus::Pending),
+            attempt_count: row.attempt_count,
+            next_attempt_at: row.next_attempt_at,
+            last_status_code: row.last_status_code,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// One HTTP attempt of a delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    /// 1, 2, …
+    pub attempt: i32,
+    /// Stable outcome code: `success`, `http_status`, `redirect`, `timeout`,
+    /// `connect`, `dns`, `tls`, `blocked_address`, `request`, `body`, `internal`.
+    pub outcome: String,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: i32,
+    /// The first 4 KiB of the answer.
+    pub response_body: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Attempt> for AttemptView {
+    fn from(row: Attempt) -> Self {
+        Self {
+            attempt: row.attempt,
+            outcome: row.outcome,
+            status_code: row.status_code,
+            error: row.error,
+            duration_ms: row.duration_ms,
+            response_body: row.response_body,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// A delivery with every attempt, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryWithAttempts {
+    #[serde(flatten)]
+    pub delivery: DeliveryView,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One page of a delivery log, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub items: Vec<DeliveryView>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /webhooks/subscriptions/{id}/deliveries` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryLogParams {
+    /// `pending`, `retrying`, `succeeded` or `failed`.
+    pub status: Option<String>,
+    /// Only deliveries of this event type.
+    pub event_type: Option<String>,
+    /// 1 to 100, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// What the test endpoint queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestEventQueued {
+    pub event_id: String,
+    pub delivery_id: Uuid,
+}
+
+/// A path id; a malformed one is simply not found.
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// Cursor: base64url of the last row's `created_at` (microseconds) and id.
+fn encode_cursor(row: &Delivery) -> String {
+    let mut bytes = row.created_at.timestamp_micros().to_be_bytes().to_vec();
+    bytes.extend_from_slice(row.id.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn decode_cursor(cursor: &str) -> Result<LogPosition, ApiError> {
+    let invalid = || ApiError::validation("cursor", "is not a cursor this API returned; pass next_cursor unchanged");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    if bytes.len() != 24 {
+        return Err(invalid());
+    }
+    let (micros, id) = bytes.split_at(8);
+    let micros = i64::from_be_bytes(micros.try_into().map_err(|_| invalid())?);
+    let created_at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    let id = Uuid::from_slice(id).map_err(|_| invalid())?;
+    Ok(LogPosition { created_at, id })
+}
+
+/// The tenant's live subscription, or 404.
+async fn live_subscription(conn: &mut db::DbConn, tenant_id: &str, id: Uuid) -> Result<Subscription, ApiError> {
+    subscription::find(conn, tenant_id, id).await?.ok_or(ApiError::NotFound)
+}
+
+/// A subscription's deliveries, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/webhooks/subscriptions/{id}/deliveries", tag = "deliveries",
+    params(("id" = Uuid, Path, description = "Subscription id"), DeliveryLogParams),
+    responses(
+        (status = 200, body = DeliveryPage),
+        (status = 400, body = ErrorBody, description = "Malformed query string (e.g. a non-numeric limit)"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 404, body = ErrorBody, description = "No such subscription for this tenant (or it was deleted)"),
+        (status = 422, body = ErrorBody, description = "Unknown `status`, `limit` out of 1–100, or a `cursor` this API did not issue"),
+    ),
+    security(("bearer" = [])))]
+pub async fn list_deliveries(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    Query(params): Query<DeliveryLogParams>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let subscription_id = parse_id(&path)?;
+    let limit = page::parse_limit(params.limit)?;
+    let status = params
+        .status
+        .as_deref()
+        .map(|s| {
+            DeliveryStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid_value("status", s, "must be one of pending, retrying, succeeded, failed")
+            })
+        })
+        .transpose()?;
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = LogFilter { status, event_type: params.event_type, after };
+    let mut conn = db::conn(&state.pool).await?;
+    live_subscription(&mut conn, tenant_id, subscription_id).await?;
+    let mut rows = delivery::list_for_subscription(&mut conn, tenant_id, subscription_id, &filter, limit).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(encode_cursor)
+    } else {
+        None
+    };
+    let items = rows.into_iter().map(DeliveryView::from).collect();
+    Ok(HttpResponse::Ok().json(DeliveryPage { items, next_cursor }))
+}
+
+/// One delivery with all its attempts.
+#[utoipa::path(get, path = "/api/v1/webhooks/deliveries/{id}", tag = "deliveries",
+    params(("id" = Uuid, Path, description = "Delivery id")),
+    responses(
+        (status = 200, body = DeliveryWithAttempts),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 404, body = ErrorBody, description = "No such delivery for this tenant"),
+    ),
+    security(("bearer" = [])))]
+pub async fn get_delivery(auth: Auth, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let id = parse_id(&path)?;
+    let mut conn = db::conn(&state.pool).await?;
+    let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
+    let attempts = attempt::for_delivery(&mut conn, id).await?.into_iter().map(AttemptView::from).collect();
+    Ok(HttpResponse::Ok().json(DeliveryWithAttempts { delivery: row.into(), attempts }))
+}
+
+/// Queues a new attempt now, whatever the delivery's status. No automatic
+/// retries follow it: if it fails, the delivery is `failed` again.
+#[utoipa::path(post, path = "/api/v1/webhooks/deliveries/{id}/retry", tag = "deliveries",
+    params(("id" = Uuid, Path, description = "Delivery id")),
+    responses(
+        (status = 202, body = DeliveryView, description = "Queued; the delivery is `pending` until the attempt ends"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 404, body = ErrorBody, description = "No such delivery for this tenant"),
+        (status = 409, body = ErrorBody, description = "The subscription is paused or deleted"),
+    ),
+    security(("bearer" = [])))]
+pub async fn retry_delivery(auth: Auth, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let id = parse_id(&path)?;
+    let mut conn = db::conn(&state.pool).await?;
+    let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
+    match subscription::find(&mut conn, tenant_id, row.subscription_id).await? {
+        None => return Err(ApiError::Conflict("the subscription of this delivery was deleted".into())),
+        Some(sub) if !sub.is_active => {
+            return Err(ApiError::Conflict(
+                "the subscription is paused (is_active is false); activate it before retrying".into(),
+            ))
+        }
+        Some(_) => {}
+    }
+    let row = delivery::request_manual_retry(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
+    drop(conn);
+    // The row is durable with `enqueued = false`: if this message is lost, the outbox relay sends it.
+    state.dispatch.enqueue_attempt(id, row.attempt_count + 1);
+    metrics::counter!("manual_retries_total").increment(1);
+    log::info!("manual retry queued tenant_id={tenant_id} delivery_id={id} attempt={}", row.attempt_count + 1);
+    Ok(HttpResponse::Accepted().json(DeliveryView::from(row)))
+}
+
+/// Sends a `webhook.test` event to this one subscription, whatever its `events`.
+#[utoipa::path(post, path = "/api/v1/webhooks/subscriptions/{id}/test", tag = "deliveries",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    responses(
+        (status = 202, body = TestEventQueued),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
+        (status = 409, body = ErrorBody, description = "The subscription is paused"),
+    ),
+    security(("bearer" = [])))]
+pub async fn send_test_event(auth: Auth, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let subscription_id = parse_id(&path)?;
+    let mut conn = db::conn(&state.pool).await?;
+    let sub = live_subscription(&mut conn, tenant_id, subscription_id).await?;
+    if !sub.is_active {
+        return Err(ApiError::Conflict("the subscription is paused (is_active is false); activate it first".into()));
+    }
+    let event = EventToPublish {
+        event_id: format!("evt_{}", Uuid::now_v7().simple()),
+        event_type: "webhook.test".to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        data: serde_json::json!({ "message": "test event", "subscription_id": subscription_id }),
+        metadata: serde_json::json!({}),
+        source: "test",
+    };
+    let result = fanout::fan_out(&mut conn, &state.catalog, &event, Audience::Subscription(subscription_id)).await?;
+    drop(conn);
+    // Deleted between the check and the fan-out: nothing was created.
+    let delivery_id = *result.created.first().ok_or(ApiError::NotFound)?;
+    state.dispatch.enqueue_new(&result.created);
+    log::info!("test event queued tenant_id={tenant_id} subscription_id={subscription_id} delivery_id={delivery_id}");
+    Ok(HttpResponse::Accepted().json(TestEventQueued { event_id: result.event_id, delivery_id }))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/webhooks/subscriptions/{id}/deliveries").route(web::get().to(list_deliveries)))
+        .service(web::resource("/webhooks/subscriptions/{id}/test").route(web::post().to(send_test_event)))
+        .service(web::resource("/webhooks/deliveries/{id}").route(web::get().to(get_delivery)))
+        .service(web::resource("/webhooks/deliveries/{id}/retry").route(web::post().to(retry_delivery)));
+}
