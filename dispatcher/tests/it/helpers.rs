@@ -1,0 +1,511 @@
+#![allow(dead_code, reason = "helpers are shared by every test module; not each uses all of them")]
+//! A test environment: its own database and AMQP prefix, an in-process ingest
+//! (publishing and the REST API), dispatchers in-process or as the real
+//! binary, and receivers that are real HTTP servers on 127.0.0.1.
+
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use base64::Engine;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use shared::{
+    amqp::Topology,
+    config::Config,
+    db,
+    models::{
+        api_key::{self, Principal},
+        attempt::Attempt,
+        delivery::Delivery,
+        subscription::{self, NewSubscription},
+    },
+    testing::{eventually, test_config, TestDb, TestPrefix},
+};
+
+/// A database, an AMQP prefix and a running ingest.
+pub struct TestEnv {
+    pub config: Config,
+    pub ingest: ingest::server::Ingest,
+    pub base: String,
+    pub client: reqwest::Client,
+    publisher: String,
+    // Dropped last: the database and the queues go after the services stop using them.
+    pub prefix: TestPrefix,
+    pub db: TestDb,
+}
+
+/// Starts a fresh environment (ingest only; start dispatchers as the test needs).
+pub async fn spawn_env() -> TestEnv {
+    shared::telemetry::init_logging();
+    let db = TestDb::create().await;
+    let mut prefix = TestPrefix::new();
+    let config = test_config(&db.url, &prefix.prefix, &[]).expect("test config");
+    prefix.track(Topology::from_config(&config));
+    let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
+    ingest.state.broker.wait_session(Duration::from_secs(10)).await.expect("broker connects");
+    let publisher = {
+        let mut conn = db::conn(&ingest.state.pool).await.expect("conn");
+        api_key::create(&mut conn, &Principal::Publisher, Some("test")).await.expect("publisher key")
+    };
+    TestEnv {
+        base: format!("http://{}", ingest.addr),
+        client: reqwest::Client::builder().no_proxy().build().expect("client"),
+        config,
+        ingest,
+        publisher,
+        prefix,
+        db,
+    }
+}
+
+/// How a test subscription is set up.
+#[derive(Debug, Clone)]
+pub struct SubSpec {
+    pub tenant: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub headers: Value,
+    pub is_active: bool,
+    pub retry_enabled: bool,
+    pub max_retries: i32,
+    pub timeout_seconds: i32,
+}
+
+impl SubSpec {
+    /// Tenant `t1`, every event, retries on (3), 5 s timeout.
+    pub fn new(url: &str) -> Self {
+        Self {
+            tenant: "t1".into(),
+            url: url.to_owned(),
+            events: vec!["*".into()],
+            headers: json!({}),
+            is_active: true,
+            retry_enabled: true,
+            max_retries: 3,
+            timeout_seconds: 5,
+        }
+    }
+    pub fn retries(mut self, enabled: bool, max: i32) -> Self {
+        self.retry_enabled = enabled;
+        self.max_retries = max;
+        self
+    }
+    pub fn timeout(mut self, seconds: i32) -> Self {
+        self.timeout_seconds = seconds;
+        self
+    }
+    pub fn headers(mut self, headers: Value) -> Self {
+        self.headers = headers;
+        self
+    }
+    pub fn events(mut self, events: &[&str]) -> Self {
+        self.events = events.iter().map(|e| (*e).to_owned()).collect();
+        self
+    }
+}
+
+/// A subscription the test made, with its secret.
+#[derive(Debug, Clone)]
+pub struct TestSub {
+    pub id: uuid::Uuid,
+    pub secret: String,
+}
+
+impl TestEnv {
+    /// Config for a dispatcher of this environment (same database, prefix and
+    /// secret key), with `overrides`.
+    pub fn dispatcher_config(&self, overrides: &[(&str, &str)]) -> Config {
+        let key = base64::engine::general_purpose::STANDARD.encode(self.config.secret_key.0);
+        let mut all = vec![("WEBHOOK_SECRET_KEY", key.as_str())];
+        all.extend_from_slice(overrides);
+        test_config(&self.config.database_url, &self.config.amqp_prefix, &all).expect("dispatcher config")
+    }
+
+    /// Starts an in-process dispatcher and waits until it is connected.
+    pub async fn start_dispatcher(&self, overrides: &[(&str, &str)]) -> dispatcher::server::Dispatcher {
+        let dispatcher = dispatcher::server::start(self.dispatcher_config(overrides)).await.expect("dispatcher starts");
+        dispatcher.context.broker.wait_session(Duration::from_secs(10)).await.expect("dispatcher broker connects");
+        dispatcher
+    }
+
+    /// Spawns the real `webhooks-dispatcher` binary for this environment.
+    pub fn spawn_dispatcher_binary(&self, overrides: &[(&str, &str)]) -> Child {
+        let config = self.dispatcher_config(overrides);
+        let schedule: Vec<String> = config.retry_schedule.iter().map(|d| format!("{}ms", d.as_millis())).collect();
+        let mut vars: HashMap<&str, String> = HashMap::from([
+            ("DATABASE_URL", config.database_url.clone()),
+            ("AMQP_URL", config.amqp_url.clone()),
+            ("AMQP_PREFIX", config.amqp_prefix.clone()),
+            ("WEBHOOK_SECRET_KEY", base64::engine::general_purpose::STANDARD.encode(config.secret_key.0)),
+            ("RETRY_SCHEDULE", schedule.join(",")),
+            ("DISPATCHER_BIND", "127.0.0.1:0".into()),
+            ("ALLOW_HTTP_TARGETS", "true".into()),
+            ("ALLOW_PRIVATE_TARGETS", config.allow_private_targets.to_string()),
+            ("DATABASE_POOL_SIZE", "8".into()),
+            ("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())),
+        ]);
+        for (name, value) in overrides {
+            vars.insert(name, (*value).to_owned());
+        }
+        Command::new(env!("CARGO_BIN_EXE_webhooks-dispatcher"))
+            .env_clear()
+            .envs(vars)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn webhooks-dispatcher")
+    }
+
+    /// Inserts a subscription straight into the database (so private test
+    /// URLs are accepted whatever the API's rules) and returns it with its secret.
+    pub async fn subscription(&self, spec: SubSpec) -> TestSub {
+        let id = uuid::Uuid::now_v7();
+        let secret = shared::crypto::generate_signing_secret().expect("secret");
+        let sealed = self.ingest.state.secrets.seal(&id, &secret).expect("seal");
+        let mut conn = self.conn().await;
+        subscription::insert(
+            &mut conn,
+            NewSubscription {
+                id,
+                tenant_id: spec.tenant,
+                url: spec.url,
+                description: None,
+                events: spec.events,
+                headers: spec.headers,
+                is_active: spec.is_active,
+                retry_enabled: spec.retry_enabled,
+                max_retries: spec.max_retries,
+                timeout_seconds: spec.timeout_seconds,
+                secret_encrypted: sealed,
+            },
+        )
+        .await
+        .expect("insert subscription");
+        TestSub { id, secret }
+    }
+
+    /// Rotates a subscription's secret the way the API does; returns the new secret.
+    pub async fn rotate_secret(&self, tenant: &str, id: uuid::Uuid) -> String {
+        let secret = shared::crypto::generate_signing_secret().expect("secret");
+        let sealed = self.ingest.state.secrets.seal(&id, &secret).expect("seal");
+        let mut conn = self.conn().await;
+        subscription::rotate_secret(&mut conn, tenant, id, sealed).await.expect("rotate").expect("subscription exists");
+        secret
+    }
+
+    pub async fn conn(&self) -> db::DbConn {
+        db::conn(&self.ingest.state.pool).await.expect("conn")
+    }
+
+    pub async fn sql(&self, statement: &str) {
+        let mut conn = self.conn().await;
+        diesel::sql_query(statement).execute(&mut conn).await.expect(statement);
+    }
+
+    /// Publishes an event over HTTP; returns its event id.
+    pub async fn publish(&self, tenant: &str, event_type: &str, data: Value) -> String {
+        let body = json!({"event_type": event_type, "event_data": data, "tenant_id": tenant});
+        let res = self
+            .client
+            .post(format!("{}/api/v1/events", self.base))
+            .bearer_auth(&self.publisher)
+            .json(&body)
+            .send()
+            .await
+            .expect("publish sent");
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let answer: Value = res.json().await.expect("publish answer");
+        answer["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Publishes `invoice.created` for `t1` and returns the single delivery it made.
+    pub async fn publish_one(&self) -> Delivery {
+        let event_id = self.publish("t1", "invoice.created", json!({"invoice_id": "inv_1", "amount": 100.0})).await;
+        let mut deliveries = self.deliveries_of(&event_id).await;
+        assert_eq!(deliveries.len(), 1, "expected one matching subscription");
+        deliveries.remove(0)
+    }
+
+    pub async fn deliveries_of(&self, event_id: &str) -> Vec<Delivery> {
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = self.conn().await;
+        d::deliveries.filter(d::event_id.eq(event_id)).select(Delivery::as_select()).load(&mut conn).await.expect("deliveries")
+    }
+
+    pub async fn delivery(&self, id: uuid::Uuid) -> Delivery {
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = self.conn().await;
+        d::deliveries.filter(d::id.eq(id)).select(Delivery::as_select()).first(&mut conn).await.expect("delivery")
+    }
+
+    pub async fn attempts(&self, delivery_id: uuid::Uuid) -> Vec<Attempt> {
+        let mut conn = self.conn().await;
+        shared::models::attempt::for_delivery(&mut conn, delivery_id).await.expect("attempts")
+    }
+
+    /// The stored envelope of an event.
+    pub async fn payload_of(&self, event_id: &str) -> String {
+        use shared::schema::events::dsl as e;
+        let mut conn = self.conn().await;
+        e::events.filter(e::event_id.eq(event_id)).select(e::payload).first(&mut conn).await.expect("event")
+    }
+
+    /// Waits until the delivery has `status` (and no claim in flight).
+    pub async fn wait_status(&self, id: uuid::Uuid, status: &str, timeout: Duration) -> Delivery {
+        let found = eventually(timeout, || async {
+            let row = self.delivery(id).await;
+            (row.status == status).then_some(row)
+        })
+        .await;
+        match found {
+            Some(row) => row,
+            None => panic!("delivery {id} never became {status}: {:?}", self.delivery(id).await),
+        }
+    }
+
+    /// Counts deliveries by status.
+    pub async fn count_status(&self, status: &str) -> i64 {
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = self.conn().await;
+        d::deliveries.filter(d::status.eq(status)).count().get_result(&mut conn).await.expect("count")
+    }
+
+    /// Waits until `n` deliveries have succeeded.
+    pub async fn wait_succeeded(&self, n: i64, timeout: Duration) {
+        let done = eventually(timeout, || async { (self.count_status("succeeded").await >= n).then_some(()) }).await;
+        assert!(done.is_some(), "only {} of {n} deliveries succeeded", self.count_status("succeeded").await);
+    }
+
+    /// A tenant API key.
+    pub async fn tenant_key(&self, tenant: &str) -> String {
+        let mut conn = self.conn().await;
+        api_key::create(&mut conn, &Principal::Tenant(tenant.to_owned()), Some("test")).await.expect("tenant key")
+    }
+
+    /// Calls the REST API; returns the status and JSON body.
+    pub async fn api(&self, method: reqwest::Method, path: &str, token: &str) -> (StatusCode, Value) {
+        let res = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status();
+        (status, serde_json::from_str(&res.text().await.expect("body")).unwrap_or(Value::Null))
+    }
+}
+
+/// What a receiver answers to one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub delay: Duration,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self { status, delay: Duration::ZERO, location: None, body: String::new() }
+    }
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self
+    }
+    pub fn redirect(location: &str) -> Self {
+        Self { status: 302, delay: Duration::ZERO, location: Some(location.to_owned()), body: String::new() }
+    }
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    /// Lower-case names; repeated headers joined with ", ".
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or_else(|| panic!("header {name} missing: {:?}", self.headers))
+    }
+    pub fn delivery_id(&self) -> String {
+        self.header("x-webhook-delivery-id").to_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("json body")
+    }
+}
+
+type Script = dyn Fn(&Received, usize) -> Reply + Send + Sync;
+
+struct ReceiverState {
+    script: Box<Script>,
+    received: Mutex<Vec<Received>>,
+    /// Requests being answered now, and the most at once, per path.
+    concurrency: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+/// A real HTTP server on 127.0.0.1 that records every request and answers
+/// what its script says (given the request and how many came before it).
+pub struct Receiver {
+    pub base: String,
+    state: Arc<ReceiverState>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub async fn start(script: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> Self {
+        let state = Arc::new(ReceiverState {
+            script: Box::new(script),
+            received: Mutex::default(),
+            concurrency: Mutex::default(),
+        });
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
+            .workers(1)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))
+            .expect("bind receiver");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { base: format!("http://{addr}"), state, server: handle }
+    }
+
+    /// Answers every request with `status`.
+    pub async fn always(status: u16) -> Self {
+        Self::start(move |_, _| Reply::status(status)).await
+    }
+
+    /// Answers `status` after `delay`.
+    pub async fn slow(status: u16, delay: Duration) -> Self {
+        Self::start(move |_, _| Reply::status(status).after(delay)).await
+    }
+
+    /// Answers the n-th request with `statuses[n]` (the last one after that).
+    pub async fn sequence(statuses: &[u16]) -> Self {
+        let statuses = statuses.to_vec();
+        Self::start(move |_, n| Reply::status(statuses[n.min(statuses.len() - 1)])).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().expect("lock").len()
+    }
+
+    /// Requests per `X-Webhook-Delivery-Id`.
+    pub fn count_by_delivery(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for request in self.received() {
+            *counts.entry(request.delivery_id()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The most requests to `path` that were being answered at once.
+    pub fn max_concurrency(&self, path: &str) -> usize {
+        self.state.concurrency.lock().expect("lock").get(path).map(|c| c.1).unwrap_or(0)
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_count(&self, n: usize, timeout: Duration) {
+        let reached = eventually(timeout, || async { (self.count() >= n).then_some(()) }).await;
+        assert!(reached.is_some(), "receiver got {} of {n} requests", self.count());
+    }
+
+    pub async fn stop(&self) {
+        self.server.stop(false).await;
+    }
+}
+
+async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<ReceiverState>) -> HttpResponse {
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for (name, value) in req.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers.entry(name.as_str().to_owned()).and_modify(|v| *v = format!("{v}, {value}")).or_insert(value);
+    }
+    let request = Received { path: req.path().to_owned(), headers, body: body.to_vec(), at: Instant::now() };
+    let reply = {
+        let mut received = state.received.lock().expect("lock");
+        let reply = (state.script)(&request, received.len());
+        received.push(request.clone());
+        reply
+    };
+    {
+        let mut concurrency = state.concurrency.lock().expect("lock");
+        let entry = concurrency.entry(request.path.clone()).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = entry.1.max(entry.0);
+    }
+    tokio::time::sleep(reply.delay).await;
+    if let Some(entry) = state.concurrency.lock().expect("lock").get_mut(&request.path) {
+        entry.0 -= 1;
+    }
+    let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).expect("status"));
+    if let Some(location) = reply.location {
+        response.insert_header(("Location", location));
+    }
+    response.body(reply.body)
+}
+
+/// A URL on 127.0.0.1 where nothing listens (connections are refused).
+pub fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/hook")
+}
+
+/// Sends SIGTERM (or SIGKILL) to a child process.
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill {signal} failed");
+}
+
+/// Waits for a child to exit, up to `timeout`.
+pub async fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let found = eventually(timeout, || {
+        let status = child.try_wait().expect("try_wait");
+        async move { status }
+    })
+    .await;
+    match found {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+    }
+}
+
+/// Kills a child when dropped (so a failing test leaves no dispatcher behind).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,10 @@
+//! Dispatcher integration tests: one binary; real PostgreSQL, RabbitMQ and
+//! HTTP receivers on 127.0.0.1; a database and an AMQP prefix per test.
+
+mod control;
+mod failures;
+mod helpers;
+mod resilience;
+mod retries;
+mod sharing;
+mod signing;

@@ -1,0 +1,102 @@
+//! Claims: duplicate messages are not sent twice, dispatchers share work
+//! without duplicates, and one subscription cannot take every slot.
+
+use std::time::{Duration, Instant};
+
+use shared::{
+    amqp::{persistent_json, DispatchMessage, DISPATCH_ROUTING_KEY},
+    testing::eventually,
+};
+
+use crate::helpers::{spawn_env, Receiver, SubSpec, TestEnv};
+
+async fn publish_copy(env: &TestEnv, message: &DispatchMessage) {
+    let body = serde_json::to_vec(message).expect("json");
+    env.ingest
+        .state
+        .broker
+        .publish(&env.ingest.state.topology.dispatch_exchange(), DISPATCH_ROUTING_KEY, &body, persistent_json())
+        .await
+        .expect("published");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_or_redelivered_dispatch_message_is_not_sent_twice() {
+    let env = spawn_env().await;
+    let receiver = Receiver::slow(200, Duration::from_millis(300)).await;
+    env.subscription(SubSpec::new(&receiver.url("/hook"))).await;
+    let dispatcher = env.start_dispatcher(&[]).await;
+    let stale = || shared_stat(&dispatcher.context.stats.stale);
+
+    // The same message twice while the first is in flight (ingest queued one; here is another)…
+    let delivery = env.publish_one().await;
+    publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1 }).await;
+    env.wait_status(delivery.id, "succeeded", Duration::from_secs(20)).await;
+    let dropped = eventually(Duration::from_secs(20), || async { (stale() >= 1).then_some(()) }).await;
+    assert!(dropped.is_some(), "the duplicate was never handled");
+    // …and once more after the attempt finished, as a redelivery would be.
+    publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1 }).await;
+    let dropped = eventually(Duration::from_secs(20), || async { (stale() >= 2).then_some(()) }).await;
+    assert!(dropped.is_some(), "the redelivery was never handled");
+
+    assert_eq!(receiver.count(), 1);
+    assert_eq!(env.attempts(delivery.id).await.len(), 1);
+}
+
+fn shared_stat(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    dispatcher::stats::Stats::get(counter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_share_300_deliveries_without_duplicates() {
+    let env = spawn_env().await;
+    let receiver = Receiver::always(200).await;
+    for i in 0..10 {
+        env.subscription(SubSpec::new(&receiver.url(&format!("/hook/{i}")))).await;
+    }
+    let first = env.start_dispatcher(&[]).await;
+    let second = env.start_dispatcher(&[]).await;
+
+    let started = Instant::now();
+    for n in 0..30 {
+        env.publish("t1", "invoice.created", serde_json::json!({"n": n})).await;
+    }
+    env.wait_succeeded(300, Duration::from_secs(120)).await;
+    let elapsed = started.elapsed();
+    println!(
+        "300 deliveries by two dispatchers in {elapsed:?} ({:.0}/s, publishing included)",
+        300.0 / elapsed.as_secs_f64()
+    );
+
+    let counts = receiver.count_by_delivery();
+    assert_eq!(counts.len(), 300, "every delivery arrived");
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicated.is_empty(), "sent more than once: {duplicated:?}");
+    assert_eq!(receiver.count(), 300);
+    let (a, b) = (shared_stat(&first.context.stats.attempts), shared_stat(&second.context.stats.attempts));
+    assert_eq!(a + b, 300);
+    assert!(a > 0 && b > 0, "both dispatchers worked: {a} and {b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscription_never_has_more_than_its_cap_in_flight() {
+    let env = spawn_env().await;
+    let receiver = Receiver::start(|request, _| match request.path.as_str() {
+        "/slow" => crate::helpers::Reply::status(200).after(Duration::from_millis(400)),
+        _ => crate::helpers::Reply::status(200),
+    })
+    .await;
+    env.subscription(SubSpec::new(&receiver.url("/slow"))).await;
+    env.subscription(SubSpec::new(&receiver.url("/fast"))).await;
+    let dispatcher =
+        env.start_dispatcher(&[("DISPATCHER_CONCURRENCY", "8"), ("DISPATCHER_PER_SUBSCRIPTION", "2")]).await;
+
+    for n in 0..8 {
+        env.publish("t1", "invoice.created", serde_json::json!({"n": n})).await;
+    }
+    env.wait_succeeded(16, Duration::from_secs(60)).await;
+    assert_eq!(receiver.max_concurrency("/slow"), 2, "the slow endpoint had its cap and no more");
+    assert!(shared_stat(&dispatcher.context.stats.deferred) > 0, "messages over the cap were deferred");
+    assert_eq!(receiver.count(), 16, "deferring never sends or counts an attempt");
+    assert!(receiver.count_by_delivery().values().all(|n| *n == 1));
+}
