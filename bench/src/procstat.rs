@@ -216,9 +216,9 @@ impl State {
     fn counts_postgres(&self, pid: u32) -> bool {
         let Some(database) = &self.watch.database_name else { return true };
         let Some(title) = cmdline(pid) else { return false };
-        // A client backend's title is "postgres: <user> <database> <host>(<port>) <state>".
+        // A client backend's title is "postgres: [<cluster>: ]<user> <database> <host>(<port>) <state>".
         let is_client_backend = title.contains('(') || title.contains("[local]");
-        !is_client_backend || title.split_whitespace().nth(2) == Some(database.as_str())
+        !is_client_backend || title.split_whitespace().any(|word| word == database)
     }
 
     fn usage(&self) -> Usage {

@@ -324,7 +324,7 @@ async fn scrape_all(client: &reqwest::Client, target: &Target) -> (Option<Scrape
     (ingest, dispatchers)
 }
 
-#[allow(clippy::too_many_arguments, reason = "one phase needs the whole run's context")]
+#[expect(clippy::too_many_arguments, reason = "one phase needs the whole run's context")]
 async fn run_phase(
     target: &Target,
     options: &RunOptions,

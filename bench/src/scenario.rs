@@ -190,7 +190,7 @@ impl Layout {
         if subscriptions == 0 || fanout == 0 {
             return Err("--subscriptions must be at least 1".into());
         }
-        if subscriptions % fanout != 0 {
+        if !subscriptions.is_multiple_of(fanout) {
             return Err(format!("--subscriptions {subscriptions} must be a multiple of the fan-out {fanout}"));
         }
         let slot_count = subscriptions / fanout;

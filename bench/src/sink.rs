@@ -220,7 +220,7 @@ async fn receive(req: HttpRequest, path: web::Path<(String, u32)>, body: web::By
             recorded.unique_ok[phase as usize] += 1;
         }
     }
-    if count % state.settings.verify_every.max(1) == 0 {
+    if count.is_multiple_of(state.settings.verify_every.max(1)) {
         let problem = verify(&req, &body, &secret);
         let mut signatures = state.signatures.lock().unwrap_or_else(|e| e.into_inner());
         signatures.checked += 1;
