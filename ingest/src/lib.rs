@@ -3,10 +3,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod consumer;
 pub mod dispatch_queue;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod outbox;
 pub mod publish;
 pub mod routes;
 pub mod server;

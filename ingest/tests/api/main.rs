@@ -1,6 +1,8 @@
 //! Ingest integration tests: one binary, real PostgreSQL and RabbitMQ, a
 //! database and an AMQP prefix per test.
 
+mod amqp_publishing;
 mod health;
 mod helpers;
+mod outbox;
 mod publishing;
