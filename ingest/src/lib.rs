@@ -3,8 +3,11 @@
 
 pub mod app;
 pub mod auth;
+pub mod dispatch_queue;
 pub mod error;
 pub mod extract;
+pub mod fanout;
+pub mod publish;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -12,7 +12,7 @@ use shared::{
     db,
 };
 
-use crate::{app::build_app, auth::AuthCache, state::AppState};
+use crate::{app::build_app, auth::AuthCache, dispatch_queue::DispatchQueue, state::AppState};
 
 /// A running ingest: its address, state and server handle.
 pub struct Ingest {
@@ -44,7 +44,9 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     };
     let topology = Topology::from_config(&config);
     let broker = Broker::start(config.amqp_url.clone(), topology.clone());
+    let dispatch = DispatchQueue::start(broker.clone(), topology.clone(), pool.clone());
     let state = AppState {
+        dispatch,
         secrets: SecretBox::new(&config.secret_key),
         config: Arc::new(config),
         pool,

@@ -10,7 +10,7 @@ use shared::{
     db::DbPool,
 };
 
-use crate::auth::AuthCache;
+use crate::{auth::AuthCache, dispatch_queue::DispatchQueue};
 
 /// Shared application state, cheap to clone.
 #[derive(Clone)]
@@ -22,4 +22,6 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub secrets: SecretBox,
     pub auth_cache: AuthCache,
+    /// Queues committed deliveries on the broker, off the request path.
+    pub dispatch: DispatchQueue,
 }

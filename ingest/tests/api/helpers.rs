@@ -1,3 +1,4 @@
+#![allow(dead_code, reason = "helpers are shared by every test module; not each uses all of them")]
 //! `spawn_app()` starts a real ingest on 127.0.0.1:0 against its own database
 //! and AMQP prefix; `TestApp` has typed helpers for the routes.
 
@@ -110,4 +111,66 @@ pub fn assert_error(body: &Value, code: &str) -> Value {
     assert_eq!(body["error"]["code"], code, "unexpected error body: {body}");
     assert!(body["error"]["message"].is_string(), "error message missing: {body}");
     body["error"]["details"].clone()
+}
+
+impl TestApp {
+    /// Inserts a subscription straight into the database (for tests of other
+    /// resources; the subscription API has its own tests). Returns its id.
+    pub async fn insert_subscription(&self, tenant: &str, url: &str, events: &[&str], active: bool) -> uuid::Uuid {
+        use shared::models::subscription::{self, NewSubscription};
+        let id = uuid::Uuid::now_v7();
+        let secret = shared::crypto::generate_signing_secret().expect("secret");
+        let sealed = self.ingest.state.secrets.seal(&id, &secret).expect("seal");
+        let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
+        subscription::insert(
+            &mut conn,
+            NewSubscription {
+                id,
+                tenant_id: tenant.to_owned(),
+                url: url.to_owned(),
+                description: None,
+                events: events.iter().map(|e| (*e).to_owned()).collect(),
+                headers: serde_json::json!({}),
+                is_active: active,
+                retry_enabled: true,
+                max_retries: 3,
+                timeout_seconds: 5,
+                secret_encrypted: sealed,
+            },
+        )
+        .await
+        .expect("insert subscription")
+        .id
+    }
+
+    /// Takes every message waiting on the dispatch queue (basic.get until empty).
+    pub async fn drain_dispatch_queue(&self) -> Vec<shared::amqp::DispatchMessage> {
+        use lapin::options::BasicGetOptions;
+        let session = self.ingest.state.broker.session().expect("broker session");
+        let channel = session.connection.create_channel().await.expect("channel");
+        let mut messages = Vec::new();
+        while let Some(message) = channel
+            .basic_get(self.ingest.state.topology.dispatch_queue().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            messages.push(serde_json::from_slice(&message.delivery.data).expect("dispatch message json"));
+        }
+        messages
+    }
+
+    /// Deliveries of an event, as (subscription_id, enqueued).
+    pub async fn deliveries_of(&self, tenant: &str, event_id: &str) -> Vec<shared::models::delivery::Delivery> {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
+        d::deliveries
+            .filter(d::tenant_id.eq(tenant))
+            .filter(d::event_id.eq(event_id))
+            .select(shared::models::delivery::Delivery::as_select())
+            .load(&mut conn)
+            .await
+            .expect("deliveries")
+    }
 }

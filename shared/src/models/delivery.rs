@@ -63,3 +63,25 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// Marks deliveries whose message for `attempt` the broker confirmed. A row
+/// that has moved past that attempt is left alone, so a late confirm never
+/// hides the outbox marker of a newer attempt.
+pub async fn mark_enqueued(
+    conn: &mut diesel_async::AsyncPgConnection,
+    confirmed: &[(uuid::Uuid, i32)],
+) -> QueryResult<usize> {
+    use diesel::sql_types::{Array, Int4, Uuid};
+    if confirmed.is_empty() {
+        return Ok(0);
+    }
+    let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = confirmed.iter().copied().unzip();
+    let query = diesel::sql_query(
+        "UPDATE deliveries d SET enqueued = true \
+         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt) \
+         WHERE d.id = m.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued",
+    )
+    .bind::<Array<Uuid>, _>(ids)
+    .bind::<Array<Int4>, _>(attempts);
+    diesel_async::RunQueryDsl::execute(query, conn).await
+}

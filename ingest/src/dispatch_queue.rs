@@ -1,0 +1,114 @@
+//! Queues committed deliveries on the dispatch exchange, after commit, with
+//! publisher confirms, in batches; then marks them `enqueued`.
+//!
+//! Nothing here is on the request path: callers hand over delivery ids and
+//! return. Whatever is not confirmed (broker down, process killed) stays
+//! `enqueued = false` and the outbox relay queues it later.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use lapin::options::BasicPublishOptions;
+use shared::{
+    amqp::{check_confirmation, persistent_json, Broker, BrokerError, DispatchMessage, Topology, DISPATCH_ROUTING_KEY},
+    db::DbPool,
+    models::delivery,
+};
+use tokio::sync::mpsc;
+
+/// Most messages published before waiting for their confirms together.
+const MAX_BATCH: usize = 512;
+
+/// Hands deliveries to the background publisher.
+#[derive(Clone)]
+pub struct DispatchQueue {
+    tx: mpsc::Sender<(uuid::Uuid, i32)>,
+}
+
+impl DispatchQueue {
+    /// Starts the background publisher task.
+    pub fn start(broker: Broker, topology: Topology, pool: DbPool) -> Self {
+        let (tx, rx) = mpsc::channel(65_536);
+        tokio::spawn(run(rx, broker, topology, pool));
+        Self { tx }
+    }
+
+    /// Queues attempt 1 of freshly committed deliveries. Never blocks: if the
+    /// buffer is full the outbox relay picks the rows up instead.
+    pub fn enqueue_new(&self, delivery_ids: &[uuid::Uuid]) {
+        for &id in delivery_ids {
+            if self.tx.try_send((id, 1)).is_err() {
+                metrics::counter!("dispatch_queue_overflow_total").increment(1);
+            }
+        }
+    }
+
+    /// Queues one specific attempt (manual retry, test events).
+    pub fn enqueue_attempt(&self, delivery_id: uuid::Uuid, attempt: i32) {
+        if self.tx.try_send((delivery_id, attempt)).is_err() {
+            metrics::counter!("dispatch_queue_overflow_total").increment(1);
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<(uuid::Uuid, i32)>, broker: Broker, topology: Topology, pool: DbPool) {
+    let exchange = topology.dispatch_exchange();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match publish_batch(&broker, &exchange, &batch).await {
+            Ok(confirmed) => {
+                metrics::counter!("dispatch_messages_published_total").increment(confirmed.len() as u64);
+                if let Err(err) = mark(&pool, &confirmed).await {
+                    // The rows stay `enqueued = false`; the relay re-publishes them and the
+                    // dispatcher drops the duplicate message.
+                    log::warn!("marking deliveries enqueued failed count={} error={err}", confirmed.len());
+                }
+            }
+            Err(err) => {
+                log::warn!("queueing deliveries failed count={} error={err}; the outbox relay will retry", batch.len());
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn mark(pool: &DbPool, confirmed: &[(uuid::Uuid, i32)]) -> Result<usize, shared::db::DbError> {
+    let mut conn = shared::db::conn(pool).await?;
+    Ok(delivery::mark_enqueued(&mut conn, confirmed).await?)
+}
+
+/// Publishes every message, then awaits all confirms; returns the confirmed ones.
+pub async fn publish_batch(
+    broker: &Broker,
+    exchange: &str,
+    batch: &[(uuid::Uuid, i32)],
+) -> Result<Vec<(uuid::Uuid, i32)>, BrokerError> {
+    let session = broker.session().ok_or(BrokerError::Disconnected)?;
+    let mut pending = Vec::with_capacity(batch.len());
+    for &(delivery_id, attempt) in batch {
+        let body = serde_json::to_vec(&DispatchMessage::Attempt { delivery_id, attempt })?;
+        let confirm = session
+            .publisher
+            .basic_publish(
+                exchange.into(),
+                DISPATCH_ROUTING_KEY.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &body,
+                persistent_json(),
+            )
+            .await?;
+        pending.push(((delivery_id, attempt), confirm));
+    }
+    let (keys, confirms): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+    let results = tokio::time::timeout(Duration::from_secs(10), join_all(confirms))
+        .await
+        .map_err(|_| BrokerError::Timeout)?;
+    let mut confirmed = Vec::with_capacity(keys.len());
+    for (key, result) in keys.into_iter().zip(results) {
+        match result.map_err(BrokerError::from).and_then(check_confirmation) {
+            Ok(()) => confirmed.push(key),
+            Err(err) => log::warn!("dispatch message not confirmed delivery_id={} error={err}", key.0),
+        }
+    }
+    Ok(confirmed)
+}

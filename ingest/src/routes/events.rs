@@ -1,0 +1,57 @@
+//! `POST /events`: publishing over HTTP.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use shared::models::api_key::Principal;
+
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    extract::Json,
+    fanout::{self, Audience},
+    publish::PublishBody,
+    state::AppState,
+};
+
+/// The publish answer: the event id and how many deliveries it has.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublishResponse {
+    pub event_id: String,
+    /// Matched subscriptions (on a repeated `event_id`: those of the first publish).
+    pub deliveries: i32,
+}
+
+/// Publishes an event for a tenant: 202 once the event and its deliveries are
+/// durable; 200 with the first result when the `event_id` was seen before.
+#[utoipa::path(post, path = "/api/v1/events", tag = "publishing", request_body = PublishBody,
+    responses((status = 202, body = PublishResponse), (status = 200, body = PublishResponse),
+              (status = 400), (status = 401), (status = 403), (status = 413), (status = 422), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn publish_event(
+    auth: Auth,
+    state: web::Data<AppState>,
+    Json(body): Json<PublishBody>,
+) -> Result<HttpResponse, ApiError> {
+    let event = body.validate(&state.catalog, "http")?;
+    if let Principal::Tenant(tenant) = &auth.0 {
+        if *tenant != event.tenant_id {
+            return Err(ApiError::Forbidden("a tenant key may publish only for its own tenant".into()));
+        }
+    }
+    let mut conn = shared::db::conn(&state.pool).await?;
+    let result = fanout::fan_out(&mut conn, &state.catalog, &event, Audience::Matching).await?;
+    drop(conn);
+    let response = PublishResponse { event_id: result.event_id, deliveries: result.delivery_count };
+    if !result.is_new {
+        return Ok(HttpResponse::Ok().json(response));
+    }
+    metrics::counter!("events_accepted_total", "source" => "http", "event_type" => event.event_type.clone())
+        .increment(1);
+    metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
+    state.dispatch.enqueue_new(&result.created);
+    Ok(HttpResponse::Accepted().json(response))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/events", web::post().to(publish_event));
+}
