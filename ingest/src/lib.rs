@@ -4,9 +4,11 @@
 pub mod app;
 pub mod auth;
 pub mod dispatch_queue;
+pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod openapi;
 pub mod publish;
 pub mod routes;
 pub mod server;

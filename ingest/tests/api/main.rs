@@ -3,4 +3,6 @@
 
 mod health;
 mod helpers;
+mod openapi;
 mod publishing;
+mod subscriptions;
