@@ -16,7 +16,6 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/webhooks
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export INGEST_BIND="${INGEST_BIND:-127.0.0.1:8080}"
 export DISPATCHER_BIND="${DISPATCHER_BIND:-127.0.0.1:9091}"
-export RUST_LOG="${RUST_LOG:-info}"
 
 # --- PostgreSQL and RabbitMQ -------------------------------------------------
 # services.sh starts the local servers; skip it when both URLs point elsewhere.
@@ -38,7 +37,7 @@ else
   admin_url="${DATABASE_URL%/"$db_path"}/postgres"
   [[ "$db_path" == *\?* ]] && admin_url="$admin_url?${db_path#*\?}"
   if ! exists="$(psql "$admin_url" -v ON_ERROR_STOP=1 -tAc "SELECT 1 FROM pg_database WHERE datname = '$db_name'")"; then
-    die "cannot reach PostgreSQL at $admin_url"
+    die "cannot reach the PostgreSQL server of DATABASE_URL (see psql's error above)"
   fi
   if [[ "$exists" != 1 ]]; then
     say "creating database $db_name"
@@ -104,7 +103,7 @@ stop_all() {
   stopping=1
   local pid
   for pid in "$ingest_pid" "$dispatcher_pid"; do
-    alive "$pid" && kill -TERM "$pid" 2>/dev/null || true
+    if alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi
   done
   for _ in $(seq 1 300); do
     alive "$ingest_pid" || alive "$dispatcher_pid" || break
