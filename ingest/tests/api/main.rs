@@ -3,6 +3,7 @@
 
 mod health;
 mod helpers;
+mod migrations;
 mod openapi;
 mod publishing;
 mod subscriptions;
