@@ -2,7 +2,9 @@
 
 use actix_web::{
     dev::{ServiceFactory, ServiceRequest, ServiceResponse},
-    middleware, web, App, Error,
+    http::StatusCode,
+    middleware::{self, ErrorHandlerResponse, ErrorHandlers},
+    web, App, Error, ResponseError,
 };
 use shared::telemetry::{self, Readiness};
 
@@ -17,8 +19,16 @@ pub fn build_app(
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::Data::new(readiness))
+        .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
         .wrap(middleware::from_fn(telemetry::record_request))
         .configure(telemetry::health_routes)
         .configure(routes::configure)
         .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
+}
+
+/// Gives actix's bare 405 (a known path, another method) the contract's error body.
+fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (req, _) = res.into_parts();
+    let res = ServiceResponse::new(req, ApiError::MethodNotAllowed.error_response()).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
 }

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod events;
+pub mod subscriptions;
 
 use actix_web::web;
 
@@ -9,7 +10,9 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            .configure(crate::openapi::configure)
             .configure(catalog::configure)
-            .configure(events::configure),
+            .configure(events::configure)
+            .configure(subscriptions::configure),
     );
 }

@@ -39,3 +39,12 @@ async fn unknown_routes_answer_404_in_the_error_shape() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_error(&body, "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_answers_405_in_the_error_shape() {
+    let app = spawn_app().await;
+    let token = app.tenant_key("t1").await;
+    let (status, body) = app.request(Method::PUT, "/api/v1/webhooks/subscriptions", Some(&token), None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&body, "method_not_allowed");
+}

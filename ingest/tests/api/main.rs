@@ -4,5 +4,8 @@
 mod amqp_publishing;
 mod health;
 mod helpers;
+mod migrations;
+mod openapi;
 mod outbox;
 mod publishing;
+mod subscriptions;

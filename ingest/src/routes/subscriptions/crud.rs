@@ -1,0 +1,144 @@
+//! Create, list, read, update and delete a tenant's subscriptions.
+
+use actix_web::{web, HttpResponse};
+use shared::{crypto, db, models::subscription};
+use uuid::Uuid;
+
+use super::{
+    dto::{
+        CreateSubscriptionRequest, ListParams, Rules, SubscriptionPage, SubscriptionView, SubscriptionWithSecret,
+        UpdateSubscriptionRequest,
+    },
+    page, parse_id,
+};
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    extract::{Json, Query},
+    openapi::ErrorBody,
+    state::AppState,
+};
+
+/// Creates a subscription and returns it with its signing secret (shown only here).
+#[utoipa::path(post, path = "/api/v1/webhooks/subscriptions", tag = "subscriptions",
+    request_body = CreateSubscriptionRequest,
+    responses(
+        (status = 201, body = SubscriptionWithSecret, description = "Created; `secret` is shown only now"),
+        (status = 400, body = ErrorBody, description = "The body is not JSON"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 422, body = ErrorBody, description = "A field is missing or invalid; `details.field` names it"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create_subscription(
+    auth: Auth,
+    state: web::Data<AppState>,
+    Json(body): Json<CreateSubscriptionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let id = Uuid::now_v7();
+    let secret = crypto::generate_signing_secret()?;
+    let new = body.validate(&Rules::of(&state), id, tenant_id, state.secrets.seal(&id, &secret)?)?;
+    let mut conn = db::conn(&state.pool).await?;
+    let row = subscription::insert(&mut conn, new).await?;
+    log::info!("subscription created tenant_id={tenant_id} subscription_id={id}");
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/webhooks/subscriptions/{id}")))
+        .json(SubscriptionWithSecret::new(row, secret)))
+}
+
+/// Lists the tenant's subscriptions, oldest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/webhooks/subscriptions", tag = "subscriptions",
+    params(ListParams),
+    responses(
+        (status = 200, body = SubscriptionPage),
+        (status = 400, body = ErrorBody, description = "Malformed query string (e.g. a non-numeric limit)"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 422, body = ErrorBody, description = "`limit` out of 1–100, or a `cursor` this API did not issue"),
+    ),
+    security(("bearer" = [])))]
+pub async fn list_subscriptions(
+    auth: Auth,
+    state: web::Data<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let limit = page::parse_limit(params.limit)?;
+    let after = params.cursor.as_deref().map(page::decode_cursor).transpose()?;
+    let mut conn = db::conn(&state.pool).await?;
+    let rows = subscription::list(&mut conn, tenant_id, after, limit).await?;
+    let (rows, next_cursor) = page::split_page(rows, limit, |row| row.id);
+    let items = rows.into_iter().map(SubscriptionView::from).collect();
+    Ok(HttpResponse::Ok().json(SubscriptionPage { items, next_cursor }))
+}
+
+/// One subscription (without its secret).
+#[utoipa::path(get, path = "/api/v1/webhooks/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    responses(
+        (status = 200, body = SubscriptionView),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
+    ),
+    security(("bearer" = [])))]
+pub async fn get_subscription(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let id = parse_id(&path)?;
+    let mut conn = db::conn(&state.pool).await?;
+    let row = subscription::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(SubscriptionView::from(row)))
+}
+
+/// Changes any subset of the fields; absent fields stay as they are.
+#[utoipa::path(patch, path = "/api/v1/webhooks/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    request_body = UpdateSubscriptionRequest,
+    responses(
+        (status = 200, body = SubscriptionView),
+        (status = 400, body = ErrorBody, description = "The body is not JSON"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
+        (status = 422, body = ErrorBody, description = "A field is invalid; `details.field` names it"),
+    ),
+    security(("bearer" = [])))]
+pub async fn update_subscription(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    Json(body): Json<UpdateSubscriptionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let id = parse_id(&path)?;
+    let changes = body.validate(&Rules::of(&state))?;
+    let mut conn = db::conn(&state.pool).await?;
+    let row = subscription::update(&mut conn, tenant_id, id, changes).await?.ok_or(ApiError::NotFound)?;
+    log::info!("subscription updated tenant_id={tenant_id} subscription_id={id}");
+    Ok(HttpResponse::Ok().json(SubscriptionView::from(row)))
+}
+
+/// Deletes a subscription: nothing more is delivered to it; its delivery log stays.
+#[utoipa::path(delete, path = "/api/v1/webhooks/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
+    ),
+    security(("bearer" = [])))]
+pub async fn delete_subscription(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = auth.tenant()?;
+    let id = parse_id(&path)?;
+    let mut conn = db::conn(&state.pool).await?;
+    if !subscription::soft_delete(&mut conn, tenant_id, id).await? {
+        return Err(ApiError::NotFound);
+    }
+    log::info!("subscription deleted tenant_id={tenant_id} subscription_id={id}");
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,250 @@
+//! Request and response bodies of the subscription routes, and their
+//! translation into validated domain values.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use shared::{
+    catalog::Catalog,
+    models::subscription::{NewSubscription, Subscription, SubscriptionChanges},
+};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    domain::{CustomHeaders, Description, EventPatterns, InvalidField, MaxRetries, SubscriptionUrl, TimeoutSeconds},
+    state::AppState,
+};
+
+/// What validation needs besides the body: the catalog and the target policy.
+pub struct Rules<'a> {
+    pub catalog: &'a Catalog,
+    pub allow_http: bool,
+    pub allow_private: bool,
+}
+
+impl<'a> Rules<'a> {
+    pub fn of(state: &'a AppState) -> Self {
+        Self {
+            catalog: &state.catalog,
+            allow_http: state.config.allow_http_targets,
+            allow_private: state.config.allow_private_targets,
+        }
+    }
+
+    fn url(&self, raw: &str) -> Result<SubscriptionUrl, InvalidField> {
+        SubscriptionUrl::parse(raw, self.allow_http, self.allow_private)
+    }
+}
+
+/// `POST /webhooks/subscriptions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscriptionRequest {
+    /// Where events are POSTed: `https://` (or `http://` where the deployment allows it).
+    #[schema(example = "https://your-app.com/webhook")]
+    pub url: String,
+    /// At most 500 characters.
+    #[schema(max_length = 500)]
+    pub description: Option<String>,
+    /// Catalog event types, `category.*`, `prefix.*` or `*`; 1 to 100, repeats dropped.
+    #[schema(example = json!(["invoice.created", "payment.*"]))]
+    pub events: Vec<String>,
+    /// Extra headers sent with every delivery (at most 20); they can never replace ours.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Defaults to true.
+    pub is_active: Option<bool>,
+    /// Defaults to true.
+    pub retry_enabled: Option<bool>,
+    /// 0 to 10, defaults to 3.
+    #[schema(minimum = 0, maximum = 10)]
+    pub max_retries: Option<i32>,
+    /// 1 to 60, defaults to 30.
+    #[schema(minimum = 1, maximum = 60)]
+    pub timeout_seconds: Option<i32>,
+}
+
+impl CreateSubscriptionRequest {
+    /// Validates every field; the result can go straight to the database.
+    pub fn validate(self, rules: &Rules<'_>, id: Uuid, tenant_id: &str, secret_encrypted: Vec<u8>) -> Result<NewSubscription, InvalidField> {
+        Ok(NewSubscription {
+            id,
+            tenant_id: tenant_id.to_owned(),
+            url: rules.url(&self.url)?.into_string(),
+            description: self.description.map(Description::parse).transpose()?.map(Description::into_string),
+            events: EventPatterns::parse(self.events, rules.catalog)?.into_vec(),
+            headers: CustomHeaders::parse(self.headers.unwrap_or_default())?.to_json(),
+            is_active: self.is_active.unwrap_or(true),
+            retry_enabled: self.retry_enabled.unwrap_or(true),
+            max_retries: self.max_retries.map(MaxRetries::parse).transpose()?.unwrap_or(MaxRetries::DEFAULT).get(),
+            timeout_seconds: self
+                .timeout_seconds
+                .map(TimeoutSeconds::parse)
+                .transpose()?
+                .unwrap_or(TimeoutSeconds::DEFAULT)
+                .get(),
+            secret_encrypted,
+        })
+    }
+}
+
+/// `PATCH /webhooks/subscriptions/{id}`: any subset of the fields; an absent
+/// field is left as it is. Only `description` may be `null` (to clear it).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSubscriptionRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String)]
+    pub url: Option<Option<String>>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 500)]
+    pub description: Option<Option<String>>,
+    /// Replaces the whole list.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Vec<String>)]
+    pub events: Option<Option<Vec<String>>>,
+    /// Replaces the whole map (`{}` removes every custom header).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = HashMap<String, String>)]
+    pub headers: Option<Option<BTreeMap<String, String>>>,
+    /// `true` re-activates a subscription and clears `disabled_reason`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
+    pub is_active: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
+    pub retry_enabled: Option<Option<bool>>,
+    /// 0 to 10.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = i32, minimum = 0, maximum = 10)]
+    pub max_retries: Option<Option<i32>>,
+    /// 1 to 60.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = i32, minimum = 1, maximum = 60)]
+    pub timeout_seconds: Option<Option<i32>>,
+}
+
+/// Tells an absent field (`None`, via `default`) from an explicit `null` (`Some(None)`).
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A field that may be absent but, when given, not `null`.
+fn not_null<T>(field: &str, value: Option<Option<T>>) -> Result<Option<T>, InvalidField> {
+    match value {
+        Some(None) => Err(InvalidField::new(field, "must not be null")),
+        Some(Some(value)) => Ok(Some(value)),
+        None => Ok(None),
+    }
+}
+
+impl UpdateSubscriptionRequest {
+    /// Validates the fields present; the result is a partial update.
+    pub fn validate(self, rules: &Rules<'_>) -> Result<SubscriptionChanges, InvalidField> {
+        let is_active = not_null("is_active", self.is_active)?;
+        Ok(SubscriptionChanges {
+            url: not_null("url", self.url)?.map(|url| rules.url(&url)).transpose()?.map(SubscriptionUrl::into_string),
+            description: self
+                .description
+                .map(|description| description.map(Description::parse).transpose())
+                .transpose()?
+                .map(|description| description.map(Description::into_string)),
+            events: not_null("events", self.events)?
+                .map(|events| EventPatterns::parse(events, rules.catalog))
+                .transpose()?
+                .map(EventPatterns::into_vec),
+            headers: not_null("headers", self.headers)?
+                .map(CustomHeaders::parse)
+                .transpose()?
+                .map(|headers| headers.to_json()),
+            is_active,
+            retry_enabled: not_null("retry_enabled", self.retry_enabled)?,
+            max_retries: not_null("max_retries", self.max_retries)?.map(MaxRetries::parse).transpose()?.map(MaxRetries::get),
+            timeout_seconds: not_null("timeout_seconds", self.timeout_seconds)?
+                .map(TimeoutSeconds::parse)
+                .transpose()?
+                .map(TimeoutSeconds::get),
+            // Re-activating is the user saying the endpoint works again.
+            disabled_reason: (is_active == Some(true)).then_some(None),
+            updated_at: None,
+        })
+    }
+}
+
+/// A subscription as the API shows it; never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    pub id: Uuid,
+    pub url: String,
+    #[schema(required = true)]
+    pub description: Option<String>,
+    pub events: Vec<String>,
+    #[schema(value_type = HashMap<String, String>)]
+    pub headers: serde_json::Value,
+    /// False when paused by the user, or disabled after the endpoint answered 410.
+    pub is_active: bool,
+    pub retry_enabled: bool,
+    pub max_retries: i32,
+    pub timeout_seconds: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Why the service disabled it (e.g. the endpoint answered 410 Gone).
+    #[schema(required = true)]
+    pub disabled_reason: Option<String>,
+}
+
+impl From<Subscription> for SubscriptionView {
+    fn from(row: Subscription) -> Self {
+        Self {
+            id: row.id,
+            url: row.url,
+            description: row.description,
+            events: row.events,
+            headers: row.headers,
+            is_active: row.is_active,
+            retry_enabled: row.retry_enabled,
+            max_retries: row.max_retries,
+            timeout_seconds: row.timeout_seconds,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            disabled_reason: row.disabled_reason,
+        }
+    }
+}
+
+/// A subscription with its signing secret: only when created or rotated.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionWithSecret {
+    #[serde(flatten)]
+    pub subscription: SubscriptionView,
+    /// `whsec_` + base64 of 32 random bytes. Shown only now: store it.
+    pub secret: String,
+}
+
+impl SubscriptionWithSecret {
+    pub fn new(row: Subscription, secret: String) -> Self {
+        Self { subscription: row.into(), secret }
+    }
+}
+
+/// One page of subscriptions, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionPage {
+    pub items: Vec<SubscriptionView>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /webhooks/subscriptions` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1 to 100, default 50.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}

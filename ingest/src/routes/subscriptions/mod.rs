@@ -1,0 +1,32 @@
+//! `/webhooks/subscriptions`: a tenant's subscriptions (CRUD, secret rotation).
+//! `/{id}/test` and `/{id}/deliveries` live with the delivery routes.
+
+pub mod crud;
+pub mod dto;
+pub mod page;
+pub mod secret;
+
+use actix_web::web;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// A subscription id from the path; a malformed one is simply not found.
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/webhooks/subscriptions")
+            .route(web::post().to(crud::create_subscription))
+            .route(web::get().to(crud::list_subscriptions)),
+    )
+    .service(
+        web::resource("/webhooks/subscriptions/{id}")
+            .route(web::get().to(crud::get_subscription))
+            .route(web::patch().to(crud::update_subscription))
+            .route(web::delete().to(crud::delete_subscription)),
+    )
+    .service(web::resource("/webhooks/subscriptions/{id}/rotate-secret").route(web::post().to(secret::rotate_secret)));
+}
