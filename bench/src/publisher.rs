@@ -10,10 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{options::ConfirmSelectOptions, Channel, Connection};
 use reqwest::StatusCode;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
+use shared::event_bus::{EventBus, PublishOptions};
 
 use crate::{api::cut, error::BenchError};
 
@@ -52,12 +52,20 @@ impl OutgoingEvent {
     pub fn body(&self) -> Vec<u8> {
         let body = json!({
             "event_type": self.event_type,
-            "event_data": {"bench": true, "sequence": self.index},
+            "event_data": self.data(),
             "tenant_id": self.tenant_id,
             "event_id": self.event_id,
-            "metadata": {"source": "webhooks-bench"},
+            "metadata": self.metadata(),
         });
         serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    fn data(&self) -> Value {
+        json!({"bench": true, "sequence": self.index})
+    }
+
+    fn metadata(&self) -> Value {
+        json!({"source": "webhooks-bench"})
     }
 }
 
@@ -74,7 +82,7 @@ pub struct PublishRecord {
 /// A way to publish one event.
 pub enum Publisher {
     Http { client: reqwest::Client, url: String, token: String },
-    Amqp { _connection: Arc<Connection>, channel: Channel, exchange: String },
+    Amqp { bus: EventBus },
 }
 
 impl Publisher {
@@ -92,26 +100,19 @@ impl Publisher {
         })
     }
 
-    /// Publishes to `{prefix}.events` on a confirm-mode channel.
+    /// Publishes to `{prefix}.events` with the modules' client, [`EventBus`].
     pub async fn amqp(amqp_url: &str, prefix: &str) -> Result<Self, BenchError> {
-        let connection = shared::amqp::connect(amqp_url).await?;
-        let channel = connection.create_channel().await.map_err(shared::amqp::BrokerError::from)?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(shared::amqp::BrokerError::from)?;
-        Ok(Publisher::Amqp { _connection: Arc::new(connection), channel, exchange: format!("{prefix}.events") })
+        Ok(Publisher::Amqp { bus: EventBus::connect(amqp_url, prefix).await? })
     }
 
     async fn publish(&self, event: &OutgoingEvent) -> Result<Option<u32>, String> {
-        let body = event.body();
         match self {
             Publisher::Http { client, url, token } => {
                 let response = client
                     .post(url)
                     .bearer_auth(token)
                     .header("content-type", "application/json")
-                    .body(body)
+                    .body(event.body())
                     .send()
                     .await
                     .map_err(|e| format!("request failed: {e}"))?;
@@ -124,8 +125,9 @@ impl Publisher {
                 let deliveries = json["deliveries"].as_u64().ok_or_else(|| format!("202 without deliveries: {}", cut(&text)))?;
                 Ok(Some(deliveries as u32))
             }
-            Publisher::Amqp { channel, exchange, .. } => {
-                shared::amqp::publish_confirmed(channel, exchange, event.event_type, &body, shared::amqp::persistent_json())
+            Publisher::Amqp { bus } => {
+                let options = PublishOptions { event_id: Some(event.event_id.clone()), metadata: Some(event.metadata()) };
+                bus.publish_with(event.event_type, event.data(), &event.tenant_id, options)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(None)
