@@ -36,27 +36,50 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
+/// Why a JSON body cannot be deserialized, independent of the transport
+/// (HTTP maps it to 400/422, the AMQP consumer to a rejection reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not JSON at all.
+    NotJson(String),
+    /// JSON, but a field is missing or of the wrong type (`field` is its path,
+    /// `body` when the whole body is the wrong shape).
+    Field { field: String, message: String, missing: bool },
+}
+
 /// Parses JSON: syntax errors are 400, shape errors 422 naming the field.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    parse_json_body(body).map_err(|err| match err {
+        BodyError::NotJson(message) => ApiError::BadRequest { code: "invalid_json", message },
+        BodyError::Field { field, message, .. } => ApiError::validation(field, message),
+    })
+}
+
+/// Parses JSON bytes into `T`, naming the failing field.
+pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     // First: is it JSON at all?
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest {
-        code: "invalid_json",
-        message: format!("request body is not valid JSON: {e}"),
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| BodyError::NotJson(format!("request body is not valid JSON: {e}")))?;
+    from_json_value(value)
+}
+
+/// Deserializes an already parsed JSON object into `T`, naming the failing field.
+pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, BodyError> {
     if !value.is_object() {
-        return Err(ApiError::validation("body", "must be a JSON object"));
+        return Err(BodyError::Field { field: "body".into(), message: "must be a JSON object".into(), missing: false });
     }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
         // serde names a missing field in its message, not in the path.
-        let field = match inner.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()) {
+        let missing = inner.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()).map(str::to_owned);
+        let field = match missing.as_deref() {
             Some(missing) if path == "." => missing.to_owned(),
             Some(missing) => format!("{path}.{missing}"),
             None if path == "." => "body".to_owned(),
             None => path,
         };
-        ApiError::validation(field, inner)
+        BodyError::Field { field, message: inner, missing: missing.is_some() }
     })
 }
 

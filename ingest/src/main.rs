@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             let ingest = ingest::server::start(config, workers).await?;
             wait_for_shutdown().await;
             log::info!("shutting down");
-            ingest.server.stop(true).await;
+            ingest.stop().await;
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use shared::{
     db,
 };
 
-use crate::{app::build_app, auth::AuthCache, dispatch_queue::DispatchQueue, state::AppState};
+use crate::{app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay, state::AppState};
 
 /// A running ingest: its address, state and server handle.
 pub struct Ingest {
@@ -20,6 +20,20 @@ pub struct Ingest {
     pub state: AppState,
     pub server: actix_web::dev::ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The AMQP event consumer and the outbox relay.
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Ingest {
+    /// Stops the HTTP server (letting requests in flight finish), then the
+    /// background tasks. Unacked AMQP messages go back to the queue, and
+    /// unqueued deliveries stay in the outbox, so stopping loses nothing.
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        for task in &self.background {
+            task.abort();
+        }
+    }
 }
 
 /// Why ingest could not start.
@@ -55,6 +69,17 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         catalog: Arc::new(catalog),
         auth_cache: AuthCache::default(),
     };
+    let background = vec![
+        consumer::start(state.clone()),
+        OutboxRelay {
+            broker: state.broker.clone(),
+            topology: (*state.topology).clone(),
+            pool: state.pool.clone(),
+            interval: state.config.outbox_interval,
+            grace: state.config.outbox_grace,
+        }
+        .start(),
+    ];
     let app_state = state.clone();
     let server = HttpServer::new(move || build_app(app_state.clone()))
         .workers(workers.max(1))
@@ -65,5 +90,5 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let handle = server.handle();
     let task = tokio::spawn(server);
     log::info!("ingest listening addr={addr}");
-    Ok(Ingest { addr, state, server: handle, task })
+    Ok(Ingest { addr, state, server: handle, task, background })
 }

@@ -129,9 +129,7 @@ impl Topology {
         let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
 
         // Published events: topic exchange, one queue for all types.
-        channel
-            .exchange_declare(self.events_exchange().into(), ExchangeKind::Topic, durable_exchange, FieldTable::default())
-            .await?;
+        declare_events_exchange(channel, &self.events_exchange()).await?;
         channel.queue_declare(self.ingest_queue().into(), durable_queue, self.queue_arguments()).await?;
         channel
             .queue_bind(
@@ -202,6 +200,15 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Declares the topic exchange modules publish events to. Publishers
+/// ([`crate::event_bus::EventBus`]) declare it too, with the same arguments, so
+/// either side may come first.
+pub async fn declare_events_exchange(channel: &Channel, exchange: &str) -> Result<(), BrokerError> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    channel.exchange_declare(exchange.into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
+    Ok(())
 }
 
 /// An AMQP long string value (what RabbitMQ wants for string arguments and headers).

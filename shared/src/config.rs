@@ -71,6 +71,13 @@ pub struct Config {
     pub dispatcher_concurrency: usize,
     /// Deliveries to one subscription the dispatcher attempts at once.
     pub dispatcher_per_subscription: usize,
+    /// Published AMQP events ingest processes at once (the consumer's prefetch).
+    pub ingest_prefetch: u16,
+    /// How often the outbox relay looks for deliveries the broker never confirmed.
+    pub outbox_interval: Duration,
+    /// How old an unqueued delivery must be before the relay takes it over from
+    /// the publisher that created it (which normally queues it within milliseconds).
+    pub outbox_grace: Duration,
 }
 
 impl Config {
@@ -130,6 +137,13 @@ impl Config {
                 1,
                 10_000,
             )?,
+            ingest_prefetch: parse_number("INGEST_PREFETCH", &var("INGEST_PREFETCH", "64"), 1, 10_000)? as u16,
+            outbox_interval: Duration::from_millis(
+                parse_number("OUTBOX_INTERVAL_MS", &var("OUTBOX_INTERVAL_MS", "1000"), 10, 3_600_000)? as u64,
+            ),
+            outbox_grace: Duration::from_millis(
+                parse_number("OUTBOX_GRACE_MS", &var("OUTBOX_GRACE_MS", "5000"), 0, 86_400_000)? as u64,
+            ),
         })
     }
 
@@ -225,6 +239,9 @@ mod tests {
         assert_eq!(ok.amqp_prefix, "webhooks");
         assert_eq!(ok.retry_delay(1), Duration::from_secs(300));
         assert_eq!(ok.retry_delay(7), Duration::from_secs(6 * 3600));
+        assert_eq!(ok.ingest_prefetch, 64);
+        assert_eq!(ok.outbox_interval, Duration::from_secs(1));
+        assert_eq!(ok.outbox_grace, Duration::from_secs(5));
         assert!(!format!("{:?}", ok.secret_key).contains('7'));
     }
 }

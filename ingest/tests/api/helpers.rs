@@ -9,8 +9,9 @@ use shared::{
     config::Config,
     db,
     models::api_key::{self, Principal},
-    testing::{test_config, TestDb, TestPrefix},
+    testing::{amqp_url, test_config, TestDb, TestPrefix},
 };
+use std::time::Duration;
 
 /// A running ingest with its own database and AMQP prefix.
 pub struct TestApp {
@@ -145,18 +146,109 @@ impl TestApp {
 
     /// Takes every message waiting on the dispatch queue (basic.get until empty).
     pub async fn drain_dispatch_queue(&self) -> Vec<shared::amqp::DispatchMessage> {
-        use lapin::options::BasicGetOptions;
-        let session = self.ingest.state.broker.session().expect("broker session");
-        let channel = session.connection.create_channel().await.expect("channel");
-        let mut messages = Vec::new();
-        while let Some(message) = channel
-            .basic_get(self.ingest.state.topology.dispatch_queue().into(), BasicGetOptions { no_ack: true })
+        self.drain_queue(&self.ingest.state.topology.dispatch_queue())
             .await
-            .expect("basic.get")
+            .iter()
+            .map(|message| serde_json::from_slice(&message.data).expect("dispatch message json"))
+            .collect()
+    }
+
+    /// Takes every message waiting on `queue` (basic.get until empty), over a
+    /// connection of its own straight to the broker (never through a test proxy).
+    pub async fn drain_queue(&self, queue: &str) -> Vec<lapin::message::Delivery> {
+        use lapin::options::BasicGetOptions;
+        let connection = shared::amqp::connect(&amqp_url()).await.expect("direct broker connection");
+        let channel = connection.create_channel().await.expect("channel");
+        let mut messages = Vec::new();
+        while let Some(message) =
+            channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("basic.get")
         {
-            messages.push(serde_json::from_slice(&message.delivery.data).expect("dispatch message json"));
+            messages.push(message.delivery);
         }
+        let _ = connection.close(200, "drained".into()).await;
         messages
+    }
+
+    /// Drains the dispatch queue until `expected` messages arrived (or 30 s
+    /// passed), then once more, so late duplicates are caught too.
+    pub async fn collect_dispatch_messages(&self, expected: usize) -> Vec<shared::amqp::DispatchMessage> {
+        let mut messages = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while messages.len() < expected && tokio::time::Instant::now() < deadline {
+            messages.extend(self.drain_dispatch_queue().await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        messages.extend(self.drain_dispatch_queue().await);
+        messages
+    }
+
+    /// A publishing client on this app's prefix, straight to the broker.
+    pub async fn event_bus(&self) -> shared::event_bus::EventBus {
+        shared::event_bus::EventBus::connect(&amqp_url(), &self.config.amqp_prefix).await.expect("event bus connects")
+    }
+
+    /// Inserts `count` subscriptions of `tenant` with one multi-row INSERT; returns their ids.
+    pub async fn insert_subscriptions(&self, tenant: &str, count: usize, events: &[&str]) -> Vec<uuid::Uuid> {
+        use diesel_async::RunQueryDsl;
+        use shared::models::subscription::NewSubscription;
+        let rows: Vec<NewSubscription> = (0..count)
+            .map(|i| {
+                let id = uuid::Uuid::now_v7();
+                let secret = shared::crypto::generate_signing_secret().expect("secret");
+                NewSubscription {
+                    id,
+                    tenant_id: tenant.to_owned(),
+                    url: format!("http://127.0.0.1:9/hook/{i}"),
+                    description: None,
+                    events: events.iter().map(|e| (*e).to_owned()).collect(),
+                    headers: serde_json::json!({}),
+                    is_active: true,
+                    retry_enabled: true,
+                    max_retries: 3,
+                    timeout_seconds: 5,
+                    secret_encrypted: self.ingest.state.secrets.seal(&id, &secret).expect("seal"),
+                }
+            })
+            .collect();
+        let ids = rows.iter().map(|r| r.id).collect();
+        let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
+        diesel::insert_into(shared::schema::subscriptions::table)
+            .values(rows)
+            .execute(&mut conn)
+            .await
+            .expect("insert subscriptions");
+        ids
+    }
+
+    /// Runs SQL on this app's database.
+    pub async fn sql(&self, sql: &str) -> usize {
+        use diesel_async::RunQueryDsl;
+        let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
+        diesel::sql_query(sql).execute(&mut conn).await.expect("sql")
+    }
+
+    /// Every delivery of a tenant.
+    pub async fn deliveries_of_tenant(&self, tenant: &str) -> Vec<shared::models::delivery::Delivery> {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
+        d::deliveries
+            .filter(d::tenant_id.eq(tenant))
+            .select(shared::models::delivery::Delivery::as_select())
+            .load(&mut conn)
+            .await
+            .expect("deliveries")
+    }
+
+    /// How many events a tenant has.
+    pub async fn event_count(&self, tenant: &str) -> i64 {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use shared::schema::events::dsl as ev;
+        let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
+        ev::events.filter(ev::tenant_id.eq(tenant)).count().get_result(&mut conn).await.expect("count events")
     }
 
     /// Deliveries of an event, as (subscription_id, enqueued).
@@ -173,4 +265,19 @@ impl TestApp {
             .await
             .expect("deliveries")
     }
+}
+
+/// Runs SQL on the server's admin database (e.g. to make a test database
+/// refuse connections).
+pub async fn admin_sql(sql: String) {
+    tokio::task::spawn_blocking(move || {
+        use diesel::RunQueryDsl as _;
+        let mut conn = <diesel_async::async_connection_wrapper::AsyncConnectionWrapper<diesel_async::AsyncPgConnection> as diesel::Connection>::establish(
+            &shared::testing::admin_url(),
+        )
+        .expect("admin connection");
+        diesel::sql_query(sql).execute(&mut conn).expect("admin sql");
+    })
+    .await
+    .expect("admin task");
 }

@@ -100,3 +100,48 @@ async fn publishing_rejects_bad_input_with_the_right_status() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_error(&answer, "payload_too_large");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_for_a_thousand_subscriptions_queues_each_of_its_deliveries_exactly_once() {
+    let app = spawn_app().await;
+    let subscriptions = app.insert_subscriptions("t1", 1_000, &["invoice.*"]).await;
+    let publisher = app.publisher_key().await;
+
+    let body = json!({"event_type": "invoice.created", "event_data": {"invoice_id": "inv_1"}, "tenant_id": "t1", "event_id": "evt_wide"});
+    let started = std::time::Instant::now();
+    let (status, answer) = app.post("/api/v1/events", &publisher, &body).await;
+    let answered_in = started.elapsed();
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["deliveries"], 1_000);
+
+    let all_enqueued = eventually(Duration::from_secs(30), || async {
+        app.deliveries_of("t1", "evt_wide").await.iter().all(|d| d.enqueued).then_some(())
+    })
+    .await;
+    let queued_in = started.elapsed();
+    assert!(all_enqueued.is_some(), "not every delivery was marked enqueued");
+    // An observation for the record, not an assertion.
+    eprintln!("observed: fan-out to 1000 subscriptions answered 202 after {answered_in:?}, all queued after {queued_in:?}");
+
+    let deliveries = app.deliveries_of("t1", "evt_wide").await;
+    assert_eq!(deliveries.len(), 1_000);
+    let mut matched: Vec<_> = deliveries.iter().map(|d| d.subscription_id).collect();
+    matched.sort();
+    let mut expected = subscriptions.clone();
+    expected.sort();
+    assert_eq!(matched, expected, "one delivery per subscription");
+
+    let messages = app.collect_dispatch_messages(1_000).await;
+    let mut queued: Vec<_> = messages
+        .iter()
+        .map(|DispatchMessage::Attempt { delivery_id, attempt }| {
+            assert_eq!(*attempt, 1);
+            *delivery_id
+        })
+        .collect();
+    queued.sort();
+    let mut ids: Vec<_> = deliveries.iter().map(|d| d.id).collect();
+    ids.sort();
+    assert_eq!(queued.len(), 1_000, "each delivery queued exactly once");
+    assert_eq!(queued, ids);
+}

@@ -1,0 +1,188 @@
+//! The outbox relay: queues deliveries whose next message the broker never
+//! confirmed (ingest died after commit, the broker was down, a dispatcher died
+//! between scheduling a retry and its confirm).
+//!
+//! Every `OUTBOX_INTERVAL_MS` it leases up to [`BATCH`] such rows that are
+//! older than `OUTBOX_GRACE_MS` and due, publishes `attempt_count + 1` for each
+//! to the dispatch exchange with confirms, and marks the confirmed ones
+//! `enqueued`. The lease (`relay_lease_until`, taken with `FOR UPDATE SKIP
+//! LOCKED`) keeps several ingest replicas from publishing the same row. A due
+//! `retrying` delivery goes straight to dispatch: its delay has passed.
+
+use std::time::Duration;
+
+use diesel::{
+    sql_types::{Array, BigInt, Int4, Interval, Uuid as SqlUuid},
+    QueryableByName,
+};
+use diesel_async::RunQueryDsl;
+use shared::{
+    amqp::{Broker, BrokerError, Topology},
+    db::{DbError, DbPool},
+    models::delivery,
+};
+
+use crate::dispatch_queue::publish_batch;
+
+/// Most rows leased and published per round.
+pub const BATCH: i64 = 500;
+/// How long a lease keeps other relays off a row; far above a round's duration
+/// (publishing waits at most `BROKER_TIMEOUT` for confirms).
+const LEASE: Duration = Duration::from_secs(30);
+/// The backlog gauge counts at most this many rows, so it stays cheap in an outage.
+const BACKLOG_COUNT_CAP: i64 = 100_000;
+
+/// Why a relay round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl From<diesel::result::Error> for RelayError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(err.into())
+    }
+}
+
+/// One relay; several (in one or many processes) may share a database.
+#[derive(Clone)]
+pub struct OutboxRelay {
+    pub broker: Broker,
+    pub topology: Topology,
+    pub pool: DbPool,
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Minimum age of a row before the relay takes it.
+    pub grace: Duration,
+}
+
+#[derive(QueryableByName)]
+struct LeasedDelivery {
+    #[diesel(sql_type = SqlUuid)]
+    id: uuid::Uuid,
+    #[diesel(sql_type = Int4)]
+    attempt: i32,
+}
+
+#[derive(QueryableByName)]
+struct Backlog {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+impl OutboxRelay {
+    /// Runs rounds forever, every `interval` (at once again after a full batch).
+    pub fn start(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let full = match self.run_once().await {
+                    Ok(relayed) => relayed as i64 >= BATCH,
+                    Err(err) => {
+                        log::warn!("outbox relay round failed error={err}");
+                        false
+                    }
+                };
+                if let Err(err) = self.record_backlog().await {
+                    log::debug!("outbox backlog not measured error={err}");
+                }
+                if !full {
+                    tokio::time::sleep(self.interval).await;
+                }
+            }
+        })
+    }
+
+    /// One round: lease due rows, publish them with confirms, mark the
+    /// confirmed ones enqueued. Returns how many were leased.
+    pub async fn run_once(&self) -> Result<usize, RelayError> {
+        // Leasing rows we cannot publish would only delay them by the lease.
+        if !self.broker.is_connected() {
+            return Ok(0);
+        }
+        let mut conn = shared::db::conn(&self.pool).await?;
+        let leased = lease_due(&mut conn, self.grace).await?;
+        if leased.is_empty() {
+            return Ok(0);
+        }
+        let batch: Vec<(uuid::Uuid, i32)> = leased.iter().map(|d| (d.id, d.attempt)).collect();
+        let confirmed = match publish_batch(&self.broker, &self.topology.dispatch_exchange(), &batch).await {
+            Ok(confirmed) => confirmed,
+            Err(err) => {
+                release(&mut conn, &batch).await;
+                return Err(err.into());
+            }
+        };
+        metrics::counter!("outbox_relayed_total").increment(confirmed.len() as u64);
+        metrics::counter!("dispatch_messages_published_total").increment(confirmed.len() as u64);
+        if confirmed.len() < batch.len() {
+            let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed.contains(b)).copied().collect();
+            release(&mut conn, &unconfirmed).await;
+        }
+        delivery::mark_enqueued(&mut conn, &confirmed).await?;
+        log::info!("outbox relay queued deliveries count={} leased={}", confirmed.len(), batch.len());
+        Ok(batch.len())
+    }
+
+    /// Sets the `outbox_backlog` gauge: unfinished deliveries not yet queued
+    /// (capped, so the count stays cheap when the broker has been down long).
+    pub async fn record_backlog(&self) -> Result<i64, RelayError> {
+        let mut conn = shared::db::conn(&self.pool).await?;
+        let backlog: Backlog = diesel::sql_query(
+            "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries \
+             WHERE NOT enqueued AND status IN ('pending', 'retrying') LIMIT $1) AS unqueued",
+        )
+        .bind::<BigInt, _>(BACKLOG_COUNT_CAP)
+        .get_result(&mut conn)
+        .await?;
+        metrics::gauge!("outbox_backlog").set(backlog.count as f64);
+        Ok(backlog.count)
+    }
+}
+
+/// Leases due rows in one statement: the CTE locks them (skipping rows another
+/// relay holds), the UPDATE sets the lease, and the commit of this statement
+/// makes the lease visible to every other relay. `updated_at` is left alone:
+/// it is the delivery's API-visible time.
+async fn lease_due(
+    conn: &mut diesel_async::AsyncPgConnection,
+    grace: Duration,
+) -> Result<Vec<LeasedDelivery>, diesel::result::Error> {
+    diesel::sql_query(
+        "WITH due AS ( \
+           SELECT id FROM deliveries \
+           WHERE NOT enqueued AND status IN ('pending', 'retrying') \
+             AND updated_at < now() - $1 \
+             AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+             AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
+           ORDER BY updated_at \
+           LIMIT $2 \
+           FOR UPDATE SKIP LOCKED) \
+         UPDATE deliveries d SET relay_lease_until = now() + $3 \
+         FROM due WHERE d.id = due.id \
+         RETURNING d.id, d.attempt_count + 1 AS attempt",
+    )
+    .bind::<Interval, _>(to_interval(grace))
+    .bind::<BigInt, _>(BATCH)
+    .bind::<Interval, _>(to_interval(LEASE))
+    .load(conn)
+    .await
+}
+
+/// Gives rows back at once after a failed publish, instead of at lease expiry.
+async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[(uuid::Uuid, i32)]) {
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| *id).collect();
+    let result = diesel::sql_query("UPDATE deliveries SET relay_lease_until = NULL WHERE id = ANY($1) AND NOT enqueued")
+        .bind::<Array<SqlUuid>, _>(ids)
+        .execute(conn)
+        .await;
+    if let Err(err) = result {
+        log::debug!("releasing outbox leases failed error={err}; they expire on their own");
+    }
+}
+
+fn to_interval(duration: Duration) -> diesel::data_types::PgInterval {
+    diesel::data_types::PgInterval::from_microseconds(duration.as_micros().min(i64::MAX as u128) as i64)
+}
