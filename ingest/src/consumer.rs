@@ -22,15 +22,13 @@ use lapin::{
     Channel,
 };
 use serde_json::Value;
-use shared::{
-    amqp::{long_string, publish_confirmed, BrokerError, BrokerSession},
-    db::DbError,
-};
+use shared::amqp::{long_string, publish_confirmed, BrokerError, BrokerSession};
 use tokio::sync::Semaphore;
 
 use crate::{
     extract::{from_json_value, BodyError, MAX_BODY_BYTES},
-    fanout::{self, Audience},
+    fanout::EventToPublish,
+    fanout_batcher::PublishError,
     publish::{InvalidEvent, PublishBody},
     state::AppState,
 };
@@ -180,7 +178,7 @@ enum Outcome {
     /// Cannot ever be accepted: move to the rejected queue, then ack.
     Rejected(Rejection),
     /// Could not be made durable now: nack with requeue, after a pause.
-    Retry(DbError),
+    Retry(PublishError),
 }
 
 async fn handle(state: &AppState, publisher: &Channel, delivery: Delivery, from_events_exchange: bool) {
@@ -224,22 +222,16 @@ async fn handle(state: &AppState, publisher: &Channel, delivery: Delivery, from_
     }
 }
 
-/// Stores the event and its deliveries, then hands the new ones to the dispatch queue.
-async fn accept(state: &AppState, event: &fanout::EventToPublish) -> Outcome {
-    let result = async {
-        let mut conn = shared::db::conn(&state.pool).await?;
-        Ok::<_, DbError>(fanout::fan_out(&mut conn, &state.catalog, event, Audience::Matching).await?)
-    }
-    .await;
-    match result {
+/// Stores the event and its deliveries (in a shared batch); once committed, the
+/// batcher has handed the new deliveries to the dispatch queue, whatever
+/// happens to the ack (a redelivered message finds the event and creates nothing).
+async fn accept(state: &AppState, event: &EventToPublish) -> Outcome {
+    match state.fanout.publish(event).await {
         Ok(result) => {
             if result.is_new {
                 metrics::counter!("events_accepted_total", "source" => "amqp", "event_type" => event.event_type.clone())
                     .increment(1);
                 metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
-                // Committed: queue them whatever happens to the ack (a redelivered
-                // message finds the event and creates nothing new).
-                state.dispatch.enqueue_new(&result.created);
             }
             Outcome::Accepted
         }

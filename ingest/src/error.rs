@@ -121,6 +121,16 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
+impl From<crate::fanout_batcher::PublishError> for ApiError {
+    fn from(err: crate::fanout_batcher::PublishError) -> Self {
+        if err.is_unavailable() {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Internal(err.to_string())
+        }
+    }
+}
+
 impl From<shared::crypto::CryptoError> for ApiError {
     fn from(err: shared::crypto::CryptoError) -> Self {
         Self::Internal(err.to_string())

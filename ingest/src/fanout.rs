@@ -52,15 +52,10 @@ struct CreatedDelivery {
     id: uuid::Uuid,
 }
 
-/// Stores the event and its deliveries in one transaction.
-pub async fn fan_out(
-    conn: &mut AsyncPgConnection,
-    catalog: &Catalog,
-    event: &EventToPublish,
-    audience: Audience,
-) -> Result<FanoutResult, diesel::result::Error> {
+/// The envelope every subscriber of `event` receives, stamped now.
+pub fn envelope_body(event: &EventToPublish) -> Result<String, serde_json::Error> {
     let timestamp = shared::envelope::format_timestamp(Utc::now());
-    let payload = Envelope {
+    Envelope {
         id: &event.event_id,
         event_type: &event.event_type,
         timestamp: &timestamp,
@@ -69,7 +64,18 @@ pub async fn fan_out(
         metadata: &event.metadata,
     }
     .to_body()
-    .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+}
+
+/// Stores the event and its deliveries in one transaction. Publishing goes
+/// through [`crate::fanout_batcher::FanoutBatcher`], which does the same for
+/// many events at once; this serves the test endpoint (one subscription).
+pub async fn fan_out(
+    conn: &mut AsyncPgConnection,
+    catalog: &Catalog,
+    event: &EventToPublish,
+    audience: Audience,
+) -> Result<FanoutResult, diesel::result::Error> {
+    let payload = envelope_body(event).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     let patterns = catalog.matching_patterns(&event.event_type);
     let event = event.clone();
     conn.transaction(async move |conn| {

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod fanout_batcher;
 pub mod openapi;
 pub mod outbox;
 pub mod publish;

@@ -12,7 +12,10 @@ use shared::{
     db,
 };
 
-use crate::{app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay, state::AppState};
+use crate::{
+    app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher, outbox::OutboxRelay,
+    state::AppState,
+};
 
 /// A running ingest: its address, state and server handle.
 pub struct Ingest {
@@ -59,14 +62,17 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let topology = Topology::from_config(&config);
     let broker = Broker::start(config.amqp_url.clone(), topology.clone());
     let dispatch = DispatchQueue::start(broker.clone(), topology.clone(), pool.clone());
+    let catalog = Arc::new(catalog);
+    let fanout = FanoutBatcher::start(pool.clone(), catalog.clone(), dispatch.clone());
     let state = AppState {
         dispatch,
+        fanout,
         secrets: SecretBox::new(&config.secret_key),
         config: Arc::new(config),
         pool,
         broker,
         topology: Arc::new(topology),
-        catalog: Arc::new(catalog),
+        catalog,
         auth_cache: AuthCache::default(),
     };
     let background = vec![

@@ -10,7 +10,7 @@ use shared::{
     db::DbPool,
 };
 
-use crate::{auth::AuthCache, dispatch_queue::DispatchQueue};
+use crate::{auth::AuthCache, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher};
 
 /// Shared application state, cheap to clone.
 #[derive(Clone)]
@@ -24,4 +24,6 @@ pub struct AppState {
     pub auth_cache: AuthCache,
     /// Queues committed deliveries on the broker, off the request path.
     pub dispatch: DispatchQueue,
+    /// Stores published events in shared transactions (group commit).
+    pub fanout: FanoutBatcher,
 }

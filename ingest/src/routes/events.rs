@@ -8,7 +8,6 @@ use crate::{
     auth::Auth,
     error::ApiError,
     extract::Json,
-    fanout::{self, Audience},
     publish::PublishBody,
     state::AppState,
 };
@@ -38,9 +37,9 @@ pub async fn publish_event(
             return Err(ApiError::Forbidden("a tenant key may publish only for its own tenant".into()));
         }
     }
-    let mut conn = shared::db::conn(&state.pool).await?;
-    let result = fanout::fan_out(&mut conn, &state.catalog, &event, Audience::Matching).await?;
-    drop(conn);
+    // Answered once the batch holding this event is committed; the batcher
+    // has queued its new deliveries by then.
+    let result = state.fanout.publish(&event).await?;
     let response = PublishResponse { event_id: result.event_id, deliveries: result.delivery_count };
     if !result.is_new {
         return Ok(HttpResponse::Ok().json(response));
@@ -48,7 +47,6 @@ pub async fn publish_event(
     metrics::counter!("events_accepted_total", "source" => "http", "event_type" => event.event_type.clone())
         .increment(1);
     metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
-    state.dispatch.enqueue_new(&result.created);
     Ok(HttpResponse::Accepted().json(response))
 }
 

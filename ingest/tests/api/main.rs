@@ -3,6 +3,7 @@
 
 mod amqp_publishing;
 mod deliveries;
+mod fanout_batching;
 mod health;
 mod helpers;
 mod migrations;
