@@ -18,7 +18,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
 use diesel::{
@@ -69,20 +72,30 @@ impl PublishError {
     }
 
     fn from_db(err: DbError, connection_broken: bool) -> Self {
-        let unreachable = connection_broken
-            || err.is_unavailable()
-            || matches!(
-                err,
-                DbError::Query(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::UnableToSendCommand,
-                    _
-                ))
-            );
-        if unreachable {
+        if connection_broken || is_transient(&err) {
             Self::Unavailable(err.to_string())
         } else {
             Self::Failed(err.to_string())
         }
+    }
+}
+
+/// Server messages (their SQLSTATE is not exposed) of failures that say
+/// "not now" rather than "never": the server shut the connection (57P01-03),
+/// cancelled the statement (57014, e.g. `statement_timeout`) or broke a
+/// deadlock (40P01). Whatever the batch held was rolled back.
+const TRANSIENT_MESSAGES: [&str; 4] =
+    ["terminating connection", "the database system is", "canceling statement due to", "deadlock detected"];
+
+/// Whether a database error means "try again later" (503, requeue).
+fn is_transient(err: &DbError) -> bool {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    match err {
+        DbError::Query(Error::DatabaseError(kind, info)) => {
+            matches!(kind, Kind::UnableToSendCommand | Kind::ClosedConnection | Kind::SerializationFailure)
+                || TRANSIENT_MESSAGES.iter().any(|m| info.message().starts_with(m))
+        }
+        other => other.is_unavailable(),
     }
 }
 
@@ -91,6 +104,25 @@ impl PublishError {
 pub struct FanoutBatcher {
     tx: mpsc::Sender<Request>,
     catalog: Arc<Catalog>,
+    /// Publishes handed over and not answered yet.
+    pending: Arc<AtomicUsize>,
+}
+
+/// Counts a publish as pending for as long as it lives (also when its caller
+/// goes away mid-wait).
+struct PendingGuard(Arc<AtomicUsize>);
+
+impl PendingGuard {
+    fn new(pending: &Arc<AtomicUsize>) -> Self {
+        pending.fetch_add(1, Ordering::SeqCst);
+        Self(pending.clone())
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One waiting publish.
@@ -119,7 +151,7 @@ impl FanoutBatcher {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let in_flight = (pool.status().max_size / 2).clamp(1, MAX_IN_FLIGHT);
         tokio::spawn(run(rx, pool, dispatch, in_flight));
-        Self { tx, catalog }
+        Self { tx, catalog, pending: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// Stores the event and one delivery per matching subscription of its
@@ -135,14 +167,15 @@ impl FanoutBatcher {
             source: event.source,
             patterns: self.catalog.matching_patterns(&event.event_type).join(PATTERN_SEPARATOR),
         };
+        let _pending = PendingGuard::new(&self.pending);
         let (reply, answer) = oneshot::channel();
         self.tx.send(Request { event: prepared, reply }).await.map_err(|_| PublishError::Stopped)?;
         answer.await.map_err(|_| PublishError::Stopped)?
     }
 
-    /// Events handed over and not yet taken into a batch.
-    pub fn waiting(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+    /// Publishes handed over and not answered yet (waiting for a batch, or in one).
+    pub fn pending(&self) -> usize {
+        AtomicUsize::load(&self.pending, Ordering::SeqCst)
     }
 }
 
@@ -200,7 +233,10 @@ async fn commit_batch(pool: &DbPool, dispatch: &DispatchQueue, requests: Vec<Req
     let BatchPlan { firsts, first_of } = plan(&events);
     let to_store: Vec<&PreparedEvent> = firsts.iter().map(|&i| events[i]).collect();
     let stored = match store(pool, &to_store).await {
-        Ok(results) => results,
+        Ok(results) => {
+            log::debug!("stored a batch of published events events={} distinct={}", requests.len(), to_store.len());
+            results
+        }
         Err(err) => {
             log::warn!("storing a batch of published events failed events={} error={err}", requests.len());
             to_store.iter().map(|_| Err(err.clone())).collect()
@@ -396,5 +432,15 @@ mod tests {
         let refused = DbError::Query(diesel::result::Error::NotFound);
         assert!(PublishError::from_db(refused, true).is_unavailable(), "a broken connection means the database went away");
         assert!(!PublishError::from_db(DbError::Query(diesel::result::Error::NotFound), false).is_unavailable());
+        let shut_down = DbError::Query(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::Unknown,
+            Box::new("terminating connection due to administrator command".to_owned()),
+        ));
+        assert!(PublishError::from_db(shut_down, false).is_unavailable());
+        let refused = DbError::Query(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::CheckViolation,
+            Box::new("new row violates check constraint".to_owned()),
+        ));
+        assert!(!PublishError::from_db(refused, false).is_unavailable());
     }
 }
