@@ -146,6 +146,7 @@ impl Cli {
             amqp_prefix: self.amqp_prefix.clone(),
             dispatcher_metrics_urls,
             database_name: self.database_name.clone(),
+            admin_url: Some(self.database_admin_url.clone()),
             ingest_pids: service_pid(&self.ingest_url, bench::spawn::INGEST_BIN).into_iter().collect(),
             dispatcher_pids,
             delete_subscriptions: true,

@@ -58,6 +58,7 @@ impl InProcess {
             amqp_prefix: config.amqp_prefix.clone(),
             dispatcher_metrics_urls: Vec::new(),
             database_name: Some(db.name.clone()),
+            admin_url: Some(shared::testing::admin_url()),
             ingest_pids: Vec::new(),
             dispatcher_pids: Vec::new(),
             delete_subscriptions: false,
