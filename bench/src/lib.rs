@@ -11,6 +11,7 @@ pub mod api;
 pub mod error;
 pub mod machine;
 pub mod metrics;
+pub mod pgstats;
 pub mod procstat;
 pub mod publisher;
 pub mod report;

@@ -136,6 +136,8 @@ impl Cli {
         if dispatcher_metrics_urls.is_empty() {
             dispatcher_metrics_urls.push("http://127.0.0.1:9091/metrics".into());
         }
+        let dispatcher_pids =
+            dispatcher_metrics_urls.iter().filter_map(|url| service_pid(url, bench::spawn::DISPATCHER_BIN)).collect();
         Ok(Target {
             ingest_url: self.ingest_url.clone(),
             tenants: self.tenant_tokens.clone(),
@@ -144,10 +146,28 @@ impl Cli {
             amqp_prefix: self.amqp_prefix.clone(),
             dispatcher_metrics_urls,
             database_name: self.database_name.clone(),
-            ingest_pids: bench::procstat::find_by_name(bench::spawn::INGEST_BIN),
-            dispatcher_pids: bench::procstat::find_by_name(bench::spawn::DISPATCHER_BIN),
+            admin_url: Some(self.database_admin_url.clone()),
+            ingest_pids: service_pid(&self.ingest_url, bench::spawn::INGEST_BIN).into_iter().collect(),
+            dispatcher_pids,
             delete_subscriptions: true,
         })
+    }
+}
+
+/// The process serving `url` when it is on this machine, else the only
+/// process named `name`; `None` (CPU and memory not measured) when unsure.
+fn service_pid(url: &str, name: &str) -> Option<u32> {
+    let parsed = url::Url::parse(url).ok()?;
+    let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0"));
+    if let Some(pid) = parsed.port_or_known_default().filter(|_| local).and_then(bench::procstat::pid_listening_on) {
+        return Some(pid);
+    }
+    match bench::procstat::find_by_name(name).as_slice() {
+        [only] => Some(*only),
+        _ => {
+            log::warn!("cannot tell which process serves {url}; its CPU and memory are not measured");
+            None
+        }
     }
 }
 

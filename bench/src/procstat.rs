@@ -68,6 +68,28 @@ pub fn find_by_name(prefix: &str) -> Vec<u32> {
     all_pids().into_iter().filter(|&pid| comm(pid).is_some_and(|c| c.starts_with(&prefix))).collect()
 }
 
+/// The process listening on TCP `port` (IPv4 or IPv6), found through the
+/// socket's inode in `/proc/net/tcp*` and the processes' open descriptors.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    const LISTEN: &str = "0A";
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|table| {
+        let text = fs::read_to_string(table).ok()?;
+        text.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit_once(':')?.1;
+            let listening = fields.get(3) == Some(&LISTEN);
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port).then(|| fields.get(9).map(|s| s.to_string()))?
+        })
+    })?;
+    let socket = format!("socket:[{inode}]");
+    all_pids().into_iter().find(|pid| {
+        fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.filter_map(Result::ok)
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == socket.as_str()))
+        })
+    })
+}
+
 /// Busy ticks of the whole machine (all CPUs) from `/proc/stat`.
 pub fn machine_busy_ticks() -> Option<u64> {
     let stat = fs::read_to_string("/proc/stat").ok()?;
@@ -301,5 +323,8 @@ mod tests {
         assert!(status_kib(me, "VmRSS").expect("rss") > 0);
         assert!(machine_busy_ticks().is_some());
         assert!(all_pids().contains(&me));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert_eq!(pid_listening_on(port), Some(me));
     }
 }

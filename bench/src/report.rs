@@ -117,6 +117,21 @@ impl Report {
         row("peak RSS MiB ingest / dispatcher", &|p| {
             format!("{} / {}", opt(p.usage.ingest_rss_peak_mib, 1), opt(p.usage.dispatcher_rss_peak_mib, 1))
         });
+        if phases.iter().any(|p| p.postgres.is_some()) {
+            row("PG commits / rows written per delivery", &|p| match (&p.postgres, p.deliveries.received) {
+                (Some(pg), n) if n > 0 => {
+                    let per = |v: i64| v as f64 / n as f64;
+                    format!("{:.2} / {:.2}", per(pg.commits), per(pg.rows_inserted + pg.rows_updated))
+                }
+                _ => "n/a".into(),
+            });
+            row("PG WAL flushes / KiB per delivery", &|p| match (&p.postgres, p.deliveries.received) {
+                (Some(pg), n) if n > 0 => {
+                    format!("{:.2} / {:.1}", pg.wal_syncs as f64 / n as f64, pg.wal_bytes as f64 / 1024.0 / n as f64)
+                }
+                _ => "n/a".into(),
+            });
+        }
         row("max queue depth events / dispatch", &|p| format!("{} / {}", p.queues.events_max, p.queues.dispatch_max));
 
         let label_width = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);

@@ -15,6 +15,7 @@ use crate::{
     api::{Api, CreatedSubscription},
     error::BenchError,
     metrics::{self, MetricDeltas, QueueDepths, QueueWatcher, Scrape},
+    pgstats::{self, PgCounters},
     procstat::{Sampler, Usage, Watch},
     publisher::{publish_all, Load, OutgoingEvent, PublishRecord, Publisher, Via},
     scenario::{unhealthy_role, Layout, PhaseSpec, Role, Scenario},
@@ -146,6 +147,8 @@ pub struct PhaseReport {
     pub usage: Usage,
     pub cpu_per_1000_deliveries: CpuPerThousand,
     pub queues: QueueDepths,
+    /// What PostgreSQL counted for the services' database during the phase (approximate).
+    pub postgres: Option<PgCounters>,
     pub ingest_metrics: MetricDeltas,
     /// One per dispatcher.
     pub dispatcher_metrics: Vec<MetricDeltas>,
@@ -361,6 +364,10 @@ async fn run_phase(
         dispatcher: target.dispatcher_pids.clone(),
         database_name: target.database_name.clone(),
     };
+    let pg_before = match (&target.admin_url, &target.database_name) {
+        (Some(admin), Some(database)) => pgstats::read(admin, database).await,
+        _ => None,
+    };
     let sampler = Sampler::start(watch, options.sample_every);
     let queues = QueueWatcher::start(target.amqp_url.clone(), target.amqp_prefix.clone(), Duration::from_millis(250));
     let phase_start = Instant::now();
@@ -382,6 +389,14 @@ async fn run_phase(
     let after = scrape_all(&metrics_client, target).await;
     tokio::time::sleep(options.settle).await;
     let receipts = sink.receipts(phase_number);
+    let postgres = match (&pg_before, &target.admin_url, &target.database_name) {
+        (Some(before), Some(admin), Some(database)) => {
+            // Backends report their counters at most once a second.
+            tokio::time::sleep(Duration::from_millis(1_100).saturating_sub(options.settle)).await;
+            pgstats::read(admin, database).await.map(|after| before.until(&after))
+        }
+        _ => None,
+    };
 
     let publish = publish_report(&records, layout);
     let mut deliveries = delivery_report(&records, &receipts, layout, roles);
@@ -418,6 +433,7 @@ async fn run_phase(
         cpu_per_1000_deliveries,
         usage,
         queues,
+        postgres,
         ingest_metrics: delta(&before.0, &after.0),
         dispatcher_metrics: before.1.iter().zip(after.1.iter()).map(|(b, a)| delta(b, a)).collect(),
     })

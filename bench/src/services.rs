@@ -37,6 +37,8 @@ pub struct Target {
     pub dispatcher_metrics_urls: Vec<String>,
     /// The services' database, to count only its PostgreSQL backends.
     pub database_name: Option<String>,
+    /// A database on the same server, to read `pg_stat_database` of `database_name`.
+    pub admin_url: Option<String>,
     /// Process ids to measure (empty when the services run in-process).
     pub ingest_pids: Vec<u32>,
     pub dispatcher_pids: Vec<u32>,

@@ -71,6 +71,7 @@ impl Spawned {
                 amqp_prefix: format!("bench_{id}"),
                 dispatcher_metrics_urls: Vec::new(),
                 database_name: None,
+                admin_url: Some(options.admin_url.clone()),
                 ingest_pids: Vec::new(),
                 dispatcher_pids: Vec::new(),
                 delete_subscriptions: false,

@@ -5,6 +5,8 @@
 //! one attempt in [`deliver::deliver_one`], outcome rules in [`retry`]) →
 //! ack. [`server::start`] wires it up; [`shutdown`] stops it.
 
+pub mod batched_store;
+pub mod batcher;
 pub mod client;
 pub mod consumer;
 pub mod deliver;

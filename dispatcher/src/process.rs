@@ -72,10 +72,11 @@ pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
         }
     }
 
-    let claim = match db::conn(&ctx.pool).await {
-        Ok(mut conn) => store::claim(&mut conn, delivery_id, attempt).await.map_err(db::DbError::from),
-        Err(err) => Err(err),
-    };
+    let claim = ctx
+        .claims
+        .call((delivery_id, attempt))
+        .await
+        .unwrap_or_else(|| Err("claim batcher stopped".to_owned()));
     let claimed = match claim {
         Ok(Claim::Claimed(claimed)) => claimed,
         Ok(Claim::Stale) => {
@@ -233,10 +234,12 @@ async fn record_with_retries(
     let mut pause = Duration::from_millis(250);
     let mut tries = 0;
     loop {
-        let result = match db::conn(&ctx.pool).await {
-            Ok(mut conn) => store::record(&mut conn, subscription_id, row.clone(), next.clone()).await.map_err(db::DbError::from),
-            Err(err) => Err(err),
-        };
+        let result = ctx
+            .records
+            .call((subscription_id, row.clone(), next.clone()))
+            .await
+            .unwrap_or_else(|| Err("record batcher stopped".to_owned()))
+            .map_err(db::DbError::Unavailable);
         match result {
             Ok(recorded) => return Ok(recorded),
             Err(err) if tries < 4 => {

@@ -13,7 +13,7 @@ use shared::{
 };
 use tokio::sync::{watch, Semaphore};
 
-use crate::{client, consumer, deliver::DeliverContext, limits::SubscriptionSlots, stats::Stats};
+use crate::{batched_store, client, consumer, deliver::DeliverContext, limits::SubscriptionSlots, stats::Stats};
 
 /// What the dispatcher's tasks share.
 #[derive(Clone)]
@@ -28,6 +28,10 @@ pub struct Context {
     /// Per-subscription in-flight cap.
     pub slots: SubscriptionSlots,
     pub stats: Arc<Stats>,
+    /// Claims, batched across the attempts in flight.
+    pub claims: batched_store::ClaimBatcher,
+    /// Outcome records, batched across the attempts in flight.
+    pub records: batched_store::RecordBatcher,
 }
 
 /// A running dispatcher.
@@ -69,6 +73,8 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
         },
         slots: SubscriptionSlots::new(config.dispatcher_per_subscription),
         stats: Arc::default(),
+        claims: batched_store::claims(pool.clone()),
+        records: batched_store::records(pool.clone()),
         secrets: SecretBox::new(&config.secret_key),
         config: Arc::new(config),
         pool,

@@ -5,11 +5,12 @@
 //! duplicate message, or a dispatcher whose claim ran out, changes nothing.
 
 use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+
 use diesel::{
-    sql_types::{Bool, Bytea, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Array, Bool, Bytea, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid},
     QueryableByName,
 };
-use diesel::OptionalExtension;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use shared::models::attempt::NewAttempt;
 
@@ -19,6 +20,8 @@ pub const CLAIM_MARGIN_SECONDS: i32 = 5;
 /// What the claim read: the delivery, its subscription and the event body.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Claimed {
+    #[diesel(sql_type = Int4)]
+    pub claimed_attempt: i32,
     #[diesel(sql_type = SqlUuid)]
     pub delivery_id: uuid::Uuid,
     #[diesel(sql_type = SqlUuid)]
@@ -67,6 +70,8 @@ pub enum Claim {
 
 #[derive(QueryableByName)]
 struct ClaimState {
+    #[diesel(sql_type = SqlUuid)]
+    id: uuid::Uuid,
     #[diesel(sql_type = Int4)]
     attempt_count: i32,
     #[diesel(sql_type = Text)]
@@ -77,52 +82,73 @@ struct ClaimState {
     claim_live: bool,
 }
 
-/// Claims attempt `attempt` of a delivery in one statement that also reads
-/// what the attempt needs. The claim holds for the subscription's timeout plus
-/// [`CLAIM_MARGIN_SECONDS`].
+/// Claims attempt `attempt` of a delivery (see [`claim_many`]).
 pub async fn claim(conn: &mut AsyncPgConnection, delivery_id: uuid::Uuid, attempt: i32) -> diesel::QueryResult<Claim> {
-    let claimed: Option<Claimed> = diesel::sql_query(
+    let mut claims = claim_many(conn, &[(delivery_id, attempt)]).await?;
+    Ok(claims.pop().unwrap_or(Claim::Stale))
+}
+
+/// Claims many `(delivery, attempt)` pairs in one statement that also reads
+/// what each attempt needs; answers in the order asked. A claim holds for the
+/// subscription's timeout plus [`CLAIM_MARGIN_SECONDS`]. The same pair asked
+/// twice is claimed once; the second asker gets [`Claim::Busy`].
+pub async fn claim_many(conn: &mut AsyncPgConnection, wanted: &[(uuid::Uuid, i32)]) -> diesel::QueryResult<Vec<Claim>> {
+    let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = wanted.iter().copied().unzip();
+    let claimed: Vec<Claimed> = diesel::sql_query(
         "UPDATE deliveries d \
          SET claimed_until = now() + make_interval(secs => s.timeout_seconds + $3) \
-         FROM subscriptions s, events e \
-         WHERE d.id = $1 AND d.attempt_count = $2 - 1 \
+         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), subscriptions s, events e \
+         WHERE d.id = m.id AND d.attempt_count = m.attempt - 1 \
            AND (d.status IN ('pending', 'retrying') OR d.manual_retry) \
            AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
            AND s.id = d.subscription_id AND e.id = d.event_ref \
-         RETURNING d.id AS delivery_id, d.subscription_id, d.event_id, d.event_type, d.manual_retry, \
-           s.url, s.headers, s.timeout_seconds, s.retry_enabled, s.max_retries, s.is_active, \
-           s.deleted_at IS NOT NULL AS is_deleted, s.secret_encrypted, s.previous_secret_encrypted, \
-           s.secret_rotated_at, e.payload",
+         RETURNING m.attempt AS claimed_attempt, d.id AS delivery_id, d.subscription_id, d.event_id, \
+           d.event_type, d.manual_retry, s.url, s.headers, s.timeout_seconds, s.retry_enabled, \
+           s.max_retries, s.is_active, s.deleted_at IS NOT NULL AS is_deleted, s.secret_encrypted, \
+           s.previous_secret_encrypted, s.secret_rotated_at, e.payload",
     )
-    .bind::<SqlUuid, _>(delivery_id)
-    .bind::<Int4, _>(attempt)
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<Int4>, _>(&attempts)
     .bind::<Int4, _>(CLAIM_MARGIN_SECONDS)
-    .get_result(conn)
-    .await
-    .optional()?;
-    if let Some(claimed) = claimed {
-        return Ok(Claim::Claimed(Box::new(claimed)));
+    .load(conn)
+    .await?;
+    let mut by_pair: HashMap<(uuid::Uuid, i32), Claimed> =
+        claimed.into_iter().map(|c| ((c.delivery_id, c.claimed_attempt), c)).collect();
+    let mut answers: Vec<Option<Claim>> = wanted
+        .iter()
+        .map(|pair| by_pair.remove(pair).map(|c| Claim::Claimed(Box::new(c))))
+        .collect();
+    // Nothing claimed for the rest: a finished or later attempt (stale), or a
+    // live claim on this very attempt (busy).
+    let unanswered: Vec<uuid::Uuid> =
+        wanted.iter().zip(&answers).filter(|(_, a)| a.is_none()).map(|((id, _), _)| *id).collect();
+    if unanswered.is_empty() {
+        return Ok(answers.into_iter().flatten().collect());
     }
-    // Nothing claimed: a finished or later attempt (stale), or a live claim on this one.
-    let state: Option<ClaimState> = diesel::sql_query(
-        "SELECT attempt_count, status, manual_retry, \
-           coalesce(claimed_until > now(), false) AS claim_live \
-         FROM deliveries WHERE id = $1",
+    let states: Vec<ClaimState> = diesel::sql_query(
+        "SELECT id, attempt_count, status, manual_retry, coalesce(claimed_until > now(), false) AS claim_live \
+         FROM deliveries WHERE id = ANY($1)",
     )
-    .bind::<SqlUuid, _>(delivery_id)
-    .get_result(conn)
-    .await
-    .optional()?;
-    Ok(match state {
-        Some(s)
-            if s.attempt_count == attempt - 1
-                && s.claim_live
-                && (matches!(s.status.as_str(), "pending" | "retrying") || s.manual_retry) =>
-        {
-            Claim::Busy
+    .bind::<Array<SqlUuid>, _>(&unanswered)
+    .load(conn)
+    .await?;
+    let states: HashMap<uuid::Uuid, ClaimState> = states.into_iter().map(|s| (s.id, s)).collect();
+    for (answer, &(id, attempt)) in answers.iter_mut().zip(wanted) {
+        if answer.is_some() {
+            continue;
         }
-        _ => Claim::Stale,
-    })
+        *answer = Some(match states.get(&id) {
+            Some(s)
+                if s.attempt_count == attempt - 1
+                    && s.claim_live
+                    && (matches!(s.status.as_str(), "pending" | "retrying") || s.manual_retry) =>
+            {
+                Claim::Busy
+            }
+            _ => Claim::Stale,
+        });
+    }
+    Ok(answers.into_iter().flatten().collect())
 }
 
 /// Gives a claim back without an attempt (the message is deferred).
@@ -221,4 +247,78 @@ pub async fn record(
         }
     })
     .await
+}
+
+#[derive(QueryableByName)]
+struct RecordedRow {
+    #[diesel(sql_type = SqlUuid)]
+    delivery_id: uuid::Uuid,
+}
+
+/// Records many outcomes in one statement (one implicit transaction): each
+/// delivery's new state and its attempt row, both only where the delivery is
+/// still at `attempt - 1`. Outcomes that disable a subscription, and a second
+/// outcome for the same delivery, go through [`record`] one by one. Answers in order.
+pub async fn record_many(
+    conn: &mut AsyncPgConnection,
+    outcomes: Vec<(uuid::Uuid, NewAttempt, NextState)>,
+) -> diesel::QueryResult<Vec<Recorded>> {
+    let mut seen = HashSet::new();
+    let batchable: Vec<bool> = outcomes
+        .iter()
+        .map(|(_, row, next)| next.disable_subscription.is_none() && seen.insert(row.delivery_id))
+        .collect();
+    let batch: Vec<&(uuid::Uuid, NewAttempt, NextState)> =
+        outcomes.iter().zip(&batchable).filter(|(_, b)| **b).map(|(o, _)| o).collect();
+    let mut stored = HashSet::new();
+    if !batch.is_empty() {
+        let rows: Vec<RecordedRow> = diesel::sql_query(
+            "WITH v AS ( \
+               SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::int4[], \
+                 $6::text[], $7::bool[], $8::uuid[], $9::text[], $10::int4[], $11::text[]) \
+               AS v(delivery_id, attempt, status, next_attempt_at, status_code, error, retrying, \
+                 attempt_id, outcome, duration_ms, response_body)), \
+             upd AS ( \
+               UPDATE deliveries d SET attempt_count = v.attempt, status = v.status, \
+                 next_attempt_at = v.next_attempt_at, last_status_code = v.status_code, \
+                 last_error = v.error, claimed_until = NULL, manual_retry = false, \
+                 enqueued = NOT v.retrying, updated_at = now() \
+               FROM v WHERE d.id = v.delivery_id AND d.attempt_count = v.attempt - 1 \
+               RETURNING d.id), \
+             ins AS ( \
+               INSERT INTO delivery_attempts \
+                 (id, delivery_id, attempt, outcome, status_code, error, duration_ms, response_body) \
+               SELECT v.attempt_id, v.delivery_id, v.attempt, v.outcome, v.status_code, v.error, \
+                 v.duration_ms, v.response_body \
+               FROM v JOIN upd ON upd.id = v.delivery_id) \
+             SELECT id AS delivery_id FROM upd",
+        )
+        .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.delivery_id).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(batch.iter().map(|(_, r, _)| r.attempt).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(batch.iter().map(|(_, _, n)| n.status).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(batch.iter().map(|(_, _, n)| n.next_attempt_at).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Int4>>, _>(batch.iter().map(|(_, r, _)| r.status_code).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|(_, r, _)| r.error.clone()).collect::<Vec<_>>())
+        .bind::<Array<Bool>, _>(batch.iter().map(|(_, _, n)| n.status == "retrying").collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(batch.iter().map(|(_, r, _)| r.outcome.clone()).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(batch.iter().map(|(_, r, _)| r.duration_ms).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|(_, r, _)| r.response_body.clone()).collect::<Vec<_>>())
+        .load(conn)
+        .await?;
+        stored.extend(rows.into_iter().map(|r| r.delivery_id));
+    }
+    let mut answers = Vec::with_capacity(outcomes.len());
+    for ((subscription_id, row, next), batched) in outcomes.into_iter().zip(batchable) {
+        answers.push(if batched {
+            if stored.contains(&row.delivery_id) {
+                Recorded::Stored { disabled: false }
+            } else {
+                Recorded::Superseded
+            }
+        } else {
+            record(conn, subscription_id, row, next).await?
+        });
+    }
+    Ok(answers)
 }

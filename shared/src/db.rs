@@ -82,12 +82,24 @@ pub async fn conn(pool: &DbPool) -> Result<DbConn, DbError> {
 /// Applies pending migrations. Blocking: diesel's harness is synchronous, and
 /// diesel-async's own harness panics on a current-thread runtime, so async
 /// callers run this through `spawn_blocking`.
+/// Several processes (ingest, dispatchers, replicas) may start together on a
+/// fresh database: a session advisory lock lets one migrate while the others
+/// wait, then find nothing pending.
 pub fn run_migrations_blocking(database_url: &str) -> Result<usize, DbError> {
+    use diesel::RunQueryDsl as _;
     let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(database_url)
         .map_err(|e| DbError::Unavailable(e.to_string()))?;
-    let applied = conn.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
-    Ok(applied.len())
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+        .execute(&mut conn)
+        .map_err(|e| DbError::Migration(format!("taking the migration lock: {e}")))?;
+    let applied = conn.run_pending_migrations(MIGRATIONS).map(|applied| applied.len());
+    // The lock also ends with the session; unlocking is a courtesy.
+    let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).execute(&mut conn);
+    applied.map_err(|e| DbError::Migration(e.to_string()))
 }
+
+/// Advisory lock key that serializes migrations ("webhook" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x7765_6268_6f6f_6b;
 
 /// Reverts every migration (tests check that `down.sql` works).
 pub fn revert_all_migrations_blocking(database_url: &str) -> Result<usize, DbError> {

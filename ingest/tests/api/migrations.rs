@@ -35,3 +35,21 @@ async fn migrations_go_up_on_an_empty_database_and_down_again() {
     assert_eq!(applied, reverted);
     assert_eq!(table_count(&test_db.url).await, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_migrating_the_same_database_at_once_all_succeed() {
+    let test_db = TestDb::create().await;
+    let url = test_db.url.clone();
+    tokio::task::spawn_blocking(move || db::revert_all_migrations_blocking(&url)).await.expect("join").expect("revert");
+    let runs = (0..4).map(|_| {
+        let url = test_db.url.clone();
+        tokio::spawn(async move { db::run_migrations(&url).await })
+    });
+    let applied: Vec<usize> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .map(|run| run.expect("join").expect("every concurrent migration run succeeds"))
+        .collect();
+    assert_eq!(applied.iter().sum::<usize>(), 2, "the migrations ran exactly once in all: {applied:?}");
+    assert_eq!(table_count(&test_db.url).await, 6);
+}
