@@ -21,6 +21,9 @@ pub struct PgCounters {
     pub rows_updated: i64,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub rows_fetched: i64,
+    /// Deadlocks PostgreSQL detected (each one stalls its transactions for `deadlock_timeout`, 1 s by default).
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub deadlocks: i64,
     /// Server-wide: other databases' writes count too.
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub wal_bytes: i64,
@@ -38,6 +41,7 @@ impl PgCounters {
             rows_inserted: after.rows_inserted - self.rows_inserted,
             rows_updated: after.rows_updated - self.rows_updated,
             rows_fetched: after.rows_fetched - self.rows_fetched,
+            deadlocks: after.deadlocks - self.deadlocks,
             wal_bytes: after.wal_bytes - self.wal_bytes,
             wal_syncs: after.wal_syncs - self.wal_syncs,
         }
@@ -53,7 +57,7 @@ pub async fn read(admin_url: &str, database: &str) -> Option<PgCounters> {
             diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<diesel_async::AsyncPgConnection>::establish(&url).ok()?;
         diesel::sql_query(
             "SELECT d.xact_commit AS commits, d.xact_rollback AS rollbacks, d.tup_inserted AS rows_inserted, \
-                    d.tup_updated AS rows_updated, d.tup_fetched AS rows_fetched, \
+                    d.tup_updated AS rows_updated, d.tup_fetched AS rows_fetched, d.deadlocks, \
                     w.wal_bytes::bigint AS wal_bytes, w.wal_sync AS wal_syncs \
              FROM pg_stat_database d, pg_stat_wal w WHERE d.datname = $1",
         )

@@ -132,6 +132,12 @@ impl Report {
                 _ => "n/a".into(),
             });
         }
+        if phases.iter().any(|p| !batch_sizes(p).is_empty()) {
+            row("mean batch sizes (services' metrics)", &|p| batch_sizes(p));
+        }
+        if phases.iter().any(|p| p.postgres.is_some()) {
+            row("PG deadlocks", &|p| p.postgres.map_or_else(|| "n/a".into(), |pg| pg.deadlocks.to_string()));
+        }
         row("max queue depth events / dispatch", &|p| format!("{} / {}", p.queues.events_max, p.queues.dispatch_max));
 
         let label_width = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
@@ -179,6 +185,25 @@ impl Report {
         }
         out
     }
+}
+
+/// Means of the services' `*batch_size*` histograms, e.g. `fanout 6.4, claim 27.0`.
+fn batch_sizes(phase: &PhaseReport) -> String {
+    let dispatcher = phase.dispatcher_metrics.first().map(|m| &m.means);
+    let series = phase.ingest_metrics.means.iter().chain(dispatcher.into_iter().flatten());
+    series
+        .filter(|(name, _)| name.contains("batch_size"))
+        .map(|(name, mean)| {
+            // A label value names the batch if there is one, else the metric does.
+            let label = name
+                .split_once('"')
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(value, _)| value.to_owned())
+                .unwrap_or_else(|| name.split("_batch_size").next().unwrap_or(name).to_owned());
+            format!("{label} {mean:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn check(target: impl Into<String>, measured: String, pass: bool) -> Check {

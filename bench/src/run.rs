@@ -109,6 +109,22 @@ pub struct DeliveryReport {
     pub per_sec_sustained: f64,
     /// First publish to last receipt.
     pub per_sec_overall: f64,
+    /// End-to-end latency over the phase, by publish time: one bucket per
+    /// [`TIMELINE_BUCKET`] from the first publish (stalls show up here).
+    pub timeline: Vec<TimelineBucket>,
+}
+
+/// Width of a [`DeliveryReport::timeline`] bucket.
+pub const TIMELINE_BUCKET: Duration = Duration::from_millis(250);
+
+/// Deliveries of the events published in one time bucket.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TimelineBucket {
+    /// Bucket start, seconds after the first publish.
+    pub at_s: f64,
+    pub deliveries: usize,
+    pub p50_ms: f64,
+    pub max_ms: f64,
 }
 
 /// Requests to the failing and hanging subscriptions of an unhealthy phase.
@@ -486,6 +502,8 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
     }
     let mut report = DeliveryReport { expected, ..Default::default() };
     let mut latencies = Vec::with_capacity(expected);
+    let first_publish = records.iter().map(|r| r.started).min();
+    let mut buckets: Vec<Vec<Duration>> = Vec::new();
     let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
     for (&(event, sub), &(at, count)) in &arrivals {
         report.duplicated += count - 1;
@@ -496,7 +514,15 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
         match wanted {
             Some(&published) => {
                 report.received += 1;
-                latencies.push(at.saturating_duration_since(published));
+                let latency = at.saturating_duration_since(published);
+                latencies.push(latency);
+                if let Some(origin) = first_publish {
+                    let bucket = (published.saturating_duration_since(origin).as_millis() / TIMELINE_BUCKET.as_millis()) as usize;
+                    if buckets.len() <= bucket {
+                        buckets.resize_with(bucket + 1, Vec::new);
+                    }
+                    buckets[bucket].push(latency);
+                }
                 first = Some(first.map_or(at, |f| f.min(at)));
                 last = Some(last.map_or(at, |l| l.max(at)));
             }
@@ -504,6 +530,19 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
         }
     }
     report.lost = expected.saturating_sub(report.received);
+    report.timeline = buckets
+        .iter_mut()
+        .enumerate()
+        .map(|(i, samples)| {
+            let p = Percentiles::of(samples);
+            TimelineBucket {
+                at_s: (i as u32 * TIMELINE_BUCKET).as_secs_f64(),
+                deliveries: p.count,
+                p50_ms: p.p50_ms,
+                max_ms: p.max_ms,
+            }
+        })
+        .collect();
     report.latency = Percentiles::of(&mut latencies);
     if let (Some(first), Some(last)) = (first, last) {
         report.seconds_first_to_last = (last - first).as_secs_f64();
