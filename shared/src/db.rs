@@ -49,6 +49,10 @@ impl DbError {
 /// `statement_timeout`, and whose checkouts give up after 5 seconds.
 pub fn pool(database_url: &str, max_size: usize, application_name: &'static str) -> Result<DbPool, DbError> {
     let mut config = ManagerConfig::default();
+    // No `SELECT 1` on every checkout (the default): it doubled the round trips
+    // of the hot paths. A connection that broke is found by its next query,
+    // which fails like any database outage (503 / requeue), and the pool drops it.
+    config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         async move {
             let mut conn = tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(url))
