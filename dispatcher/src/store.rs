@@ -3,6 +3,10 @@
 //!
 //! Every write is conditional on `attempt_count = attempt - 1`, so a stale or
 //! duplicate message, or a dispatcher whose claim ran out, changes nothing.
+//!
+//! The batched statements lock their delivery rows in id order first (the
+//! `locked` CTE), so two batches over overlapping rows queue behind each other
+//! instead of deadlocking.
 
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
@@ -95,10 +99,11 @@ pub async fn claim(conn: &mut AsyncPgConnection, delivery_id: uuid::Uuid, attemp
 pub async fn claim_many(conn: &mut AsyncPgConnection, wanted: &[(uuid::Uuid, i32)]) -> diesel::QueryResult<Vec<Claim>> {
     let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = wanted.iter().copied().unzip();
     let claimed: Vec<Claimed> = diesel::sql_query(
-        "UPDATE deliveries d \
+        "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+         UPDATE deliveries d \
          SET claimed_until = now() + make_interval(secs => s.timeout_seconds + $3) \
-         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), subscriptions s, events e \
-         WHERE d.id = m.id AND d.attempt_count = m.attempt - 1 \
+         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), locked l, subscriptions s, events e \
+         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 \
            AND (d.status IN ('pending', 'retrying') OR d.manual_retry) \
            AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
            AND s.id = d.subscription_id AND e.id = d.event_ref \
@@ -278,12 +283,13 @@ pub async fn record_many(
                  $6::text[], $7::bool[], $8::uuid[], $9::text[], $10::int4[], $11::text[]) \
                AS v(delivery_id, attempt, status, next_attempt_at, status_code, error, retrying, \
                  attempt_id, outcome, duration_ms, response_body)), \
+             locked AS (SELECT id FROM deliveries WHERE id IN (SELECT delivery_id FROM v) ORDER BY id FOR UPDATE), \
              upd AS ( \
                UPDATE deliveries d SET attempt_count = v.attempt, status = v.status, \
                  next_attempt_at = v.next_attempt_at, last_status_code = v.status_code, \
                  last_error = v.error, claimed_until = NULL, manual_retry = false, \
                  enqueued = NOT v.retrying, updated_at = now() \
-               FROM v WHERE d.id = v.delivery_id AND d.attempt_count = v.attempt - 1 \
+               FROM v, locked l WHERE d.id = v.delivery_id AND l.id = d.id AND d.attempt_count = v.attempt - 1 \
                RETURNING d.id), \
              ins AS ( \
                INSERT INTO delivery_attempts \

@@ -67,6 +67,13 @@ pub struct Delivery {
 /// Marks deliveries whose message for `attempt` the broker confirmed. A row
 /// that has moved past that attempt is left alone, so a late confirm never
 /// hides the outbox marker of a newer attempt.
+///
+/// Rows a dispatcher holds locked right now are skipped rather than waited
+/// for: waiting on many rows in another order than the dispatcher's batches
+/// deadlocked (PostgreSQL breaks that only after `deadlock_timeout`). A skipped
+/// row is harmless: the dispatcher already has its message and sets `enqueued`
+/// when it records the attempt; at worst the outbox relay queues a duplicate
+/// message, which the dispatcher's claim drops.
 pub async fn mark_enqueued(
     conn: &mut diesel_async::AsyncPgConnection,
     confirmed: &[(uuid::Uuid, i32)],
@@ -78,8 +85,9 @@ pub async fn mark_enqueued(
     let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = confirmed.iter().copied().unzip();
     let query = diesel::sql_query(
         "UPDATE deliveries d SET enqueued = true \
-         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt) \
-         WHERE d.id = m.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued",
+         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), \
+           (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) AS l \
+         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued",
     )
     .bind::<Array<Uuid>, _>(ids)
     .bind::<Array<Int4>, _>(attempts);
