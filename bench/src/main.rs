@@ -132,7 +132,9 @@ impl Cli {
 
     fn external_target(&self) -> Result<Target, BenchError> {
         let publisher_token = self.publisher_token.clone().ok_or_else(|| {
-            BenchError::Options("without --spawn, pass --publisher-token (or BENCH_PUBLISHER_TOKEN) and --tenant-token".into())
+            BenchError::Options(
+                "without --spawn, pass --publisher-token (or BENCH_PUBLISHER_TOKEN) and --tenant-token".into(),
+            )
         })?;
         let mut dispatcher_metrics_urls = self.dispatcher_metrics_urls.clone();
         if dispatcher_metrics_urls.is_empty() {

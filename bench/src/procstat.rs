@@ -78,7 +78,8 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let local_port = fields.get(1)?.rsplit_once(':')?.1;
             let listening = fields.get(3) == Some(&LISTEN);
-            (listening && u16::from_str_radix(local_port, 16).ok()? == port).then(|| fields.get(9).map(|s| s.to_string()))?
+            (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| fields.get(9).map(|s| s.to_string()))?
         })
     })?;
     let socket = format!("socket:[{inode}]");

@@ -121,12 +121,15 @@ impl Publisher {
                 if status != StatusCode::ACCEPTED {
                     return Err(format!("{status}: {}", cut(&text)));
                 }
-                let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| format!("202 with a non-JSON body: {}", cut(&text)))?;
-                let deliveries = json["deliveries"].as_u64().ok_or_else(|| format!("202 without deliveries: {}", cut(&text)))?;
+                let json: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|_| format!("202 with a non-JSON body: {}", cut(&text)))?;
+                let deliveries =
+                    json["deliveries"].as_u64().ok_or_else(|| format!("202 without deliveries: {}", cut(&text)))?;
                 Ok(Some(deliveries as u32))
             }
             Publisher::Amqp { bus } => {
-                let options = PublishOptions { event_id: Some(event.event_id.clone()), metadata: Some(event.metadata()) };
+                let options =
+                    PublishOptions { event_id: Some(event.event_id.clone()), metadata: Some(event.metadata()) };
                 bus.publish_with(event.event_type, event.data(), &event.tenant_id, options)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -141,7 +144,12 @@ const MAX_IN_FLIGHT: usize = 4_096;
 
 /// Publishes every event (in order of index) with the given load, stopping
 /// early at `deadline`. Returns a record per publish that was started.
-pub async fn publish_all(publisher: Arc<Publisher>, events: Arc<Vec<OutgoingEvent>>, load: Load, deadline: Instant) -> Vec<PublishRecord> {
+pub async fn publish_all(
+    publisher: Arc<Publisher>,
+    events: Arc<Vec<OutgoingEvent>>,
+    load: Load,
+    deadline: Instant,
+) -> Vec<PublishRecord> {
     match load {
         Load::Concurrency(workers) => {
             let next = Arc::new(AtomicUsize::new(0));

@@ -86,7 +86,13 @@ impl Report {
         row("deliveries expected / received", &|p| format!("{} / {}", p.deliveries.expected, p.deliveries.received));
         row("lost / duplicated / unexpected", &|p| {
             let d = &p.deliveries;
-            format!("{} / {} / {}{}", d.lost, d.duplicated, d.unexpected, if d.timed_out { " (deadline hit)" } else { "" })
+            format!(
+                "{} / {} / {}{}",
+                d.lost,
+                d.duplicated,
+                d.unexpected,
+                if d.timed_out { " (deadline hit)" } else { "" }
+            )
         });
         row("end-to-end p50/p95/p99 ms", &|p| {
             let l = &p.deliveries.latency;
@@ -97,7 +103,9 @@ impl Report {
         row("deliveries/s overall (publish→last)", &|p| format!("{:.0}", p.deliveries.per_sec_overall));
         if phases.iter().any(|p| p.unhealthy.is_some()) {
             row("unhealthy: 500s / hangs answered", &|p| {
-                p.unhealthy.as_ref().map_or_else(|| "-".into(), |u| format!("{} / {}", u.fail_requests, u.hang_requests))
+                p.unhealthy
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |u| format!("{} / {}", u.fail_requests, u.hang_requests))
             });
         }
         row("CPU-s ingest / dispatcher", &|p| {
@@ -143,7 +151,11 @@ impl Report {
         let label_width = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
         let widths: Vec<usize> = (0..phases.len())
             .map(|i| {
-                rows.iter().map(|(_, v)| v[i].chars().count()).chain([phases[i].name.chars().count()]).max().unwrap_or(0)
+                rows.iter()
+                    .map(|(_, v)| v[i].chars().count())
+                    .chain([phases[i].name.chars().count()])
+                    .max()
+                    .unwrap_or(0)
             })
             .collect();
         let _ = write!(out, "{:label_width$}", "");
@@ -170,7 +182,8 @@ impl Report {
         }
         let strays = &self.result.strays;
         if strays.foreign + strays.malformed > 0 {
-            let _ = writeln!(out, "requests not from this run: {} foreign, {} malformed", strays.foreign, strays.malformed);
+            let _ =
+                writeln!(out, "requests not from this run: {} foreign, {} malformed", strays.foreign, strays.malformed);
         }
         let _ = writeln!(out, "\ntargets:");
         let target_width = self.checks.iter().map(|c| c.target.chars().count()).max().unwrap_or(0);
@@ -216,18 +229,34 @@ pub fn checks(options: &RunOptions, result: &RunResult) -> Vec<Check> {
     let phases = &result.phases;
     for p in phases {
         let d = &p.deliveries;
-        checks.push(check(format!("{}: 0 lost, 0 duplicated", p.name), format!("{} / {}", d.lost, d.duplicated), d.lost == 0 && d.duplicated == 0 && d.expected > 0));
+        checks.push(check(
+            format!("{}: 0 lost, 0 duplicated", p.name),
+            format!("{} / {}", d.lost, d.duplicated),
+            d.lost == 0 && d.duplicated == 0 && d.expected > 0,
+        ));
         if p.publish.errors > 0 {
-            checks.push(check(format!("{}: every publish accepted", p.name), format!("{} errors", p.publish.errors), false));
+            checks.push(check(
+                format!("{}: every publish accepted", p.name),
+                format!("{} errors", p.publish.errors),
+                false,
+            ));
         }
         for (name, rss) in [("ingest", p.usage.ingest_rss_peak_mib), ("dispatcher", p.usage.dispatcher_rss_peak_mib)] {
             if let Some(rss) = rss {
-                checks.push(check(format!("{}: {name} RSS < 64 MiB", p.name), format!("{rss:.1} MiB"), rss < RSS_LIMIT_MIB));
+                checks.push(check(
+                    format!("{}: {name} RSS < 64 MiB", p.name),
+                    format!("{rss:.1} MiB"),
+                    rss < RSS_LIMIT_MIB,
+                ));
             }
         }
     }
     let s = &result.signatures;
-    checks.push(check("signatures verify (sampled)", format!("{} of {} failed", s.failed, s.checked), s.failed == 0 && s.checked > 0));
+    checks.push(check(
+        "signatures verify (sampled)",
+        format!("{} of {} failed", s.failed, s.checked),
+        s.failed == 0 && s.checked > 0,
+    ));
     let Some(first) = phases.first() else { return checks };
     match options.scenario {
         Scenario::Fanout1 => {
@@ -271,7 +300,11 @@ pub fn checks(options: &RunOptions, result: &RunResult) -> Vec<Check> {
         Scenario::Unhealthy => {
             if let Some(sick) = phases.get(1) {
                 let kept = ratio(sick.deliveries.per_sec_sustained, first.deliveries.per_sec_sustained);
-                checks.push(check("unhealthy: healthy keep ≥ 80% of throughput", format!("{:.0}%", kept * 100.0), kept >= 0.8));
+                checks.push(check(
+                    "unhealthy: healthy keep ≥ 80% of throughput",
+                    format!("{:.0}%", kept * 100.0),
+                    kept >= 0.8,
+                ));
                 let p99 = ratio(sick.deliveries.latency.p99_ms, first.deliveries.latency.p99_ms);
                 checks.push(check(
                     "unhealthy: healthy p99 < 2× baseline",

@@ -307,7 +307,10 @@ async fn run_phases<S: Services>(
         report.dispatchers = dispatchers;
         eprintln!(
             "phase {:?}: {} of {} deliveries in {:.1} s",
-            report.name, report.deliveries.received, report.deliveries.expected, report.deliveries.seconds_first_to_last
+            report.name,
+            report.deliveries.received,
+            report.deliveries.expected,
+            report.deliveries.seconds_first_to_last
         );
         reports.push(report);
     }
@@ -369,9 +372,8 @@ async fn run_phase(
             })
             .collect(),
     );
-    let healthy_in_slot = |event: usize| {
-        layout.slot_of_event(event).subscriptions.clone().filter(|&s| roles[s] == Role::Ok).count()
-    };
+    let healthy_in_slot =
+        |event: usize| layout.slot_of_event(event).subscriptions.clone().filter(|&s| roles[s] == Role::Ok).count();
 
     let metrics_client = reqwest::Client::builder().no_proxy().build()?;
     let before = scrape_all(&metrics_client, target).await;
@@ -390,8 +392,7 @@ async fn run_phase(
     let deadline = phase_start + options.deadline;
 
     let records = publish_all(publisher.clone(), events.clone(), options.load, deadline).await;
-    let expected: usize =
-        records.iter().filter(|r| r.outcome.is_ok()).map(|r| healthy_in_slot(r.index as usize)).sum();
+    let expected: usize = records.iter().filter(|r| r.outcome.is_ok()).map(|r| healthy_in_slot(r.index as usize)).sum();
     let mut timed_out = false;
     while (sink.unique_ok(phase_number) as usize) < expected {
         if Instant::now() >= deadline {
@@ -491,7 +492,8 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
     let mut expected = 0;
     for record in records.iter().filter(|r| r.outcome.is_ok()) {
         started.insert(record.index, record.started);
-        expected += layout.slot_of_event(record.index as usize).subscriptions.clone().filter(|&s| roles[s] == Role::Ok).count();
+        expected +=
+            layout.slot_of_event(record.index as usize).subscriptions.clone().filter(|&s| roles[s] == Role::Ok).count();
     }
     // First arrival and arrivals of each healthy (event, subscription) pair.
     let mut arrivals: HashMap<(u32, u32), (Instant, usize)> = HashMap::with_capacity(expected);
@@ -517,7 +519,8 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
                 let latency = at.saturating_duration_since(published);
                 latencies.push(latency);
                 if let Some(origin) = first_publish {
-                    let bucket = (published.saturating_duration_since(origin).as_millis() / TIMELINE_BUCKET.as_millis()) as usize;
+                    let bucket = (published.saturating_duration_since(origin).as_millis() / TIMELINE_BUCKET.as_millis())
+                        as usize;
                     if buckets.len() <= bucket {
                         buckets.resize_with(bucket + 1, Vec::new);
                     }
@@ -554,7 +557,12 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
     report
 }
 
-fn unhealthy_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Layout, roles: &[Role]) -> UnhealthyReport {
+fn unhealthy_report(
+    records: &[PublishRecord],
+    receipts: &[Receipt],
+    layout: &Layout,
+    roles: &[Role],
+) -> UnhealthyReport {
     UnhealthyReport {
         failing_subscriptions: roles.iter().filter(|r| **r == Role::Fail).count(),
         hanging_subscriptions: roles.iter().filter(|r| **r == Role::Hang).count(),

@@ -65,9 +65,7 @@ impl Services for External {
     }
 
     async fn add_dispatcher(&mut self) -> Result<(), BenchError> {
-        Err(BenchError::Options(
-            "this scenario starts a second dispatcher; run it with --spawn".into(),
-        ))
+        Err(BenchError::Options("this scenario starts a second dispatcher; run it with --spawn".into()))
     }
 }
 

@@ -180,7 +180,12 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name)?.to_str().ok()
 }
 
-async fn receive(req: HttpRequest, path: web::Path<(String, u32)>, body: web::Bytes, state: web::Data<SinkState>) -> HttpResponse {
+async fn receive(
+    req: HttpRequest,
+    path: web::Path<(String, u32)>,
+    body: web::Bytes,
+    state: web::Data<SinkState>,
+) -> HttpResponse {
     let at = Instant::now();
     let count = state.requests.fetch_add(1, Ordering::Relaxed);
     let (role, sub) = path.into_inner();

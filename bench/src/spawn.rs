@@ -109,11 +109,8 @@ impl Spawned {
         let mut retry_delays_ms: Vec<u64> = retry_schedule.iter().map(|d| d.as_millis() as u64).collect();
         retry_delays_ms.sort_unstable();
         retry_delays_ms.dedup();
-        self.topology = Some(Topology {
-            prefix: self.target.amqp_prefix.clone(),
-            queue_type: QueueType::Classic,
-            retry_delays_ms,
-        });
+        self.topology =
+            Some(Topology { prefix: self.target.amqp_prefix.clone(), queue_type: QueueType::Classic, retry_delays_ms });
 
         let key = base64::engine::general_purpose::STANDARD
             .encode(shared::crypto::random_bytes::<32>().map_err(|e| BenchError::Spawn(e.to_string()))?);
@@ -159,8 +156,11 @@ impl Spawned {
     async fn start_dispatcher(&mut self) -> Result<(), BenchError> {
         let n = self.dispatchers.len() + 1;
         let port = free_port()?;
-        let child =
-            self.command(DISPATCHER_BIN, &format!("dispatcher-{n}.log"), &[("DISPATCHER_BIND", format!("127.0.0.1:{port}"))])?;
+        let child = self.command(
+            DISPATCHER_BIN,
+            &format!("dispatcher-{n}.log"),
+            &[("DISPATCHER_BIND", format!("127.0.0.1:{port}"))],
+        )?;
         self.target.dispatcher_pids.extend(child.id());
         self.dispatchers.push(child);
         let base = format!("http://127.0.0.1:{port}");
@@ -284,7 +284,13 @@ async fn locate_binaries(bin_dir: Option<PathBuf>) -> Result<PathBuf, BenchError
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     eprintln!("building {INGEST_BIN} and {DISPATCHER_BIN} ({profile}) …");
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build.current_dir(&workspace).env("CARGO_TARGET_DIR", &target_dir).args(["build", "-p", "ingest", "-p", "dispatcher"]);
+    build.current_dir(&workspace).env("CARGO_TARGET_DIR", &target_dir).args([
+        "build",
+        "-p",
+        "ingest",
+        "-p",
+        "dispatcher",
+    ]);
     if profile == "release" {
         build.arg("--release");
     }
@@ -342,7 +348,10 @@ mod tests {
 
     #[test]
     fn with_database_replaces_only_the_database_name() {
-        assert_eq!(with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"), "postgres://postgres@127.0.0.1:5432/x");
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
         assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
     }

@@ -42,11 +42,14 @@ impl InProcess {
         let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
         ingest.state.broker.wait_session(Duration::from_secs(10)).await.expect("ingest reaches the broker");
         let mut conn = db::conn(&ingest.state.pool).await.expect("connection");
-        let publisher_token = api_key::create(&mut conn, &Principal::Publisher, Some("bench")).await.expect("publisher key");
+        let publisher_token =
+            api_key::create(&mut conn, &Principal::Publisher, Some("bench")).await.expect("publisher key");
         let mut keys = Vec::new();
         for k in 0..tenants {
             let tenant_id = format!("bench-tenant-{k}");
-            let token = api_key::create(&mut conn, &Principal::Tenant(tenant_id.clone()), Some("bench")).await.expect("tenant key");
+            let token = api_key::create(&mut conn, &Principal::Tenant(tenant_id.clone()), Some("bench"))
+                .await
+                .expect("tenant key");
             keys.push(TenantKey { tenant_id, token });
         }
         drop(conn);
@@ -75,9 +78,8 @@ impl Services for InProcess {
     }
 
     async fn add_dispatcher(&mut self) -> Result<(), BenchError> {
-        let dispatcher = dispatcher::server::start(self.config.clone())
-            .await
-            .map_err(|e| BenchError::Spawn(e.to_string()))?;
+        let dispatcher =
+            dispatcher::server::start(self.config.clone()).await.map_err(|e| BenchError::Spawn(e.to_string()))?;
         let base = format!("http://{}", dispatcher.addr);
         bench::api::wait_ready(&reqwest::Client::new(), &base, Duration::from_secs(30)).await?;
         self.target.dispatcher_metrics_urls.push(format!("{base}/metrics"));
@@ -107,7 +109,10 @@ async fn a_small_fanout1_run_over_http_delivers_every_event_exactly_once_with_va
 
     let phase = &result.phases[0];
     assert_eq!(phase.publish.accepted, 50, "publish errors: {:?}", phase.publish.error_samples);
-    assert_eq!(phase.publish.deliveries_mismatch, 0, "ingest reported another number of deliveries than the layout has");
+    assert_eq!(
+        phase.publish.deliveries_mismatch, 0,
+        "ingest reported another number of deliveries than the layout has"
+    );
     let deliveries = &phase.deliveries;
     assert_eq!(deliveries.expected, 50);
     assert_eq!(deliveries.received, 50, "lost {} deliveries", deliveries.lost);

@@ -67,7 +67,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_caller_gets_its_own_answer() {
-        let doubler = Batcher::start("test", 16, 2, |xs: Vec<u32>| async move { xs.into_iter().map(|x| x * 2).collect() });
+        let doubler =
+            Batcher::start("test", 16, 2, |xs: Vec<u32>| async move { xs.into_iter().map(|x| x * 2).collect() });
         let calls = (0..200u32).map(|i| {
             let doubler = doubler.clone();
             tokio::spawn(async move { (i, doubler.call(i).await) })

@@ -35,7 +35,8 @@ pub async fn run(ctx: Context, slots: Arc<Semaphore>, mut stop: watch::Receiver<
             session = ctx.broker.wait_session(Duration::from_secs(30)) => session,
         };
         let Ok(session) = session else { continue };
-        let (channel, mut consumer) = match tokio::time::timeout(BROKER_TIMEOUT, subscribe(&ctx, &session, &tag)).await {
+        let (channel, mut consumer) = match tokio::time::timeout(BROKER_TIMEOUT, subscribe(&ctx, &session, &tag)).await
+        {
             Ok(Ok(subscribed)) => subscribed,
             Ok(Err(err)) => {
                 log::warn!("subscribing to the dispatch queue failed error={err}; retrying");

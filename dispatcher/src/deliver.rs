@@ -48,8 +48,17 @@ pub struct DeliverContext {
 
 /// Headers that carry HTTP framing or routing; a subscription may not set them.
 const RESERVED_HEADERS: &[&str] = &[
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
-    "proxy-authorization", "proxy-connection", "expect",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "expect",
 ];
 
 /// Makes one attempt and reports its outcome; never panics, never retries.
@@ -57,7 +66,13 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
     let started = Instant::now();
     let url = match reqwest::Url::parse(&job.url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => url,
-        _ => return Outcome::failed(OutcomeKind::Request, "subscription URL is not a valid http(s) URL", started.elapsed()),
+        _ => {
+            return Outcome::failed(
+                OutcomeKind::Request,
+                "subscription URL is not a valid http(s) URL",
+                started.elapsed(),
+            )
+        }
     };
     if !ctx.allow_private_targets {
         let literal = match url.host() {
@@ -77,14 +92,7 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
         Ok(headers) => headers,
         Err(message) => return Outcome::failed(OutcomeKind::Internal, message, started.elapsed()),
     };
-    let sent = ctx
-        .client
-        .post(url)
-        .headers(headers)
-        .timeout(job.timeout)
-        .body(job.payload.clone())
-        .send()
-        .await;
+    let sent = ctx.client.post(url).headers(headers).timeout(job.timeout).body(job.payload.clone()).send().await;
     let mut response = match sent {
         Ok(response) => response,
         Err(err) => return classify_error(&err, started.elapsed()),
@@ -121,8 +129,8 @@ async fn read_prefix(response: &mut reqwest::Response) -> Option<String> {
 /// `now` is the unix time of this attempt (`webhook-timestamp`).
 pub fn request_headers(job: &Job, now: i64) -> Result<HeaderMap, String> {
     let body = job.payload.as_bytes();
-    let envelope_timestamp = shared::envelope::timestamp_of(&job.payload)
-        .ok_or_else(|| "stored payload has no timestamp".to_owned())?;
+    let envelope_timestamp =
+        shared::envelope::timestamp_of(&job.payload).ok_or_else(|| "stored payload has no timestamp".to_owned())?;
     let mut secrets = vec![job.secret.as_str()];
     secrets.extend(job.previous_secret.as_deref());
     let ours: [(HeaderName, String); 11] = [

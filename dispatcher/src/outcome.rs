@@ -76,7 +76,9 @@ impl Outcome {
             300..=399 => (
                 OutcomeKind::Redirect,
                 Some(match location {
-                    Some(location) => format!("endpoint answered HTTP {status} (redirect to {} not followed)", clip(location, 200)),
+                    Some(location) => {
+                        format!("endpoint answered HTTP {status} (redirect to {} not followed)", clip(location, 200))
+                    }
                     None => format!("endpoint answered HTTP {status} (redirects are not followed)"),
                 }),
             ),

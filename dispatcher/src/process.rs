@@ -72,11 +72,8 @@ pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
         }
     }
 
-    let claim = ctx
-        .claims
-        .call((delivery_id, attempt))
-        .await
-        .unwrap_or_else(|| Err("claim batcher stopped".to_owned()));
+    let claim =
+        ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err("claim batcher stopped".to_owned()));
     let claimed = match claim {
         Ok(Claim::Claimed(claimed)) => claimed,
         Ok(Claim::Stale) => {
@@ -114,7 +111,9 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
     if claimed.is_deleted || !claimed.is_active {
         let reason = if claimed.is_deleted { "subscription deleted" } else { "subscription disabled" };
         let closed = match db::conn(&ctx.pool).await {
-            Ok(mut conn) => store::close_without_attempt(&mut conn, delivery_id, attempt, reason).await.map_err(db::DbError::from),
+            Ok(mut conn) => {
+                store::close_without_attempt(&mut conn, delivery_id, attempt, reason).await.map_err(db::DbError::from)
+            }
             Err(err) => Err(err),
         };
         return match closed {
@@ -168,13 +167,17 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
     let recorded = match record_with_retries(ctx, subscription_id, row, next).await {
         Ok(recorded) => recorded,
         Err(err) => {
-            log::error!("recording an attempt failed; requeueing delivery_id={delivery_id} attempt={attempt} error={err}");
+            log::error!(
+                "recording an attempt failed; requeueing delivery_id={delivery_id} attempt={attempt} error={err}"
+            );
             return counted(Disposition::Requeue, "db_unavailable");
         }
     };
     match recorded {
         Recorded::Superseded => {
-            log::warn!("attempt outcome discarded: another dispatcher recorded it delivery_id={delivery_id} attempt={attempt}");
+            log::warn!(
+                "attempt outcome discarded: another dispatcher recorded it delivery_id={delivery_id} attempt={attempt}"
+            );
             return counted(Disposition::Ack, "superseded");
         }
         Recorded::Stored { disabled: true } => {
@@ -270,7 +273,9 @@ async fn schedule_retry(ctx: &Context, delivery_id: uuid::Uuid, next_attempt: i3
             Stats::bump(&ctx.stats.retries_scheduled);
             metrics::counter!("retries_scheduled_total").increment(1);
             let marked = match db::conn(&ctx.pool).await {
-                Ok(mut conn) => delivery::mark_enqueued(&mut conn, &[(delivery_id, next_attempt)]).await.map_err(db::DbError::from),
+                Ok(mut conn) => {
+                    delivery::mark_enqueued(&mut conn, &[(delivery_id, next_attempt)]).await.map_err(db::DbError::from)
+                }
                 Err(err) => Err(err),
             };
             if let Err(err) = marked {
@@ -287,7 +292,12 @@ async fn schedule_retry(ctx: &Context, delivery_id: uuid::Uuid, next_attempt: i3
 }
 
 /// Puts the message off on a defer queue without counting an attempt.
-async fn defer(ctx: &Context, message: &AmqpMessage, subscription_id: Option<uuid::Uuid>, deferrals: i64) -> Disposition {
+async fn defer(
+    ctx: &Context,
+    message: &AmqpMessage,
+    subscription_id: Option<uuid::Uuid>,
+    deferrals: i64,
+) -> Disposition {
     let delay = if deferrals < SHORT_DEFERRALS { DEFER_DELAYS[0] } else { DEFER_DELAYS[1] };
     let mut headers = FieldTable::default();
     headers.insert(DEFERRALS_HEADER.into(), AMQPValue::LongLongInt(deferrals.saturating_add(1)));

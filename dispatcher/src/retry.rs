@@ -28,12 +28,18 @@ pub const GONE_REASON: &str = "endpoint answered 410 Gone";
 /// else schedules retry number `attempt` after `retry_delay(attempt)` while
 /// retries are enabled, the attempt was not manual and `attempt <= max_retries`;
 /// otherwise the delivery fails.
-pub fn next_state(outcome: &Outcome, attempt: i32, policy: RetryPolicy, config: &Config) -> (NextState, Option<Duration>) {
+pub fn next_state(
+    outcome: &Outcome,
+    attempt: i32,
+    policy: RetryPolicy,
+    config: &Config,
+) -> (NextState, Option<Duration>) {
     if outcome.is_success() {
         return (NextState { status: "succeeded", next_attempt_at: None, disable_subscription: None }, None);
     }
     if outcome.is_gone() {
-        let next = NextState { status: "failed", next_attempt_at: None, disable_subscription: Some(GONE_REASON.into()) };
+        let next =
+            NextState { status: "failed", next_attempt_at: None, disable_subscription: Some(GONE_REASON.into()) };
         return (next, None);
     }
     if policy.retry_enabled && !policy.manual_retry && attempt <= policy.max_retries {

@@ -122,7 +122,8 @@ impl Dispatcher {
             log::warn!("shutdown drain bound reached; unfinished attempts will be redelivered");
         }
         if let Some(channel) = channel {
-            let _ = tokio::time::timeout(Duration::from_secs(5), channel.close(200, "dispatcher shutting down".into())).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), channel.close(200, "dispatcher shutting down".into()))
+                .await;
         }
         self.health_server.stop(true).await;
         drained

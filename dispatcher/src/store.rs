@@ -98,8 +98,9 @@ pub async fn claim(conn: &mut AsyncPgConnection, delivery_id: uuid::Uuid, attemp
 /// twice is claimed once; the second asker gets [`Claim::Busy`].
 pub async fn claim_many(conn: &mut AsyncPgConnection, wanted: &[(uuid::Uuid, i32)]) -> diesel::QueryResult<Vec<Claim>> {
     let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = wanted.iter().copied().unzip();
-    let claimed: Vec<Claimed> = diesel::sql_query(
-        "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+    let claimed: Vec<Claimed> = shared::db::Prepared(
+        diesel::sql_query(
+            "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
          UPDATE deliveries d \
          SET claimed_until = now() + make_interval(secs => s.timeout_seconds + $3) \
          FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), locked l, subscriptions s, events e \
@@ -111,18 +112,17 @@ pub async fn claim_many(conn: &mut AsyncPgConnection, wanted: &[(uuid::Uuid, i32
            d.event_type, d.manual_retry, s.url, s.headers, s.timeout_seconds, s.retry_enabled, \
            s.max_retries, s.is_active, s.deleted_at IS NOT NULL AS is_deleted, s.secret_encrypted, \
            s.previous_secret_encrypted, s.secret_rotated_at, e.payload",
+        )
+        .bind::<Array<SqlUuid>, _>(&ids)
+        .bind::<Array<Int4>, _>(&attempts)
+        .bind::<Int4, _>(CLAIM_MARGIN_SECONDS),
     )
-    .bind::<Array<SqlUuid>, _>(&ids)
-    .bind::<Array<Int4>, _>(&attempts)
-    .bind::<Int4, _>(CLAIM_MARGIN_SECONDS)
     .load(conn)
     .await?;
     let mut by_pair: HashMap<(uuid::Uuid, i32), Claimed> =
         claimed.into_iter().map(|c| ((c.delivery_id, c.claimed_attempt), c)).collect();
-    let mut answers: Vec<Option<Claim>> = wanted
-        .iter()
-        .map(|pair| by_pair.remove(pair).map(|c| Claim::Claimed(Box::new(c))))
-        .collect();
+    let mut answers: Vec<Option<Claim>> =
+        wanted.iter().map(|pair| by_pair.remove(pair).map(|c| Claim::Claimed(Box::new(c)))).collect();
     // Nothing claimed for the rest: a finished or later attempt (stale), or a
     // live claim on this very attempt (busy).
     let unanswered: Vec<uuid::Uuid> =
@@ -215,41 +215,39 @@ pub async fn record(
     next: NextState,
 ) -> diesel::QueryResult<Recorded> {
     conn.transaction(async move |conn| {
-        {
-            let retrying = next.status == "retrying";
-            let updated = diesel::sql_query(
-                "UPDATE deliveries SET attempt_count = $2, status = $3, next_attempt_at = $4, \
+        let retrying = next.status == "retrying";
+        let updated = diesel::sql_query(
+            "UPDATE deliveries SET attempt_count = $2, status = $3, next_attempt_at = $4, \
                    last_status_code = $5, last_error = $6, claimed_until = NULL, manual_retry = false, \
                    enqueued = NOT $7, updated_at = now() \
                  WHERE id = $1 AND attempt_count = $2 - 1",
-            )
-            .bind::<SqlUuid, _>(attempt_row.delivery_id)
-            .bind::<Int4, _>(attempt_row.attempt)
-            .bind::<Text, _>(next.status)
-            .bind::<Nullable<Timestamptz>, _>(next.next_attempt_at)
-            .bind::<Nullable<Int4>, _>(attempt_row.status_code)
-            .bind::<Nullable<Text>, _>(attempt_row.error.clone())
-            .bind::<Bool, _>(retrying)
-            .execute(conn)
-            .await?;
-            if updated == 0 {
-                return Ok(Recorded::Superseded);
-            }
-            diesel::insert_into(shared::schema::delivery_attempts::table).values(&attempt_row).execute(conn).await?;
-            let mut disabled = false;
-            if let Some(reason) = &next.disable_subscription {
-                disabled = diesel::sql_query(
-                    "UPDATE subscriptions SET is_active = false, disabled_reason = $2, updated_at = now() \
-                     WHERE id = $1 AND is_active",
-                )
-                .bind::<SqlUuid, _>(subscription_id)
-                .bind::<Text, _>(reason)
-                .execute(conn)
-                .await?
-                    == 1;
-            }
-            Ok(Recorded::Stored { disabled })
+        )
+        .bind::<SqlUuid, _>(attempt_row.delivery_id)
+        .bind::<Int4, _>(attempt_row.attempt)
+        .bind::<Text, _>(next.status)
+        .bind::<Nullable<Timestamptz>, _>(next.next_attempt_at)
+        .bind::<Nullable<Int4>, _>(attempt_row.status_code)
+        .bind::<Nullable<Text>, _>(attempt_row.error.clone())
+        .bind::<Bool, _>(retrying)
+        .execute(conn)
+        .await?;
+        if updated == 0 {
+            return Ok(Recorded::Superseded);
         }
+        diesel::insert_into(shared::schema::delivery_attempts::table).values(&attempt_row).execute(conn).await?;
+        let mut disabled = false;
+        if let Some(reason) = &next.disable_subscription {
+            disabled = diesel::sql_query(
+                "UPDATE subscriptions SET is_active = false, disabled_reason = $2, updated_at = now() \
+                     WHERE id = $1 AND is_active",
+            )
+            .bind::<SqlUuid, _>(subscription_id)
+            .bind::<Text, _>(reason)
+            .execute(conn)
+            .await?
+                == 1;
+        }
+        Ok(Recorded::Stored { disabled })
     })
     .await
 }
@@ -277,8 +275,9 @@ pub async fn record_many(
         outcomes.iter().zip(&batchable).filter(|(_, b)| **b).map(|(o, _)| o).collect();
     let mut stored = HashSet::new();
     if !batch.is_empty() {
-        let rows: Vec<RecordedRow> = diesel::sql_query(
-            "WITH v AS ( \
+        let rows: Vec<RecordedRow> = shared::db::Prepared(
+            diesel::sql_query(
+                "WITH v AS ( \
                SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::int4[], \
                  $6::text[], $7::bool[], $8::uuid[], $9::text[], $10::int4[], $11::text[]) \
                AS v(delivery_id, attempt, status, next_attempt_at, status_code, error, retrying, \
@@ -298,18 +297,23 @@ pub async fn record_many(
                  v.duration_ms, v.response_body \
                FROM v JOIN upd ON upd.id = v.delivery_id) \
              SELECT id AS delivery_id FROM upd",
+            )
+            .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.delivery_id).collect::<Vec<_>>())
+            .bind::<Array<Int4>, _>(batch.iter().map(|(_, r, _)| r.attempt).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(batch.iter().map(|(_, _, n)| n.status).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Timestamptz>>, _>(
+                batch.iter().map(|(_, _, n)| n.next_attempt_at).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Nullable<Int4>>, _>(batch.iter().map(|(_, r, _)| r.status_code).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|(_, r, _)| r.error.clone()).collect::<Vec<_>>())
+            .bind::<Array<Bool>, _>(batch.iter().map(|(_, _, n)| n.status == "retrying").collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.id).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(batch.iter().map(|(_, r, _)| r.outcome.clone()).collect::<Vec<_>>())
+            .bind::<Array<Int4>, _>(batch.iter().map(|(_, r, _)| r.duration_ms).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(
+                batch.iter().map(|(_, r, _)| r.response_body.clone()).collect::<Vec<_>>(),
+            ),
         )
-        .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.delivery_id).collect::<Vec<_>>())
-        .bind::<Array<Int4>, _>(batch.iter().map(|(_, r, _)| r.attempt).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(batch.iter().map(|(_, _, n)| n.status).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Timestamptz>>, _>(batch.iter().map(|(_, _, n)| n.next_attempt_at).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Int4>>, _>(batch.iter().map(|(_, r, _)| r.status_code).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|(_, r, _)| r.error.clone()).collect::<Vec<_>>())
-        .bind::<Array<Bool>, _>(batch.iter().map(|(_, _, n)| n.status == "retrying").collect::<Vec<_>>())
-        .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.id).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(batch.iter().map(|(_, r, _)| r.outcome.clone()).collect::<Vec<_>>())
-        .bind::<Array<Int4>, _>(batch.iter().map(|(_, r, _)| r.duration_ms).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|(_, r, _)| r.response_body.clone()).collect::<Vec<_>>())
         .load(conn)
         .await?;
         stored.extend(rows.into_iter().map(|r| r.delivery_id));

@@ -13,8 +13,15 @@ use crate::{error::ApiError, routes, state::AppState};
 /// The whole ingest HTTP application.
 pub fn build_app(
     state: AppState,
-) -> App<impl ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse<impl actix_web::body::MessageBody>, Error = Error, InitError = ()>>
-{
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
     let readiness = Readiness { pool: state.pool.clone(), broker: state.broker.clone() };
     App::new()
         .app_data(web::Data::new(state))

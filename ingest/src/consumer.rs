@@ -289,7 +289,10 @@ mod tests {
     fn bad_messages_get_stable_codes() {
         assert_eq!(code_of("{nope", None), "invalid_json");
         assert_eq!(code_of(r#"{"event_type": "invoice.created", "event_data": {}}"#, None), "missing_tenant");
-        assert_eq!(code_of(r#"{"event_type": "invoice.created", "event_data": {}, "tenant_id": 3}"#, None), "missing_tenant");
+        assert_eq!(
+            code_of(r#"{"event_type": "invoice.created", "event_data": {}, "tenant_id": 3}"#, None),
+            "missing_tenant"
+        );
         assert_eq!(code_of(r#"{"event_type": "invoice.created", "tenant_id": "t"}"#, None), "missing_field");
         assert_eq!(code_of(r#"{"event_type": 5, "event_data": {}, "tenant_id": "t"}"#, None), "invalid_field");
         assert_eq!(code_of(r#"{"event_data": {}, "tenant_id": "t"}"#, None), "missing_field");
@@ -306,8 +309,11 @@ mod tests {
     fn the_routing_key_supplies_a_missing_event_type() {
         let body = parse_message(br#"{"event_data": {}, "tenant_id": "t"}"#, Some("invoice.created")).expect("valid");
         assert_eq!(body.event_type, "invoice.created");
-        let body = parse_message(br#"{"event_type": "invoice.created", "event_data": {}, "tenant_id": "t"}"#, Some("invoice.created"))
-            .expect("valid");
+        let body = parse_message(
+            br#"{"event_type": "invoice.created", "event_data": {}, "tenant_id": "t"}"#,
+            Some("invoice.created"),
+        )
+        .expect("valid");
         assert_eq!(body.event_type, "invoice.created");
     }
 

@@ -100,9 +100,8 @@ pub async fn publish_batch(
         pending.push(((delivery_id, attempt), confirm));
     }
     let (keys, confirms): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-    let results = tokio::time::timeout(Duration::from_secs(10), join_all(confirms))
-        .await
-        .map_err(|_| BrokerError::Timeout)?;
+    let results =
+        tokio::time::timeout(Duration::from_secs(10), join_all(confirms)).await.map_err(|_| BrokerError::Timeout)?;
     let mut confirmed = Vec::with_capacity(keys.len());
     for (key, result) in keys.into_iter().zip(results) {
         match result.map_err(BrokerError::from).and_then(check_confirmation) {

@@ -58,8 +58,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// Parses JSON bytes into `T`, naming the failing field.
 pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     // First: is it JSON at all?
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| BodyError::NotJson(format!("request body is not valid JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| BodyError::NotJson(format!("request body is not valid JSON: {e}")))?;
     from_json_value(value)
 }
 

@@ -143,12 +143,7 @@ pub async fn fan_out(
                 .load(conn)
                 .await?;
             let created: Vec<uuid::Uuid> = created.into_iter().map(|d| d.id).collect();
-            Ok(FanoutResult {
-                event_id: event.event_id,
-                delivery_count: created.len() as i32,
-                created,
-                is_new: true,
-            })
+            Ok(FanoutResult { event_id: event.event_id, delivery_count: created.len() as i32, created, is_new: true })
         }
     })
     .await

@@ -222,7 +222,9 @@ fn plan(events: &[&PreparedEvent]) -> BatchPlan {
         });
         first_of.push(first);
     }
-    firsts.sort_by(|&a, &b| (&events[a].tenant_id, &events[a].event_id).cmp(&(&events[b].tenant_id, &events[b].event_id)));
+    firsts.sort_by(|&a, &b| {
+        (&events[a].tenant_id, &events[a].event_id).cmp(&(&events[b].tenant_id, &events[b].event_id))
+    });
     BatchPlan { firsts, first_of }
 }
 
@@ -333,20 +335,25 @@ JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, event_id) \
   ON e.tenant_id = k.tenant_id AND e.event_id = k.event_id";
 
 /// Stores events with distinct keys, sorted by key; returns their results in order.
-async fn store(pool: &DbPool, events: &[&PreparedEvent]) -> Result<Vec<Result<FanoutResult, PublishError>>, PublishError> {
+async fn store(
+    pool: &DbPool,
+    events: &[&PreparedEvent],
+) -> Result<Vec<Result<FanoutResult, PublishError>>, PublishError> {
     let mut conn = shared::db::conn(pool).await.map_err(|e| PublishError::from_db(e, false))?;
     let column = |f: fn(&PreparedEvent) -> &str| events.iter().map(|e| f(e).to_owned()).collect::<Vec<String>>();
-    let rows: Result<Vec<StoredRow>, _> = diesel::sql_query(STORE_BATCH_SQL)
-        .bind::<Array<SqlUuid>, _>(events.iter().map(|e| e.event_ref).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(column(|e| &e.tenant_id))
-        .bind::<Array<Text>, _>(column(|e| &e.event_id))
-        .bind::<Array<Text>, _>(column(|e| &e.event_type))
-        .bind::<Array<Text>, _>(column(|e| &e.payload))
-        .bind::<Array<Text>, _>(column(|e| e.source))
-        .bind::<Array<Text>, _>(column(|e| &e.patterns))
-        .bind::<Text, _>(PATTERN_SEPARATOR)
-        .load(&mut conn)
-        .await;
+    let rows: Result<Vec<StoredRow>, _> = shared::db::Prepared(
+        diesel::sql_query(STORE_BATCH_SQL)
+            .bind::<Array<SqlUuid>, _>(events.iter().map(|e| e.event_ref).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(column(|e| &e.tenant_id))
+            .bind::<Array<Text>, _>(column(|e| &e.event_id))
+            .bind::<Array<Text>, _>(column(|e| &e.event_type))
+            .bind::<Array<Text>, _>(column(|e| &e.payload))
+            .bind::<Array<Text>, _>(column(|e| e.source))
+            .bind::<Array<Text>, _>(column(|e| &e.patterns))
+            .bind::<Text, _>(PATTERN_SEPARATOR),
+    )
+    .load(&mut conn)
+    .await;
     let rows = rows.map_err(|e| PublishError::from_db(e.into(), conn.is_broken()))?;
 
     let mut inserted = HashSet::with_capacity(events.len());
@@ -365,11 +372,13 @@ async fn store(pool: &DbPool, events: &[&PreparedEvent]) -> Result<Vec<Result<Fa
     let repeats: Vec<&&PreparedEvent> = events.iter().filter(|e| !inserted.contains(&e.event_ref)).collect();
     let mut first_results: Result<HashMap<(String, String), i32>, PublishError> = Ok(HashMap::new());
     if !repeats.is_empty() {
-        let found: Result<Vec<FirstResult>, _> = diesel::sql_query(FIRST_RESULTS_SQL)
-            .bind::<Array<Text>, _>(repeats.iter().map(|e| e.tenant_id.clone()).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(repeats.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>())
-            .load(&mut conn)
-            .await;
+        let found: Result<Vec<FirstResult>, _> = shared::db::Prepared(
+            diesel::sql_query(FIRST_RESULTS_SQL)
+                .bind::<Array<Text>, _>(repeats.iter().map(|e| e.tenant_id.clone()).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(repeats.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>()),
+        )
+        .load(&mut conn)
+        .await;
         first_results = match found {
             Ok(found) => Ok(found.into_iter().map(|f| ((f.tenant_id, f.event_id), f.delivery_count)).collect()),
             Err(err) => Err(PublishError::from_db(err.into(), conn.is_broken())),
@@ -430,7 +439,10 @@ mod tests {
         assert!(PublishError::from_db(closed, false).is_unavailable());
         assert!(PublishError::from_db(DbError::Unavailable("pool".into()), false).is_unavailable());
         let refused = DbError::Query(diesel::result::Error::NotFound);
-        assert!(PublishError::from_db(refused, true).is_unavailable(), "a broken connection means the database went away");
+        assert!(
+            PublishError::from_db(refused, true).is_unavailable(),
+            "a broken connection means the database went away"
+        );
         assert!(!PublishError::from_db(DbError::Query(diesel::result::Error::NotFound), false).is_unavailable());
         let shut_down = DbError::Query(diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::Unknown,

@@ -1,7 +1,11 @@
 //! `webhooks-ingest`: serve (default), `migrate`, `api-key create`.
 
 use clap::{Args, Parser, Subcommand};
-use shared::{config::Config, db, models::api_key::{self, Principal}};
+use shared::{
+    config::Config,
+    db,
+    models::api_key::{self, Principal},
+};
 
 #[derive(Parser)]
 #[command(name = "webhooks-ingest", version, about = "Webhook REST API, publishing and fan-out")]
@@ -61,10 +65,7 @@ async fn main() -> anyhow::Result<()> {
             let principal = match (args.scope.tenant, args.scope.publisher) {
                 (Some(tenant), false) => {
                     let tenant = tenant.trim().to_owned();
-                    anyhow::ensure!(
-                        !tenant.is_empty() && tenant.len() <= 128,
-                        "--tenant must be 1 to 128 characters"
-                    );
+                    anyhow::ensure!(!tenant.is_empty() && tenant.len() <= 128, "--tenant must be 1 to 128 characters");
                     Principal::Tenant(tenant)
                 }
                 _ => Principal::Publisher,

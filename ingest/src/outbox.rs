@@ -174,10 +174,11 @@ async fn lease_due(
 /// Gives rows back at once after a failed publish, instead of at lease expiry.
 async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[(uuid::Uuid, i32)]) {
     let ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| *id).collect();
-    let result = diesel::sql_query("UPDATE deliveries SET relay_lease_until = NULL WHERE id = ANY($1) AND NOT enqueued")
-        .bind::<Array<SqlUuid>, _>(ids)
-        .execute(conn)
-        .await;
+    let result =
+        diesel::sql_query("UPDATE deliveries SET relay_lease_until = NULL WHERE id = ANY($1) AND NOT enqueued")
+            .bind::<Array<SqlUuid>, _>(ids)
+            .execute(conn)
+            .await;
     if let Err(err) = result {
         log::debug!("releasing outbox leases failed error={err}; they expire on their own");
     }

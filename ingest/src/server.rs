@@ -13,8 +13,8 @@ use shared::{
 };
 
 use crate::{
-    app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher, outbox::OutboxRelay,
-    state::AppState,
+    app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher,
+    outbox::OutboxRelay, state::AppState,
 };
 
 /// A running ingest: its address, state and server handle.

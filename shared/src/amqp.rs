@@ -16,8 +16,8 @@ use std::{sync::Arc, time::Duration};
 
 use lapin::{
     options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
@@ -218,9 +218,7 @@ pub fn long_string(value: &str) -> AMQPValue {
 
 /// Persistent JSON message properties.
 pub fn persistent_json() -> BasicProperties {
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"))
+    BasicProperties::default().with_delivery_mode(2).with_content_type(ShortString::from("application/json"))
 }
 
 /// Publishes one message and waits for the broker's confirm (the channel must

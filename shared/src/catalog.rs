@@ -33,10 +33,7 @@ impl Catalog {
     pub fn new(mut types: Vec<EventType>) -> Self {
         types.sort_by(|a, b| (&a.category, &a.event_type).cmp(&(&b.category, &b.event_type)));
         let by_type = types.iter().enumerate().map(|(i, t)| (t.event_type.clone(), i)).collect();
-        let wildcard_stems = types
-            .iter()
-            .flat_map(|t| [stem(&t.event_type).to_owned(), t.category.clone()])
-            .collect();
+        let wildcard_stems = types.iter().flat_map(|t| [stem(&t.event_type).to_owned(), t.category.clone()]).collect();
         Self { types, by_type, wildcard_stems }
     }
 

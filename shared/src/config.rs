@@ -29,16 +29,10 @@ impl std::fmt::Debug for SecretKey {
 impl SecretKey {
     /// Parses base64 of exactly 32 bytes.
     pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        let invalid = |reason: &str| ConfigError::Invalid {
-            name: "WEBHOOK_SECRET_KEY",
-            reason: reason.to_owned(),
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(value.trim())
-            .map_err(|_| invalid("not base64"))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| invalid("must decode to exactly 32 bytes"))?;
+        let invalid = |reason: &str| ConfigError::Invalid { name: "WEBHOOK_SECRET_KEY", reason: reason.to_owned() };
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(value.trim()).map_err(|_| invalid("not base64"))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| invalid("must decode to exactly 32 bytes"))?;
         Ok(Self(key))
     }
 }
@@ -94,11 +88,7 @@ impl Config {
             hint: "32 random bytes, base64 (e.g. `openssl rand -base64 32`)",
         })?;
         let prefix = var("AMQP_PREFIX", "webhooks");
-        if prefix.is_empty()
-            || !prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
             return Err(ConfigError::Invalid {
                 name: "AMQP_PREFIX",
                 reason: "use letters, digits, '_', '-' and '.'".into(),
@@ -138,12 +128,18 @@ impl Config {
                 10_000,
             )?,
             ingest_prefetch: parse_number("INGEST_PREFETCH", &var("INGEST_PREFETCH", "64"), 1, 10_000)? as u16,
-            outbox_interval: Duration::from_millis(
-                parse_number("OUTBOX_INTERVAL_MS", &var("OUTBOX_INTERVAL_MS", "1000"), 10, 3_600_000)? as u64,
-            ),
-            outbox_grace: Duration::from_millis(
-                parse_number("OUTBOX_GRACE_MS", &var("OUTBOX_GRACE_MS", "5000"), 0, 86_400_000)? as u64,
-            ),
+            outbox_interval: Duration::from_millis(parse_number(
+                "OUTBOX_INTERVAL_MS",
+                &var("OUTBOX_INTERVAL_MS", "1000"),
+                10,
+                3_600_000,
+            )? as u64),
+            outbox_grace: Duration::from_millis(parse_number(
+                "OUTBOX_GRACE_MS",
+                &var("OUTBOX_GRACE_MS", "5000"),
+                0,
+                86_400_000,
+            )? as u64),
         })
     }
 
@@ -155,10 +151,9 @@ impl Config {
 }
 
 fn parse_addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| ConfigError::Invalid {
-        name,
-        reason: format!("{value:?} is not host:port with an IP host"),
-    })
+    value
+        .parse()
+        .map_err(|_| ConfigError::Invalid { name, reason: format!("{value:?} is not host:port with an IP host") })
 }
 
 fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {

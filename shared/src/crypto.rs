@@ -42,11 +42,7 @@ impl SecretBox {
         self.rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
         let mut buffer = plaintext.as_bytes().to_vec();
         self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(owner_id.as_bytes()),
-                &mut buffer,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(owner_id.as_bytes()), &mut buffer)
             .map_err(|_| CryptoError::Random)?;
         let mut stored = nonce.to_vec();
         stored.extend_from_slice(&buffer);

@@ -58,11 +58,9 @@ pub fn pool(database_url: &str, max_size: usize, application_name: &'static str)
             let mut conn = tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(url))
                 .await
                 .map_err(|_| ConnectionError::BadConnection("connect timed out".into()))??;
-            conn.batch_execute(&format!(
-                "SET application_name = '{application_name}'; SET statement_timeout = '30s'"
-            ))
-            .await
-            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            conn.batch_execute(&format!("SET application_name = '{application_name}'; SET statement_timeout = '30s'"))
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
         }
         .boxed()
@@ -119,4 +117,34 @@ pub async fn run_migrations(database_url: &str) -> Result<usize, DbError> {
     tokio::task::spawn_blocking(move || run_migrations_blocking(&url))
         .await
         .map_err(|e| DbError::Migration(e.to_string()))?
+}
+
+/// Marks a raw SQL query (`diesel::sql_query(…).bind(…)`) as safe to keep as a
+/// prepared statement in the connection's statement cache. diesel never
+/// caches `sql_query`, so each call cost a Parse/Describe round trip and a
+/// fresh plan; the hot paths (fan-out, claims, records, outbox marks) run
+/// the same text thousands of times a second. Only for queries whose SQL text
+/// is fixed (the cache is keyed by the text and bind types).
+#[derive(Debug, Clone)]
+pub struct Prepared<Q>(pub Q);
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Prepared<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>> diesel::query_builder::QueryFragment<diesel::pg::Pg>
+    for Prepared<Q>
+{
+    fn walk_ast<'b>(&'b self, pass: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &diesel::pg::Pg) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> diesel::query_builder::QueryId for Prepared<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
 }

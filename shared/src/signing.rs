@@ -18,9 +18,7 @@ pub fn legacy_signature(secret: &str, body: &[u8]) -> String {
 /// A secret that is not valid base64 after the prefix is used as raw bytes.
 pub fn standard_key(secret: &str) -> Vec<u8> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .unwrap_or_else(|_| secret.as_bytes().to_vec())
+    base64::engine::general_purpose::STANDARD.decode(encoded).unwrap_or_else(|_| secret.as_bytes().to_vec())
 }
 
 /// One `v1,<base64>` Standard Webhooks signature.
@@ -38,11 +36,7 @@ pub fn standard_signature(secret: &str, msg_id: &str, timestamp: i64, body: &[u8
 /// The `webhook-signature` header: one signature per secret, space-separated
 /// (the new secret first, then the previous one during its grace period).
 pub fn standard_signature_header(secrets: &[&str], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets
-        .iter()
-        .map(|secret| standard_signature(secret, msg_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    secrets.iter().map(|secret| standard_signature(secret, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
 }
 
 /// Verifies a `webhook-signature` header against one secret, in constant time.
@@ -90,7 +84,13 @@ mod tests {
         let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
         let sig = standard_signature(secret, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body);
         assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
-        assert!(verify_standard(secret, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body, &format!("v1,AAAA {sig}")));
+        assert!(verify_standard(
+            secret,
+            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            1649367553,
+            body,
+            &format!("v1,AAAA {sig}")
+        ));
         assert!(!verify_standard(secret, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367554, body, &sig));
     }
 

@@ -121,9 +121,25 @@ mod tests {
     #[test]
     fn internal_addresses_are_not_public() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fd00::1", "ff02::1",
-            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a00:1", "::127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+            "::127.0.0.1",
         ] {
             assert!(!is_public_ip(ip.parse().expect("ip")), "{ip}");
         }
@@ -141,8 +157,14 @@ mod tests {
         assert_eq!(check_url("/relative", true, true), Err(TargetError::NotAbsolute));
         assert_eq!(check_url("https://u:p@example.com", true, true), Err(TargetError::Credentials));
         for private in [
-            "https://localhost/x", "https://127.0.0.1/x", "https://[::1]/x", "https://[::ffff:10.0.0.1]/x",
-            "https://169.254.169.254/latest", "https://foo.internal/", "https://printer.local/", "https://0x7f000001/",
+            "https://localhost/x",
+            "https://127.0.0.1/x",
+            "https://[::1]/x",
+            "https://[::ffff:10.0.0.1]/x",
+            "https://169.254.169.254/latest",
+            "https://foo.internal/",
+            "https://printer.local/",
+            "https://0x7f000001/",
             "https://2130706433/",
         ] {
             assert!(matches!(check_url(private, true, false), Err(TargetError::PrivateHost(_))), "{private}");

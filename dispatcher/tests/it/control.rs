@@ -37,12 +37,14 @@ async fn a_manual_retry_makes_one_more_attempt_without_automatic_retries_after_i
 
     let (status, detail) = env.api(Method::GET, &format!("/api/v1/webhooks/deliveries/{}", delivery.id), &token).await;
     assert_eq!(status, StatusCode::OK);
-    let codes: Vec<_> = detail["attempts"].as_array().expect("attempts").iter().map(|a| a["status_code"].clone()).collect();
+    let codes: Vec<_> =
+        detail["attempts"].as_array().expect("attempts").iter().map(|a| a["status_code"].clone()).collect();
     assert_eq!(codes, [json!(500), json!(500), json!(200)]);
     let numbers: Vec<_> = receiver.received().iter().map(|r| r.header("x-webhook-attempt").to_owned()).collect();
     assert_eq!(numbers, ["1", "2", "3"]);
-    let (status, page) =
-        env.api(Method::GET, &format!("/api/v1/webhooks/subscriptions/{}/deliveries?status=succeeded", sub.id), &token).await;
+    let (status, page) = env
+        .api(Method::GET, &format!("/api/v1/webhooks/subscriptions/{}/deliveries?status=succeeded", sub.id), &token)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["items"][0]["id"], delivery.id.to_string());
 }
@@ -55,7 +57,8 @@ async fn the_test_endpoint_delivers_a_webhook_test_event_to_a_subscription_that_
     let _dispatcher = env.start_dispatcher(&[]).await;
     let token = env.tenant_key("t1").await;
 
-    let (status, body) = env.api(Method::POST, &format!("/api/v1/webhooks/subscriptions/{}/test", sub.id), &token).await;
+    let (status, body) =
+        env.api(Method::POST, &format!("/api/v1/webhooks/subscriptions/{}/test", sub.id), &token).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let delivery_id: uuid::Uuid = body["delivery_id"].as_str().expect("delivery_id").parse().expect("uuid");
     env.wait_status(delivery_id, "succeeded", Duration::from_secs(20)).await;
@@ -81,7 +84,8 @@ async fn deliveries_of_a_paused_or_deleted_subscription_fail_without_being_sent(
     // Published while both were active, with no dispatcher running yet.
     let event_id = env.publish("t1", "invoice.created", json!({})).await;
     env.sql(&format!("UPDATE subscriptions SET is_active = false WHERE id = '{}'", paused.id)).await;
-    env.sql(&format!("UPDATE subscriptions SET deleted_at = now(), is_active = false WHERE id = '{}'", deleted.id)).await;
+    env.sql(&format!("UPDATE subscriptions SET deleted_at = now(), is_active = false WHERE id = '{}'", deleted.id))
+        .await;
     let _dispatcher = env.start_dispatcher(&[]).await;
 
     for delivery in env.deliveries_of(&event_id).await {

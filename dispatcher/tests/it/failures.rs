@@ -17,7 +17,9 @@ async fn timeouts_refused_connections_tls_dns_and_redirects_fail_the_attempt_wit
     let refused = env.subscription(SubSpec::new(&refused_url()).retries(false, 0)).await;
     let redirect = env.subscription(SubSpec::new(&receiver.url("/redirect")).retries(true, 1)).await;
     // TLS to a plain-HTTP server fails the handshake; `.invalid` never resolves (RFC 6761).
-    let tls = env.subscription(SubSpec::new(&receiver.url("/tls").replacen("http://", "https://", 1)).retries(false, 0)).await;
+    let tls = env
+        .subscription(SubSpec::new(&receiver.url("/tls").replacen("http://", "https://", 1)).retries(false, 0))
+        .await;
     let dns = env.subscription(SubSpec::new("http://no-such-host.invalid/hook").retries(false, 0)).await;
     let _dispatcher = env.start_dispatcher(&[]).await;
 

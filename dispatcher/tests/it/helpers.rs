@@ -235,7 +235,12 @@ impl TestEnv {
     pub async fn deliveries_of(&self, event_id: &str) -> Vec<Delivery> {
         use shared::schema::deliveries::dsl as d;
         let mut conn = self.conn().await;
-        d::deliveries.filter(d::event_id.eq(event_id)).select(Delivery::as_select()).load(&mut conn).await.expect("deliveries")
+        d::deliveries
+            .filter(d::event_id.eq(event_id))
+            .select(Delivery::as_select())
+            .load(&mut conn)
+            .await
+            .expect("deliveries")
     }
 
     pub async fn delivery(&self, id: uuid::Uuid) -> Delivery {
@@ -340,7 +345,10 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or_else(|| panic!("header {name} missing: {:?}", self.headers))
+        self.headers
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("header {name} missing: {:?}", self.headers))
     }
     pub fn delivery_id(&self) -> String {
         self.header("x-webhook-delivery-id").to_owned()

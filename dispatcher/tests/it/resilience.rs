@@ -7,7 +7,13 @@ use shared::testing::{amqp_url, TcpProxy};
 use crate::helpers::{signal, spawn_env, wait_exit, KillOnDrop, Receiver, SubSpec, TestEnv};
 
 /// Publishes `events` events to `subs` fresh subscriptions on `receiver`; returns every delivery id.
-async fn publish_batch(env: &TestEnv, receiver: &Receiver, subs: usize, events: usize, timeout: i32) -> Vec<uuid::Uuid> {
+async fn publish_batch(
+    env: &TestEnv,
+    receiver: &Receiver,
+    subs: usize,
+    events: usize,
+    timeout: i32,
+) -> Vec<uuid::Uuid> {
     for i in 0..subs {
         env.subscription(SubSpec::new(&receiver.url(&format!("/hook/{i}"))).timeout(timeout)).await;
     }

@@ -77,8 +77,11 @@ async fn after_a_rotation_both_secrets_sign_for_24_hours_and_the_legacy_header_u
     let old = env.subscription(SubSpec::new(&receiver.url("/old"))).await;
     let fresh_new = env.rotate_secret("t1", fresh.id).await;
     let old_new = env.rotate_secret("t1", old.id).await;
-    env.sql(&format!("UPDATE subscriptions SET secret_rotated_at = now() - interval '25 hours' WHERE id = '{}'", old.id))
-        .await;
+    env.sql(&format!(
+        "UPDATE subscriptions SET secret_rotated_at = now() - interval '25 hours' WHERE id = '{}'",
+        old.id
+    ))
+    .await;
     let _dispatcher = env.start_dispatcher(&[]).await;
 
     let event_id = env.publish("t1", "invoice.paid", json!({"invoice_id": "inv_2"})).await;

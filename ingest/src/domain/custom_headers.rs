@@ -51,7 +51,8 @@ impl CustomHeaders {
         let mut seen = HashSet::with_capacity(headers.len());
         for (name, value) in &headers {
             let field = format!("headers.{name}");
-            if name.is_empty() || name.len() > MAX_HEADER_NAME_BYTES || HeaderName::from_bytes(name.as_bytes()).is_err() {
+            if name.is_empty() || name.len() > MAX_HEADER_NAME_BYTES || HeaderName::from_bytes(name.as_bytes()).is_err()
+            {
                 return Err(InvalidField::with_value(
                     field,
                     name.as_str(),
@@ -67,12 +68,18 @@ impl CustomHeaders {
                 ));
             }
             if !seen.insert(lower) {
-                return Err(InvalidField::with_value(field, name.as_str(), "is given twice (header names ignore case)"));
+                return Err(InvalidField::with_value(
+                    field,
+                    name.as_str(),
+                    "is given twice (header names ignore case)",
+                ));
             }
             if value.len() > MAX_HEADER_VALUE_BYTES || HeaderValue::from_str(value).is_err() {
                 return Err(InvalidField::new(
                     field,
-                    format!("value must be printable ASCII without line breaks, at most {MAX_HEADER_VALUE_BYTES} bytes"),
+                    format!(
+                        "value must be printable ASCII without line breaks, at most {MAX_HEADER_VALUE_BYTES} bytes"
+                    ),
                 ));
             }
         }
@@ -105,7 +112,15 @@ mod tests {
 
     #[test]
     fn reserved_names_are_refused_whatever_their_case() {
-        for name in ["Content-Type", "USER-AGENT", "X-Webhook-Signature", "x-webhook-anything", "Webhook-Id", "Host", "Connection"] {
+        for name in [
+            "Content-Type",
+            "USER-AGENT",
+            "X-Webhook-Signature",
+            "x-webhook-anything",
+            "Webhook-Id",
+            "Host",
+            "Connection",
+        ] {
             assert_eq!(parse(&[(name, "x")]).expect_err(name).field, format!("headers.{name}"));
         }
     }

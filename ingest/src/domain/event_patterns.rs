@@ -70,7 +70,8 @@ mod tests {
 
     #[test]
     fn unknown_types_are_named_by_position() {
-        let err = EventPatterns::parse(strings(&["invoice.paid", "*", "invoice.nope"]), &catalog()).expect_err("unknown");
+        let err =
+            EventPatterns::parse(strings(&["invoice.paid", "*", "invoice.nope"]), &catalog()).expect_err("unknown");
         assert_eq!(err.field, "events[2]");
         assert_eq!(err.value, Some("invoice.nope".into()));
         assert!(err.message.contains("invoice.nope"));

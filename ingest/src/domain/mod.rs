@@ -30,7 +30,11 @@ impl InvalidField {
     }
 
     /// An error naming `field` and the rejected `value`.
-    pub fn with_value(field: impl Into<String>, value: impl Into<serde_json::Value>, message: impl Into<String>) -> Self {
+    pub fn with_value(
+        field: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+        message: impl Into<String>,
+    ) -> Self {
         Self { field: field.into(), message: message.into(), value: Some(value.into()) }
     }
 }

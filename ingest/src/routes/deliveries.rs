@@ -219,7 +219,11 @@ pub async fn list_deliveries(
         (status = 404, body = ErrorBody, description = "No such delivery for this tenant"),
     ),
     security(("bearer" = [])))]
-pub async fn get_delivery(auth: Auth, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_delivery(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let tenant_id = auth.tenant()?;
     let id = parse_id(&path)?;
     let mut conn = db::conn(&state.pool).await?;
@@ -239,7 +243,11 @@ pub async fn get_delivery(auth: Auth, state: web::Data<AppState>, path: web::Pat
         (status = 409, body = ErrorBody, description = "The subscription is paused or deleted"),
     ),
     security(("bearer" = [])))]
-pub async fn retry_delivery(auth: Auth, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn retry_delivery(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let tenant_id = auth.tenant()?;
     let id = parse_id(&path)?;
     let mut conn = db::conn(&state.pool).await?;
@@ -272,7 +280,11 @@ pub async fn retry_delivery(auth: Auth, state: web::Data<AppState>, path: web::P
         (status = 409, body = ErrorBody, description = "The subscription is paused"),
     ),
     security(("bearer" = [])))]
-pub async fn send_test_event(auth: Auth, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn send_test_event(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let tenant_id = auth.tenant()?;
     let subscription_id = parse_id(&path)?;
     let mut conn = db::conn(&state.pool).await?;

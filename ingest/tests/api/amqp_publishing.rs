@@ -107,8 +107,18 @@ async fn every_kind_of_bad_amqp_message_lands_in_the_rejected_queue_with_its_rea
         serde_json::to_vec(&body).expect("json")
     };
     let cases = vec![
-        RawMessage { case: "not_json", routing_key: "invoice.created", body: b"{nope".to_vec(), expected_code: "invalid_json" },
-        RawMessage { case: "missing_tenant", routing_key: "invoice.created", body: without("tenant_id"), expected_code: "missing_tenant" },
+        RawMessage {
+            case: "not_json",
+            routing_key: "invoice.created",
+            body: b"{nope".to_vec(),
+            expected_code: "invalid_json",
+        },
+        RawMessage {
+            case: "missing_tenant",
+            routing_key: "invoice.created",
+            body: without("tenant_id"),
+            expected_code: "missing_tenant",
+        },
         RawMessage {
             case: "empty_tenant",
             routing_key: "invoice.created",
@@ -133,7 +143,12 @@ async fn every_kind_of_bad_amqp_message_lands_in_the_rejected_queue_with_its_rea
             body: json_bytes(valid(json!({"event_type": 5}))),
             expected_code: "invalid_field",
         },
-        RawMessage { case: "missing_event_data", routing_key: "invoice.created", body: without("event_data"), expected_code: "missing_field" },
+        RawMessage {
+            case: "missing_event_data",
+            routing_key: "invoice.created",
+            body: without("event_data"),
+            expected_code: "missing_field",
+        },
         RawMessage {
             case: "bad_event_id",
             routing_key: "invoice.created",
@@ -162,7 +177,9 @@ async fn every_kind_of_bad_amqp_message_lands_in_the_rejected_queue_with_its_rea
         let mut headers = FieldTable::default();
         headers.insert("x-test-case".into(), long_string(message.case));
         let properties = persistent_json().with_headers(headers);
-        publish_confirmed(&channel, &exchange, message.routing_key, &message.body, properties).await.expect("published");
+        publish_confirmed(&channel, &exchange, message.routing_key, &message.body, properties)
+            .await
+            .expect("published");
     }
 
     let rejected_queue = app.ingest.state.topology.rejected_queue();
@@ -200,15 +217,11 @@ async fn every_kind_of_bad_amqp_message_lands_in_the_rejected_queue_with_its_rea
         );
         assert_eq!(delivery.data, message.body, "{}: body changed", message.case);
         assert_eq!(delivery.properties.delivery_mode(), &Some(2), "{}: not persistent", message.case);
-        assert_eq!(
-            headers.get("x-original-routing-key"),
-            Some(&long_string(message.routing_key)),
-            "{}",
-            message.case
-        );
+        assert_eq!(headers.get("x-original-routing-key"), Some(&long_string(message.routing_key)), "{}", message.case);
     }
 
-    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    let metrics =
+        app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains(r#"events_rejected_total{reason="invalid_json"}"#), "{metrics}");
     assert_eq!(app.event_count("t1").await, 0, "a bad message created an event");
     assert!(app.deliveries_of_tenant("t1").await.is_empty(), "a bad message created deliveries");

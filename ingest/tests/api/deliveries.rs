@@ -20,7 +20,8 @@ async fn sql(app: &TestApp, statement: &str) {
 }
 
 async fn publish(app: &TestApp, publisher: &str, tenant: &str, event_type: &str, event_id: &str) {
-    let body = json!({"event_type": event_type, "event_data": {"n": event_id}, "tenant_id": tenant, "event_id": event_id});
+    let body =
+        json!({"event_type": event_type, "event_data": {"n": event_id}, "tenant_id": tenant, "event_id": event_id});
     let (status, answer) = app.post("/api/v1/events", publisher, &body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
 }
@@ -30,7 +31,12 @@ fn log_path(subscription: uuid::Uuid, query: &str) -> String {
 }
 
 fn event_ids(page: &Value) -> Vec<String> {
-    page["items"].as_array().expect("items").iter().map(|d| d["event_id"].as_str().expect("event_id").to_owned()).collect()
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["event_id"].as_str().expect("event_id").to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +45,9 @@ async fn the_delivery_log_lists_newest_first_with_filters_and_cursor_pages() {
     let sub = app.insert_subscription("t1", URL, &["invoice.*"], true).await;
     let publisher = app.publisher_key().await;
     let token = app.tenant_key("t1").await;
-    for (i, event_type) in ["invoice.created", "invoice.paid", "invoice.created", "invoice.paid", "invoice.created"].iter().enumerate() {
+    for (i, event_type) in
+        ["invoice.created", "invoice.paid", "invoice.created", "invoice.paid", "invoice.created"].iter().enumerate()
+    {
         publish(&app, &publisher, "t1", event_type, &format!("evt_{i}")).await;
     }
     sql(&app, "UPDATE deliveries SET status = 'failed', attempt_count = 4, last_status_code = 500, last_error = 'endpoint answered HTTP 500' WHERE event_id IN ('evt_1', 'evt_4')").await;
@@ -49,11 +57,26 @@ async fn the_delivery_log_lists_newest_first_with_filters_and_cursor_pages() {
     assert_eq!(event_ids(&all), ["evt_4", "evt_3", "evt_2", "evt_1", "evt_0"]);
     assert_eq!(all["next_cursor"], Value::Null);
     let first = &all["items"][0];
-    for field in ["id", "subscription_id", "event_id", "event_type", "status", "attempt_count", "next_attempt_at", "last_status_code", "last_error", "created_at", "updated_at"] {
+    for field in [
+        "id",
+        "subscription_id",
+        "event_id",
+        "event_type",
+        "status",
+        "attempt_count",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "updated_at",
+    ] {
         assert!(first.get(field).is_some(), "{field} missing from {first}");
     }
     assert_eq!(first["subscription_id"], sub.to_string());
-    assert_eq!((first["status"].as_str(), first["attempt_count"].as_i64(), first["last_status_code"].as_i64()), (Some("failed"), Some(4), Some(500)));
+    assert_eq!(
+        (first["status"].as_str(), first["attempt_count"].as_i64(), first["last_status_code"].as_i64()),
+        (Some("failed"), Some(4), Some(500))
+    );
 
     // Pages of two, following next_cursor, give the same order without repeats.
     let mut seen = Vec::new();
@@ -74,7 +97,9 @@ async fn the_delivery_log_lists_newest_first_with_filters_and_cursor_pages() {
     let (_, created) = app.get(&log_path(sub, "?event_type=invoice.created&status=pending"), &token).await;
     assert_eq!(event_ids(&created), ["evt_2", "evt_0"]);
 
-    for (query, field) in [("?status=done", "status"), ("?limit=0", "limit"), ("?limit=101", "limit"), ("?cursor=nope", "cursor")] {
+    for (query, field) in
+        [("?status=done", "status"), ("?limit=0", "limit"), ("?limit=101", "limit"), ("?cursor=nope", "cursor")]
+    {
         let (status, body) = app.get(&log_path(sub, query), &token).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
         assert_eq!(assert_error(&body, "validation_failed")["field"], field);
@@ -98,13 +123,15 @@ async fn the_delivery_log_lists_newest_first_with_filters_and_cursor_pages() {
 
     // A deleted subscription's log is gone with it; its deliveries stay readable one by one.
     let delivery_id = first["id"].as_str().expect("id").to_owned();
-    let (status, _) = app.request(Method::DELETE, &format!("/api/v1/webhooks/subscriptions/{sub}"), Some(&token), None).await;
+    let (status, _) =
+        app.request(Method::DELETE, &format!("/api/v1/webhooks/subscriptions/{sub}"), Some(&token), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = app.get(&log_path(sub, ""), &token).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app.get(&format!("/api/v1/webhooks/deliveries/{delivery_id}"), &token).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = app.post(&format!("/api/v1/webhooks/deliveries/{delivery_id}/retry"), &token, &json!({})).await;
+    let (status, body) =
+        app.post(&format!("/api/v1/webhooks/deliveries/{delivery_id}/retry"), &token, &json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
 
@@ -120,17 +147,32 @@ async fn a_delivery_shows_its_attempts_in_order_and_only_to_its_tenant() {
          (gen_random_uuid(), '{id}', 2, 'success', 200, NULL, 12, 'ok'), \
          (gen_random_uuid(), '{id}', 1, 'http_status', 503, 'endpoint answered HTTP 503', 40, 'busy')"
     )).await;
-    sql(&app, &format!("UPDATE deliveries SET status = 'succeeded', attempt_count = 2, last_status_code = 200 WHERE id = '{id}'")).await;
+    sql(
+        &app,
+        &format!(
+            "UPDATE deliveries SET status = 'succeeded', attempt_count = 2, last_status_code = 200 WHERE id = '{id}'"
+        ),
+    )
+    .await;
     let token = app.tenant_key("t1").await;
 
     let (status, delivery) = app.get(&format!("/api/v1/webhooks/deliveries/{id}"), &token).await;
     assert_eq!(status, StatusCode::OK, "{delivery}");
-    assert_eq!((delivery["id"].as_str(), delivery["status"].as_str()), (Some(id.to_string().as_str()), Some("succeeded")));
+    assert_eq!(
+        (delivery["id"].as_str(), delivery["status"].as_str()),
+        (Some(id.to_string().as_str()), Some("succeeded"))
+    );
     assert_eq!(delivery["event_type"], "invoice.created");
     let attempts = delivery["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 2);
     assert_eq!(
-        (&attempts[0]["attempt"], &attempts[0]["status_code"], &attempts[0]["error"], &attempts[0]["response_body"], &attempts[0]["outcome"]),
+        (
+            &attempts[0]["attempt"],
+            &attempts[0]["status_code"],
+            &attempts[0]["error"],
+            &attempts[0]["response_body"],
+            &attempts[0]["outcome"]
+        ),
         (&json!(1), &json!(503), &json!("endpoint answered HTTP 503"), &json!("busy"), &json!("http_status"))
     );
     assert_eq!((&attempts[1]["attempt"], &attempts[1]["duration_ms"]), (&json!(2), &json!(12)));
@@ -163,7 +205,13 @@ async fn a_manual_retry_queues_the_next_attempt_whatever_the_status() {
         .await
         .expect("first attempt queued");
     app.drain_dispatch_queue().await;
-    sql(&app, &format!("UPDATE deliveries SET status = 'failed', attempt_count = 4, last_status_code = 500 WHERE id = '{id}'")).await;
+    sql(
+        &app,
+        &format!(
+            "UPDATE deliveries SET status = 'failed', attempt_count = 4, last_status_code = 500 WHERE id = '{id}'"
+        ),
+    )
+    .await;
     let token = app.tenant_key("t1").await;
 
     let (status, body) = app.post(&format!("/api/v1/webhooks/deliveries/{id}/retry"), &token, &json!({})).await;

@@ -52,7 +52,9 @@ async fn publish_rate_observation() {
         events as f64 / elapsed.as_secs_f64()
     );
     let metrics = shared::telemetry::metrics_handle().render();
-    for line in metrics.lines().filter(|l| l.starts_with("fanout_batch_size_sum") || l.starts_with("fanout_batch_size_count")) {
+    for line in
+        metrics.lines().filter(|l| l.starts_with("fanout_batch_size_sum") || l.starts_with("fanout_batch_size_count"))
+    {
         eprintln!("observed: {line}");
     }
 }
@@ -119,7 +121,11 @@ impl EventsLock {
 }
 
 /// Publishes every body at once; returns (status, answer) in order.
-async fn publish_all(app: &TestApp, token: &str, bodies: Vec<Value>) -> Vec<tokio::task::JoinHandle<(StatusCode, Value)>> {
+async fn publish_all(
+    app: &TestApp,
+    token: &str,
+    bodies: Vec<Value>,
+) -> Vec<tokio::task::JoinHandle<(StatusCode, Value)>> {
     bodies
         .into_iter()
         .map(|body| {
@@ -169,8 +175,9 @@ async fn two_hundred_concurrent_publishes_across_three_tenants_create_exactly_th
         ids
     };
     const EVENTS: usize = 200;
-    let events: Vec<(String, &str, String)> =
-        (0..EVENTS).map(|i| (format!("t{}", i % 3 + 1), types[(i / 3) % types.len()], format!("evt_burst_{i}"))).collect();
+    let events: Vec<(String, &str, String)> = (0..EVENTS)
+        .map(|i| (format!("t{}", i % 3 + 1), types[(i / 3) % types.len()], format!("evt_burst_{i}")))
+        .collect();
     let bodies = events
         .iter()
         .map(|(tenant, event_type, event_id)| {
@@ -245,7 +252,11 @@ async fn the_same_event_id_published_many_times_in_one_burst_is_stored_once_and_
     let answers = answers(handles).await;
 
     let answers_for = |tenant: &str, event_id: &str| -> Vec<&(StatusCode, Value)> {
-        sent.iter().zip(&answers).filter(|(b, _)| b["tenant_id"] == tenant && b["event_id"] == event_id).map(|(_, a)| a).collect()
+        sent.iter()
+            .zip(&answers)
+            .filter(|(b, _)| b["tenant_id"] == tenant && b["event_id"] == event_id)
+            .map(|(_, a)| a)
+            .collect()
     };
     for (tenant, copies, deliveries) in [("t1", 40, 2), ("t2", 5, 1)] {
         let copies_answered = answers_for(tenant, "evt_dup");

@@ -10,7 +10,8 @@ async fn health_ready_and_metrics_answer() {
     let (status, body) = app.request(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["database"], "ok");
-    let text = app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    let text =
+        app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
     assert!(text.contains("http_requests_total"), "{text}");
 }
 

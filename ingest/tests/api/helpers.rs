@@ -38,12 +38,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     prefix.track(Topology::from_config(&config));
     let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
     // Wait until the broker side is up, so tests start from a ready service.
-    ingest
-        .state
-        .broker
-        .wait_session(std::time::Duration::from_secs(10))
-        .await
-        .expect("broker connects");
+    ingest.state.broker.wait_session(std::time::Duration::from_secs(10)).await.expect("broker connects");
     TestApp {
         base: format!("http://{}", ingest.addr),
         client: reqwest::Client::builder().no_proxy().build().expect("client"),
@@ -71,7 +66,13 @@ impl TestApp {
     }
 
     /// Sends a request; returns the status and the JSON body (`Null` if none).
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, format!("{}{}", self.base, path));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -86,7 +87,13 @@ impl TestApp {
     }
 
     /// Sends a raw body.
-    pub async fn request_raw(&self, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn request_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, format!("{}{}", self.base, path)).body(body);
         req = req.header("content-type", "application/json");
         if let Some(token) = token {

@@ -23,7 +23,11 @@ async fn table_count(url: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_go_up_on_an_empty_database_and_down_again() {
     let test_db = TestDb::create().await; // created and migrated up
-    assert_eq!(table_count(&test_db.url).await, 6, "api_keys, event_types, subscriptions, events, deliveries, delivery_attempts");
+    assert_eq!(
+        table_count(&test_db.url).await,
+        6,
+        "api_keys, event_types, subscriptions, events, deliveries, delivery_attempts"
+    );
     let url = test_db.url.clone();
     let reverted = tokio::task::spawn_blocking(move || db::revert_all_migrations_blocking(&url))
         .await

@@ -33,7 +33,16 @@ async fn the_openapi_document_lists_the_subscription_routes_without_authenticati
     let create = &paths["/api/v1/webhooks/subscriptions"]["post"];
     assert!(create["responses"]["201"].is_object() && create["responses"]["422"].is_object());
     let schemas = &doc["components"]["schemas"];
-    for schema in ["CreateSubscriptionRequest", "UpdateSubscriptionRequest", "SubscriptionView", "SubscriptionWithSecret", "SubscriptionPage", "ErrorBody", "DeliveryPage", "DeliveryWithAttempts"] {
+    for schema in [
+        "CreateSubscriptionRequest",
+        "UpdateSubscriptionRequest",
+        "SubscriptionView",
+        "SubscriptionWithSecret",
+        "SubscriptionPage",
+        "ErrorBody",
+        "DeliveryPage",
+        "DeliveryWithAttempts",
+    ] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
     let (status, _) = app.request(Method::GET, "/api/v1/openapi.json", Some("whk_wrong"), None).await;

@@ -34,8 +34,9 @@ fn count_by_delivery(messages: &[DispatchMessage]) -> HashMap<uuid::Uuid, usize>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_while_the_broker_is_unreachable_answers_202_and_queues_everything_once_it_returns() {
     let (proxy, through_proxy) = TcpProxy::for_amqp_url(&amqp_url()).await.expect("proxy");
-    let app = spawn_app_with(&[("AMQP_URL", &through_proxy), ("OUTBOX_INTERVAL_MS", "100"), ("OUTBOX_GRACE_MS", "300")])
-        .await;
+    let app =
+        spawn_app_with(&[("AMQP_URL", &through_proxy), ("OUTBOX_INTERVAL_MS", "100"), ("OUTBOX_GRACE_MS", "300")])
+            .await;
     app.insert_subscription("t1", "http://127.0.0.1:9/a", &["*"], true).await;
     app.insert_subscription("t1", "http://127.0.0.1:9/b", &["billing.*"], true).await;
     let publisher = app.publisher_key().await;
@@ -82,7 +83,13 @@ async fn publishing_while_the_broker_is_unreachable_answers_202_and_queues_every
     let counts = count_by_delivery(&messages);
     assert_eq!(messages.len(), EVENTS * 2, "duplicates or losses: {counts:?}");
     for delivery in &deliveries {
-        assert_eq!(counts.get(&delivery.id), Some(&1), "delivery {} queued {:?} times", delivery.id, counts.get(&delivery.id));
+        assert_eq!(
+            counts.get(&delivery.id),
+            Some(&1),
+            "delivery {} queued {:?} times",
+            delivery.id,
+            counts.get(&delivery.id)
+        );
     }
     assert!(messages.iter().all(|DispatchMessage::Attempt { attempt, .. }| *attempt == 1));
 
@@ -94,7 +101,8 @@ async fn publishing_while_the_broker_is_unreachable_answers_202_and_queues_every
     })
     .await;
     assert!(consumed.is_some(), "the event consumer did not resubscribe after the reconnect");
-    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    let metrics =
+        app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("outbox_backlog"), "{metrics}");
     assert!(metrics.contains("outbox_relayed_total"), "{metrics}");
 }
@@ -146,7 +154,11 @@ async fn the_relay_sends_a_due_retry_straight_to_dispatch_and_leaves_the_rest() 
     app.insert_subscriptions("t1", 4, &["*"]).await;
     let publisher = app.publisher_key().await;
     let (status, _) = app
-        .post("/api/v1/events", &publisher, &json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1", "event_id": "evt_r"}))
+        .post(
+            "/api/v1/events",
+            &publisher,
+            &json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1", "event_id": "evt_r"}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let deliveries = eventually(Duration::from_secs(15), || async {

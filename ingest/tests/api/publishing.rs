@@ -66,7 +66,9 @@ async fn publishing_rejects_bad_input_with_the_right_status() {
     let (status, body) = app.post("/api/v1/events", &tenant, &ok).await;
     assert_eq!(status, StatusCode::ACCEPTED, "a tenant key publishes for its own tenant: {body}");
     assert!(body["event_id"].as_str().expect("event id").starts_with("evt_"));
-    let (status, body) = app.post("/api/v1/events", &tenant, &json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t2"})).await;
+    let (status, body) = app
+        .post("/api/v1/events", &tenant, &json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t2"}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_error(&body, "forbidden");
 
@@ -80,8 +82,14 @@ async fn publishing_rejects_bad_input_with_the_right_status() {
         (json!({"event_type": "invoice.created", "event_data": [], "tenant_id": "t1"}), "event_data"),
         (json!({"event_type": "invoice.created", "event_data": {}}), "tenant_id"),
         (json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": ""}), "tenant_id"),
-        (json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1", "event_id": "has space"}), "event_id"),
-        (json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1", "event_id": "x".repeat(129)}), "event_id"),
+        (
+            json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1", "event_id": "has space"}),
+            "event_id",
+        ),
+        (
+            json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1", "event_id": "x".repeat(129)}),
+            "event_id",
+        ),
         (json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1", "metadata": 3}), "metadata"),
         (json!({"event_type": 5, "event_data": {}, "tenant_id": "t1"}), "event_type"),
     ];
@@ -91,11 +99,13 @@ async fn publishing_rejects_bad_input_with_the_right_status() {
         assert_eq!(assert_error(&answer, "validation_failed")["field"], field, "{body}");
     }
 
-    let (status, answer) = app.request_raw(reqwest::Method::POST, "/api/v1/events", Some(&publisher), b"{nope".to_vec()).await;
+    let (status, answer) =
+        app.request_raw(reqwest::Method::POST, "/api/v1/events", Some(&publisher), b"{nope".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&answer, "invalid_json");
 
-    let big = json!({"event_type": "invoice.created", "event_data": {"blob": "x".repeat(300 * 1024)}, "tenant_id": "t1"});
+    let big =
+        json!({"event_type": "invoice.created", "event_data": {"blob": "x".repeat(300 * 1024)}, "tenant_id": "t1"});
     let (status, answer) = app.post("/api/v1/events", &publisher, &big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_error(&answer, "payload_too_large");
@@ -121,7 +131,9 @@ async fn an_event_for_a_thousand_subscriptions_queues_each_of_its_deliveries_exa
     let queued_in = started.elapsed();
     assert!(all_enqueued.is_some(), "not every delivery was marked enqueued");
     // An observation for the record, not an assertion.
-    eprintln!("observed: fan-out to 1000 subscriptions answered 202 after {answered_in:?}, all queued after {queued_in:?}");
+    eprintln!(
+        "observed: fan-out to 1000 subscriptions answered 202 after {answered_in:?}, all queued after {queued_in:?}"
+    );
 
     let deliveries = app.deliveries_of("t1", "evt_wide").await;
     assert_eq!(deliveries.len(), 1_000);

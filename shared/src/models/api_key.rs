@@ -70,10 +70,7 @@ pub async fn create(
 }
 
 /// Finds the live key a token belongs to.
-pub async fn find_by_token(
-    conn: &mut AsyncPgConnection,
-    token: &str,
-) -> Result<Option<ApiKey>, diesel::result::Error> {
+pub async fn find_by_token(conn: &mut AsyncPgConnection, token: &str) -> Result<Option<ApiKey>, diesel::result::Error> {
     api_keys::table
         .filter(api_keys::key_hash.eq(crypto::hash_api_token(token)))
         .filter(api_keys::revoked_at.is_null())

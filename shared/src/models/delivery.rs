@@ -91,7 +91,7 @@ pub async fn mark_enqueued(
     )
     .bind::<Array<Uuid>, _>(ids)
     .bind::<Array<Int4>, _>(attempts);
-    diesel_async::RunQueryDsl::execute(query, conn).await
+    diesel_async::RunQueryDsl::execute(crate::db::Prepared(query), conn).await
 }
 
 /// Where a page of a delivery log starts: after this `(created_at, id)`.
@@ -133,9 +133,8 @@ pub async fn list_for_subscription(
         query = query.filter(d::event_type.eq(event_type.clone()));
     }
     if let Some(after) = filter.after {
-        query = query.filter(
-            d::created_at.lt(after.created_at).or(d::created_at.eq(after.created_at).and(d::id.lt(after.id))),
-        );
+        query = query
+            .filter(d::created_at.lt(after.created_at).or(d::created_at.eq(after.created_at).and(d::id.lt(after.id))));
     }
     diesel_async::RunQueryDsl::load(query, conn).await
 }

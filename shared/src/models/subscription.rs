@@ -64,11 +64,7 @@ pub struct SubscriptionChanges {
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, new: NewSubscription) -> QueryResult<Subscription> {
-    diesel::insert_into(subscriptions::table)
-        .values(new)
-        .returning(Subscription::as_returning())
-        .get_result(conn)
-        .await
+    diesel::insert_into(subscriptions::table).values(new).returning(Subscription::as_returning()).get_result(conn).await
 }
 
 /// The tenant's live subscription `id`, if any.

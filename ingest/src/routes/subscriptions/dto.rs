@@ -67,7 +67,13 @@ pub struct CreateSubscriptionRequest {
 
 impl CreateSubscriptionRequest {
     /// Validates every field; the result can go straight to the database.
-    pub fn validate(self, rules: &Rules<'_>, id: Uuid, tenant_id: &str, secret_encrypted: Vec<u8>) -> Result<NewSubscription, InvalidField> {
+    pub fn validate(
+        self,
+        rules: &Rules<'_>,
+        id: Uuid,
+        tenant_id: &str,
+        secret_encrypted: Vec<u8>,
+    ) -> Result<NewSubscription, InvalidField> {
         Ok(NewSubscription {
             id,
             tenant_id: tenant_id.to_owned(),
@@ -161,7 +167,10 @@ impl UpdateSubscriptionRequest {
                 .map(|headers| headers.to_json()),
             is_active,
             retry_enabled: not_null("retry_enabled", self.retry_enabled)?,
-            max_retries: not_null("max_retries", self.max_retries)?.map(MaxRetries::parse).transpose()?.map(MaxRetries::get),
+            max_retries: not_null("max_retries", self.max_retries)?
+                .map(MaxRetries::parse)
+                .transpose()?
+                .map(MaxRetries::get),
             timeout_seconds: not_null("timeout_seconds", self.timeout_seconds)?
                 .map(TimeoutSeconds::parse)
                 .transpose()?

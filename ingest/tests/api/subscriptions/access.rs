@@ -66,7 +66,10 @@ async fn another_tenants_subscription_is_not_found_and_untouched() {
         assert_error(&response, "not_found");
     }
     let (_, list) = app.get(COLLECTION, &stranger).await;
-    assert_eq!(list["items"].as_array().map(|items| items.iter().map(|s| &s["id"]).collect::<Vec<_>>()), Some(vec![&theirs["id"]]));
+    assert_eq!(
+        list["items"].as_array().map(|items| items.iter().map(|s| &s["id"]).collect::<Vec<_>>()),
+        Some(vec![&theirs["id"]])
+    );
 
     let (status, read) = app.get(&item_path(&id), &owner).await;
     assert_eq!(status, StatusCode::OK);

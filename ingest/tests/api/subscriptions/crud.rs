@@ -1,7 +1,10 @@
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use shared::{db, models::subscription::{self, SubscriptionChanges}};
+use shared::{
+    db,
+    models::subscription::{self, SubscriptionChanges},
+};
 
 use super::{create, id_of, item_path, minimal_body, COLLECTION};
 use crate::helpers::{assert_error, spawn_app};
@@ -15,7 +18,14 @@ fn timestamp(body: &Value, field: &str) -> DateTime<Utc> {
 async fn creating_a_subscription_answers_201_with_defaults_and_a_secret() {
     let app = spawn_app().await;
     let token = app.tenant_key("t1").await;
-    let res = app.client.post(format!("{}{COLLECTION}", app.base)).bearer_auth(&token).json(&minimal_body()).send().await.expect("sent");
+    let res = app
+        .client
+        .post(format!("{}{COLLECTION}", app.base))
+        .bearer_auth(&token)
+        .json(&minimal_body())
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(res.status(), StatusCode::CREATED);
     let location = res.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body: Value = res.json().await.expect("json");
@@ -85,13 +95,21 @@ async fn a_subscription_reads_back_as_created_without_its_secret() {
 async fn patch_changes_only_the_fields_it_names() {
     let app = spawn_app().await;
     let token = app.tenant_key("t1").await;
-    let created = create(&app, &token, &json!({"url": "https://example.com/a", "description": "first", "events": ["invoice.created"]})).await;
+    let created = create(
+        &app,
+        &token,
+        &json!({"url": "https://example.com/a", "description": "first", "events": ["invoice.created"]}),
+    )
+    .await;
     let path = item_path(&id_of(&created));
 
-    let (status, patched) = app.request(Method::PATCH, &path, Some(&token), Some(&json!({"events": ["payment.*"]}))).await;
+    let (status, patched) =
+        app.request(Method::PATCH, &path, Some(&token), Some(&json!({"events": ["payment.*"]}))).await;
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["events"], json!(["payment.*"]));
-    for unchanged in ["url", "description", "headers", "is_active", "retry_enabled", "max_retries", "timeout_seconds", "created_at"] {
+    for unchanged in
+        ["url", "description", "headers", "is_active", "retry_enabled", "max_retries", "timeout_seconds", "created_at"]
+    {
         assert_eq!(patched[unchanged], created[unchanged], "{unchanged}");
     }
     assert!(timestamp(&patched, "updated_at") > timestamp(&created, "updated_at"));

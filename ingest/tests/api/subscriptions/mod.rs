@@ -37,7 +37,14 @@ pub fn id_of(body: &Value) -> String {
 }
 
 /// Asserts a 422 `validation_failed` naming `field`; returns `details`.
-pub async fn assert_rejected(app: &TestApp, method: Method, path: &str, token: &str, body: &Value, field: &str) -> Value {
+pub async fn assert_rejected(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: &Value,
+    field: &str,
+) -> Value {
     let (status, response) = app.request(method.clone(), path, Some(token), Some(body)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{method} {path} {body} → {response}");
     let details = assert_error(&response, "validation_failed");

@@ -74,7 +74,19 @@ async fn rotating_the_secret_returns_a_new_one_and_keeps_the_old_encrypted() {
     let new_secret = rotated["secret"].as_str().expect("new secret").to_owned();
     assert!(new_secret.starts_with("whsec_"));
     assert_ne!(new_secret, old_secret);
-    for field in ["id", "url", "description", "events", "headers", "is_active", "retry_enabled", "max_retries", "timeout_seconds", "created_at", "disabled_reason"] {
+    for field in [
+        "id",
+        "url",
+        "description",
+        "events",
+        "headers",
+        "is_active",
+        "retry_enabled",
+        "max_retries",
+        "timeout_seconds",
+        "created_at",
+        "disabled_reason",
+    ] {
         assert_eq!(rotated[field], created[field], "{field}");
     }
 

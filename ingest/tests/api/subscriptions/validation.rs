@@ -77,7 +77,9 @@ async fn urls_must_be_absolute_http_without_credentials() {
     let app = spawn_app().await;
     let token = app.tenant_key("t1").await;
     let too_long = format!("https://example.com/{}", "a".repeat(2048));
-    for bad in ["not a url", "/relative/path", "ftp://example.com/", "https://user:pass@example.com/", "", too_long.as_str()] {
+    for bad in
+        ["not a url", "/relative/path", "ftp://example.com/", "https://user:pass@example.com/", "", too_long.as_str()]
+    {
         assert_rejected(&app, Method::POST, COLLECTION, &token, &with("url", json!(bad)), "url").await;
     }
 }
@@ -127,8 +129,19 @@ async fn custom_headers_must_be_valid_few_and_not_ours() {
     reject(&app, &token, json!({"X-Foo": "x".repeat(2049)}), "headers.X-Foo").await;
     reject(&app, &token, json!({"X-Foo": "1", "x-foo": "2"}), "headers.x-foo").await;
     for reserved in [
-        "Content-Type", "content-length", "Transfer-Encoding", "Connection", "Host", "User-Agent", "X-Webhook-Signature",
-        "X-WEBHOOK-EVENT-ID", "x-webhook-attempt", "webhook-id", "Webhook-Timestamp", "WEBHOOK-SIGNATURE", "Upgrade",
+        "Content-Type",
+        "content-length",
+        "Transfer-Encoding",
+        "Connection",
+        "Host",
+        "User-Agent",
+        "X-Webhook-Signature",
+        "X-WEBHOOK-EVENT-ID",
+        "x-webhook-attempt",
+        "webhook-id",
+        "Webhook-Timestamp",
+        "WEBHOOK-SIGNATURE",
+        "Upgrade",
     ] {
         reject(&app, &token, json!({ reserved: "x" }), &format!("headers.{reserved}")).await;
     }
