@@ -73,7 +73,9 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
         },
         slots: SubscriptionSlots::new(config.dispatcher_per_subscription),
         stats: Arc::default(),
-        claims: batched_store::claims(pool.clone()),
+        // Claims are bookkeeping (a lost one only means a redelivered message):
+        // committed asynchronously, saving a WAL flush per batch.
+        claims: batched_store::claims(db::bookkeeping_pool(&config.database_url, 4, "webhooks-dispatcher-claims")?),
         records: batched_store::records(pool.clone()),
         secrets: SecretBox::new(&config.secret_key),
         config: Arc::new(config),

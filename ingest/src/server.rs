@@ -61,7 +61,9 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     };
     let topology = Topology::from_config(&config);
     let broker = Broker::start(config.amqp_url.clone(), topology.clone());
-    let dispatch = DispatchQueue::start(broker.clone(), topology.clone(), pool.clone());
+    // Marking deliveries enqueued is bookkeeping: committed asynchronously.
+    let bookkeeping = db::bookkeeping_pool(&config.database_url, 4, "webhooks-ingest-bookkeeping")?;
+    let dispatch = DispatchQueue::start(broker.clone(), topology.clone(), bookkeeping);
     let catalog = Arc::new(catalog);
     let fanout = FanoutBatcher::start(pool.clone(), catalog.clone(), dispatch.clone());
     let state = AppState {

@@ -48,6 +48,28 @@ impl DbError {
 /// Builds a pool whose connections set `application_name` and a
 /// `statement_timeout`, and whose checkouts give up after 5 seconds.
 pub fn pool(database_url: &str, max_size: usize, application_name: &'static str) -> Result<DbPool, DbError> {
+    build_pool(database_url, max_size, application_name, true)
+}
+
+/// A pool whose connections commit asynchronously (`synchronous_commit = off`):
+/// a commit returns before its WAL is flushed, so a PostgreSQL crash can lose
+/// the last few hundred milliseconds of these transactions (never corrupt
+/// them). Only for bookkeeping whose loss is harmless: marking a delivery
+/// `enqueued` (if lost, the outbox relay queues a duplicate message that the
+/// dispatcher's claim drops) and a dispatcher's claim (if lost, the message is
+/// redelivered anyway). Every state a user sees or relies on — events,
+/// deliveries, attempts — is written through [`pool`], durably.
+pub fn bookkeeping_pool(database_url: &str, max_size: usize, application_name: &'static str) -> Result<DbPool, DbError> {
+    build_pool(database_url, max_size, application_name, false)
+}
+
+fn build_pool(
+    database_url: &str,
+    max_size: usize,
+    application_name: &'static str,
+    synchronous_commit: bool,
+) -> Result<DbPool, DbError> {
+    let synchronous_commit = if synchronous_commit { "on" } else { "off" };
     let mut config = ManagerConfig::default();
     // No `SELECT 1` on every checkout (the default): it doubled the round trips
     // of the hot paths. A connection that broke is found by its next query,
@@ -58,7 +80,10 @@ pub fn pool(database_url: &str, max_size: usize, application_name: &'static str)
             let mut conn = tokio::time::timeout(Duration::from_secs(5), AsyncPgConnection::establish(url))
                 .await
                 .map_err(|_| ConnectionError::BadConnection("connect timed out".into()))??;
-            conn.batch_execute(&format!("SET application_name = '{application_name}'; SET statement_timeout = '30s'"))
+            conn.batch_execute(&format!(
+                "SET application_name = '{application_name}'; SET statement_timeout = '30s'; \
+                 SET synchronous_commit = {synchronous_commit}"
+            ))
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
