@@ -139,6 +139,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
             metrics::gauge!("dispatcher_in_flight").increment(1.0);
             let outcome = deliver_one(&ctx.deliver, &job).await;
             metrics::gauge!("dispatcher_in_flight").decrement(1.0);
+            ctx.slots.record_outcome(subscription_id, outcome.is_success());
             outcome
         }
         Err(outcome) => outcome,
