@@ -19,7 +19,10 @@ const CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Token hash → principal, with the time it was looked up.
 #[derive(Clone, Default)]
-pub struct AuthCache(Arc<RwLock<HashMap<Vec<u8>, (Principal, Instant)>>>);
+pub struct AuthCache(Arc<RwLock<CachedPrincipals>>);
+
+/// Token hash → the principal and when it was looked up.
+type CachedPrincipals = HashMap<Vec<u8>, (Principal, Instant)>;
 
 impl AuthCache {
     fn get(&self, hash: &[u8]) -> Option<Principal> {

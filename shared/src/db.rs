@@ -126,7 +126,7 @@ pub fn run_migrations_blocking(database_url: &str) -> Result<usize, DbError> {
 }
 
 /// Advisory lock key that serializes migrations ("webhook" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x7765_6268_6f6f_6b;
+const MIGRATION_LOCK_KEY: i64 = 0x0077_6562_686f_6f6b;
 
 /// Reverts every migration (tests check that `down.sql` works).
 pub fn revert_all_migrations_blocking(database_url: &str) -> Result<usize, DbError> {
