@@ -173,3 +173,8 @@ impl<Q> diesel::query_builder::QueryId for Prepared<Q> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
+
+/// How many migrations `migrations/` holds (tests check that all ran once).
+pub fn migration_count() -> usize {
+    diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS).map_or(0, |m| m.len())
+}
