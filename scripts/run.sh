@@ -105,13 +105,13 @@ stop_all() {
   for pid in "$ingest_pid" "$dispatcher_pid"; do
     if alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi
   done
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 700); do
     alive "$ingest_pid" || alive "$dispatcher_pid" || break
     sleep 0.1
   done
   for pid in "$ingest_pid" "$dispatcher_pid"; do
     if alive "$pid"; then
-      say "process $pid did not stop within 30 s; killing it"
+      say "process $pid did not stop within 70 s; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi
   done

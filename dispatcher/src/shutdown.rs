@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-/// How long in-flight attempts get to finish after SIGTERM. Whatever is still
-/// running then stays unacked and is redelivered to another dispatcher.
-pub const DRAIN_BOUND: Duration = Duration::from_secs(30);
+/// How long in-flight attempts get to finish after SIGTERM: the longest
+/// subscription timeout (60 s) plus time to record the outcome. Whatever is
+/// still running then stays unacked and is redelivered to another dispatcher.
+/// Deployments give the process at least this long before SIGKILL.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(65);
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn signal() {
