@@ -59,7 +59,11 @@ pub fn pool(database_url: &str, max_size: usize, application_name: &'static str)
 /// dispatcher's claim drops) and a dispatcher's claim (if lost, the message is
 /// redelivered anyway). Every state a user sees or relies on — events,
 /// deliveries, attempts — is written through [`pool`], durably.
-pub fn bookkeeping_pool(database_url: &str, max_size: usize, application_name: &'static str) -> Result<DbPool, DbError> {
+pub fn bookkeeping_pool(
+    database_url: &str,
+    max_size: usize,
+    application_name: &'static str,
+) -> Result<DbPool, DbError> {
     build_pool(database_url, max_size, application_name, false)
 }
 
@@ -84,8 +88,8 @@ fn build_pool(
                 "SET application_name = '{application_name}'; SET statement_timeout = '30s'; \
                  SET synchronous_commit = {synchronous_commit}"
             ))
-                .await
-                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
         }
         .boxed()

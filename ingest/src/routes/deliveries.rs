@@ -7,6 +7,8 @@
 //! deleted subscription is a 409: nothing would be sent.
 
 use actix_web::{web, HttpResponse};
+
+use super::parse_id;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -136,11 +138,6 @@ pub struct TestEventQueued {
     pub delivery_id: Uuid,
 }
 
-/// A path id; a malformed one is simply not found.
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
-
 /// Cursor: base64url of the last row's `created_at` (microseconds) and id.
 fn encode_cursor(row: &Delivery) -> String {
     let mut bytes = row.created_at.timestamp_micros().to_be_bytes().to_vec();
@@ -199,13 +196,8 @@ pub async fn list_deliveries(
     let filter = LogFilter { status, event_type: params.event_type, after };
     let mut conn = db::conn(&state.pool).await?;
     live_subscription(&mut conn, tenant_id, subscription_id).await?;
-    let mut rows = delivery::list_for_subscription(&mut conn, tenant_id, subscription_id, &filter, limit).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(encode_cursor)
-    } else {
-        None
-    };
+    let rows = delivery::list_for_subscription(&mut conn, tenant_id, subscription_id, &filter, limit).await?;
+    let (rows, next_cursor) = page::split_page(rows, limit, encode_cursor);
     let items = rows.into_iter().map(DeliveryView::from).collect();
     Ok(HttpResponse::Ok().json(DeliveryPage { items, next_cursor }))
 }

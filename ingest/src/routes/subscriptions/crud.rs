@@ -66,7 +66,7 @@ pub async fn list_subscriptions(
     let after = params.cursor.as_deref().map(page::decode_cursor).transpose()?;
     let mut conn = db::conn(&state.pool).await?;
     let rows = subscription::list(&mut conn, tenant_id, after, limit).await?;
-    let (rows, next_cursor) = page::split_page(rows, limit, |row| row.id);
+    let (rows, next_cursor) = page::split_page(rows, limit, |row| page::encode_cursor(row.id));
     let items = rows.into_iter().map(SubscriptionView::from).collect();
     Ok(HttpResponse::Ok().json(SubscriptionPage { items, next_cursor }))
 }

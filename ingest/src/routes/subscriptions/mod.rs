@@ -7,14 +7,8 @@ pub mod page;
 pub mod secret;
 
 use actix_web::web;
-use uuid::Uuid;
 
-use crate::error::ApiError;
-
-/// A subscription id from the path; a malformed one is simply not found.
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
+use super::parse_id;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

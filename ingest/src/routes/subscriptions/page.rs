@@ -35,12 +35,12 @@ pub fn decode_cursor(cursor: &str) -> Result<Uuid, InvalidField> {
         .ok_or_else(|| InvalidField::new("cursor", "is not a cursor this API returned; pass next_cursor unchanged"))
 }
 
-/// Splits `limit + 1` fetched rows into the page and the next cursor.
-pub fn split_page<T>(mut rows: Vec<T>, limit: i64, id_of: impl Fn(&T) -> Uuid) -> (Vec<T>, Option<String>) {
+/// Splits `limit + 1` fetched rows into the page and the cursor after its last row.
+pub fn split_page<T>(mut rows: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     if rows.len() > limit {
         rows.truncate(limit);
-        let next = rows.last().map(|row| encode_cursor(id_of(row)));
+        let next = rows.last().map(cursor_of);
         (rows, next)
     } else {
         (rows, None)
@@ -72,9 +72,9 @@ mod tests {
     #[test]
     fn an_extra_row_means_another_page() {
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        let (page, next) = split_page(ids.clone(), 2, |id| *id);
+        let (page, next) = split_page(ids.clone(), 2, |id| encode_cursor(*id));
         assert_eq!(page, ids[..2]);
         assert_eq!(next, Some(encode_cursor(ids[1])));
-        assert_eq!(split_page(ids.clone(), 3, |id| *id), (ids, None));
+        assert_eq!(split_page(ids.clone(), 3, |id| encode_cursor(*id)), (ids, None));
     }
 }
