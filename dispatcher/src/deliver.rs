@@ -14,6 +14,8 @@ use crate::outcome::{classify_error, Outcome, OutcomeKind};
 
 /// How much of an answer is kept (and read at all).
 pub const MAX_RESPONSE_BODY: usize = 4096;
+/// How much of an answer's headers is kept (names and values, in bytes).
+pub const MAX_RESPONSE_HEADERS: usize = 8 * 1024;
 /// The `User-Agent` of every request.
 pub const USER_AGENT_VALUE: &str = "DotMac-Webhooks/1.0";
 
@@ -92,16 +94,41 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
         Ok(headers) => headers,
         Err(message) => return Outcome::failed(OutcomeKind::Internal, message, started.elapsed()),
     };
+    let sent_headers = Some(headers_json(&headers, usize::MAX));
     let sent = ctx.client.post(url).headers(headers).timeout(job.timeout).body(job.payload.clone()).send().await;
     let mut response = match sent {
         Ok(response) => response,
-        Err(err) => return classify_error(&err, started.elapsed()),
+        Err(err) => return classify_error(&err, started.elapsed()).with_headers(sent_headers, None),
     };
     let status = response.status().as_u16();
     let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let received_headers = Some(headers_json(response.headers(), MAX_RESPONSE_HEADERS));
     let body = read_prefix(&mut response).await;
     drop(response);
-    Outcome::answered(status, location.as_deref(), started.elapsed(), body)
+    Outcome::answered(status, location.as_deref(), started.elapsed(), body).with_headers(sent_headers, received_headers)
+}
+
+/// Headers as a JSON object for the delivery log: repeated names joined with
+/// ", ", sensitive values (credentials, cookies) masked, and no more headers
+/// than fit in `max_bytes` of names and values.
+pub fn headers_json(headers: &HeaderMap, max_bytes: usize) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    let mut used = 0usize;
+    for name in headers.keys() {
+        let value = if shared::redaction::is_sensitive_header(name.as_str()) {
+            shared::redaction::MASK.to_owned()
+        } else {
+            let values: Vec<String> =
+                headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+            values.join(", ")
+        };
+        used = used.saturating_add(name.as_str().len() + value.len());
+        if used > max_bytes {
+            break;
+        }
+        object.insert(name.as_str().to_owned(), serde_json::Value::String(value));
+    }
+    serde_json::Value::Object(object)
 }
 
 /// Reads chunks until [`MAX_RESPONSE_BODY`] bytes or the end; the rest is
@@ -193,6 +220,22 @@ mod tests {
             previous_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
             payload: r#"{"id":"evt_1","type":"invoice.created","timestamp":"2025-09-30T12:00:00Z","tenant_id":"t","data":{},"metadata":{}}"#.into(),
         }
+    }
+
+    #[test]
+    fn logged_headers_mask_credentials_and_stop_at_the_limit() {
+        let mut job = job();
+        job.custom_headers = serde_json::json!({"Authorization": "Bearer s3cret", "X-Tenant": "acme"});
+        let headers = request_headers(&job, 1_700_000_000).expect("headers");
+        let logged = headers_json(&headers, usize::MAX);
+        assert_eq!(logged["authorization"], "***");
+        assert_eq!(logged["x-tenant"], "acme");
+        assert_eq!(logged["x-webhook-attempt"], "2");
+        assert!(logged["webhook-signature"].as_str().is_some_and(|s| s.starts_with("v1,")));
+        let clipped = headers_json(&headers, 40);
+        assert!(clipped
+            .as_object()
+            .is_some_and(|o| !o.is_empty() && o.len() < logged.as_object().map_or(0, |l| l.len())));
     }
 
     #[test]

@@ -61,12 +61,24 @@ pub struct Outcome {
     pub duration: Duration,
     /// The first [`crate::deliver::MAX_RESPONSE_BODY`] bytes of the answer.
     pub response_body: Option<String>,
+    /// The headers sent (sensitive values masked), when a request was made.
+    pub request_headers: Option<serde_json::Value>,
+    /// The answer's headers, up to [`crate::deliver::MAX_RESPONSE_HEADERS`] bytes.
+    pub response_headers: Option<serde_json::Value>,
 }
 
 impl Outcome {
     /// An attempt that ended before any answer.
     pub fn failed(kind: OutcomeKind, error: impl Into<String>, duration: Duration) -> Self {
-        Self { kind, status_code: None, error: Some(error.into()), duration, response_body: None }
+        Self {
+            kind,
+            status_code: None,
+            error: Some(error.into()),
+            duration,
+            response_body: None,
+            request_headers: None,
+            response_headers: None,
+        }
     }
 
     /// An attempt the endpoint answered with `status`.
@@ -85,7 +97,22 @@ impl Outcome {
             410 => (OutcomeKind::HttpStatus, Some("endpoint answered HTTP 410 Gone".to_owned())),
             _ => (OutcomeKind::HttpStatus, Some(format!("endpoint answered HTTP {status}"))),
         };
-        Self { kind, status_code: Some(status), error, duration, response_body }
+        Self {
+            kind,
+            status_code: Some(status),
+            error,
+            duration,
+            response_body,
+            request_headers: None,
+            response_headers: None,
+        }
+    }
+
+    /// The same outcome, recording what was sent and what came back.
+    pub fn with_headers(mut self, sent: Option<serde_json::Value>, received: Option<serde_json::Value>) -> Self {
+        self.request_headers = sent;
+        self.response_headers = received;
+        self
     }
 
     pub fn is_success(&self) -> bool {

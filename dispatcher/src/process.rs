@@ -164,6 +164,8 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
         error: outcome.error.clone(),
         duration_ms: i32::try_from(outcome.duration.as_millis()).unwrap_or(i32::MAX),
         response_body: outcome.response_body.clone(),
+        request_headers: outcome.request_headers.clone(),
+        response_headers: outcome.response_headers.clone(),
     };
     let recorded = match record_with_retries(ctx, subscription_id, row, next).await {
         Ok(recorded) => recorded,

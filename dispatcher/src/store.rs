@@ -279,9 +279,10 @@ pub async fn record_many(
             diesel::sql_query(
                 "WITH v AS ( \
                SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::timestamptz[], $5::int4[], \
-                 $6::text[], $7::bool[], $8::uuid[], $9::text[], $10::int4[], $11::text[]) \
+                 $6::text[], $7::bool[], $8::uuid[], $9::text[], $10::int4[], $11::text[], $12::jsonb[], \
+                 $13::jsonb[]) \
                AS v(delivery_id, attempt, status, next_attempt_at, status_code, error, retrying, \
-                 attempt_id, outcome, duration_ms, response_body)), \
+                 attempt_id, outcome, duration_ms, response_body, request_headers, response_headers)), \
              locked AS (SELECT id FROM deliveries WHERE id IN (SELECT delivery_id FROM v) ORDER BY id FOR UPDATE), \
              upd AS ( \
                UPDATE deliveries d SET attempt_count = v.attempt, status = v.status, \
@@ -292,9 +293,10 @@ pub async fn record_many(
                RETURNING d.id), \
              ins AS ( \
                INSERT INTO delivery_attempts \
-                 (id, delivery_id, attempt, outcome, status_code, error, duration_ms, response_body) \
+                 (id, delivery_id, attempt, outcome, status_code, error, duration_ms, response_body, \
+                  request_headers, response_headers) \
                SELECT v.attempt_id, v.delivery_id, v.attempt, v.outcome, v.status_code, v.error, \
-                 v.duration_ms, v.response_body \
+                 v.duration_ms, v.response_body, v.request_headers, v.response_headers \
                FROM v JOIN upd ON upd.id = v.delivery_id) \
              SELECT id AS delivery_id FROM upd",
             )
@@ -310,8 +312,12 @@ pub async fn record_many(
             .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.id).collect::<Vec<_>>())
             .bind::<Array<Text>, _>(batch.iter().map(|(_, r, _)| r.outcome.clone()).collect::<Vec<_>>())
             .bind::<Array<Int4>, _>(batch.iter().map(|(_, r, _)| r.duration_ms).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(
-                batch.iter().map(|(_, r, _)| r.response_body.clone()).collect::<Vec<_>>(),
+            .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|(_, r, _)| r.response_body.clone()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Jsonb>>, _>(
+                batch.iter().map(|(_, r, _)| r.request_headers.clone()).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Nullable<Jsonb>>, _>(
+                batch.iter().map(|(_, r, _)| r.response_headers.clone()).collect::<Vec<_>>(),
             ),
         )
         .load(conn)

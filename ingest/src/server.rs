@@ -23,7 +23,7 @@ pub struct Ingest {
     pub state: AppState,
     pub server: actix_web::dev::ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// The AMQP event consumer and the outbox relay.
+    /// The AMQP event consumer, the outbox relay and the job runners.
     pub background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -77,7 +77,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         catalog,
         auth_cache: AuthCache::default(),
     };
-    let background = vec![
+    let mut background = vec![
         consumer::start(state.clone()),
         OutboxRelay {
             broker: state.broker.clone(),
@@ -88,6 +88,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         }
         .start(),
     ];
+    background.extend(crate::jobs::start(state.clone()));
     let app_state = state.clone();
     let server = HttpServer::new(move || build_app(app_state.clone()))
         .workers(workers.max(1))

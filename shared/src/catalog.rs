@@ -20,6 +20,16 @@ pub struct EventType {
     pub category: String,
 }
 
+/// The category of operational events (`webhook.subscription.disabled`, …):
+/// the `*` pattern does not match it; a tenant opts in with `webhook.*` or an
+/// exact type.
+pub const OPERATIONAL_CATEGORY: &str = "webhook";
+
+/// Whether `event_type` is one of ours (`webhook.…`) rather than a module's.
+pub fn is_operational(event_type: &str) -> bool {
+    stem(event_type) == OPERATIONAL_CATEGORY
+}
+
 /// The catalog, loaded once at start from the `event_types` table.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -68,8 +78,13 @@ impl Catalog {
 
     /// Every pattern that matches `event_type`; fan-out selects the
     /// subscriptions whose `events` overlap this list (a GIN-indexed `&&`).
+    /// `*` matches every event except the operational ones.
     pub fn matching_patterns(&self, event_type: &str) -> Vec<String> {
-        let mut patterns = vec![event_type.to_owned(), format!("{}.*", stem(event_type)), "*".to_owned()];
+        let mut patterns = vec![event_type.to_owned(), format!("{}.*", stem(event_type))];
+        let category = self.get(event_type).map(|entry| entry.category.as_str());
+        if !is_operational(event_type) && category != Some(OPERATIONAL_CATEGORY) {
+            patterns.push("*".to_owned());
+        }
         if let Some(entry) = self.get(event_type) {
             let category = format!("{}.*", entry.category);
             if !patterns.contains(&category) {
@@ -77,6 +92,17 @@ impl Catalog {
             }
         }
         patterns
+    }
+}
+
+impl Catalog {
+    /// The catalog types a subscription with these `events` patterns receives.
+    pub fn types_matching(&self, patterns: &[String]) -> Vec<String> {
+        self.types
+            .iter()
+            .filter(|t| self.matching_patterns(&t.event_type).iter().any(|p| patterns.contains(p)))
+            .map(|t| t.event_type.clone())
+            .collect()
     }
 }
 
@@ -93,6 +119,11 @@ mod tests {
         Catalog::new(vec![
             EventType { event_type: "invoice.created".into(), description: "d".into(), category: "billing".into() },
             EventType { event_type: "email.sent".into(), description: "d".into(), category: "communication".into() },
+            EventType {
+                event_type: "webhook.delivery.failed".into(),
+                description: "d".into(),
+                category: "webhook".into(),
+            },
         ])
     }
 
@@ -110,5 +141,14 @@ mod tests {
     #[test]
     fn matching_patterns_cover_every_form() {
         assert_eq!(catalog().matching_patterns("invoice.created"), ["invoice.created", "invoice.*", "*", "billing.*"]);
+    }
+
+    #[test]
+    fn star_does_not_match_operational_events() {
+        let c = catalog();
+        assert_eq!(c.matching_patterns("webhook.delivery.failed"), ["webhook.delivery.failed", "webhook.*"]);
+        assert_eq!(c.types_matching(&["*".into()]), ["invoice.created", "email.sent"]);
+        assert_eq!(c.types_matching(&["webhook.*".into()]), ["webhook.delivery.failed"]);
+        assert_eq!(c.types_matching(&["billing.*".into(), "email.sent".into()]), ["invoice.created", "email.sent"]);
     }
 }

@@ -72,6 +72,10 @@ pub struct Config {
     /// How old an unqueued delivery must be before the relay takes it over from
     /// the publisher that created it (which normally queues it within milliseconds).
     pub outbox_grace: Duration,
+    /// Deliveries a recover or bulk-retry job queues per step.
+    pub recovery_batch_size: usize,
+    /// Pause between a job's steps, so a large recovery leaves room for live traffic.
+    pub recovery_batch_pause: Duration,
 }
 
 impl Config {
@@ -139,6 +143,13 @@ impl Config {
                 &var("OUTBOX_GRACE_MS", "5000"),
                 0,
                 86_400_000,
+            )? as u64),
+            recovery_batch_size: parse_number("RECOVERY_BATCH_SIZE", &var("RECOVERY_BATCH_SIZE", "100"), 1, 10_000)?,
+            recovery_batch_pause: Duration::from_millis(parse_number(
+                "RECOVERY_BATCH_PAUSE_MS",
+                &var("RECOVERY_BATCH_PAUSE_MS", "100"),
+                0,
+                60_000,
             )? as u64),
         })
     }
@@ -237,6 +248,7 @@ mod tests {
         assert_eq!(ok.ingest_prefetch, 64);
         assert_eq!(ok.outbox_interval, Duration::from_secs(1));
         assert_eq!(ok.outbox_grace, Duration::from_secs(5));
+        assert_eq!((ok.recovery_batch_size, ok.recovery_batch_pause), (100, Duration::from_millis(100)));
         assert!(!format!("{:?}", ok.secret_key).contains('7'));
     }
 }

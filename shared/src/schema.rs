@@ -88,6 +88,31 @@ diesel::table! {
         duration_ms -> Int4,
         response_body -> Nullable<Text>,
         created_at -> Timestamptz,
+        request_headers -> Nullable<Jsonb>,
+        response_headers -> Nullable<Jsonb>,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> Uuid,
+        tenant_id -> Text,
+        kind -> Text,
+        status -> Text,
+        since -> Timestamptz,
+        until -> Timestamptz,
+        subscription_id -> Nullable<Uuid>,
+        event_type -> Nullable<Text>,
+        include_missed -> Bool,
+        total -> Int8,
+        queued -> Int8,
+        phase -> Text,
+        cursor_created_at -> Nullable<Timestamptz>,
+        cursor_id -> Nullable<Uuid>,
+        lease_until -> Nullable<Timestamptz>,
+        error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -102,4 +127,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     events,
     deliveries,
     delivery_attempts,
+    jobs,
 );

@@ -16,7 +16,8 @@ use shared::{
     db,
     models::{
         attempt::{self, Attempt},
-        delivery::{self, Delivery, DeliveryStatus, LogFilter, LogPosition},
+        delivery::{self, Delivery, DeliveryStatus, LogFilter, LogPosition, RetryScope},
+        event,
         subscription::{self, Subscription},
     },
 };
@@ -74,6 +75,12 @@ impl From<Delivery> for DeliveryView {
 /// One HTTP attempt of a delivery.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptView {
+    /// Every header sent (values of credential-like names read `***`); `{}` if nothing was sent.
+    #[schema(value_type = Object)]
+    pub request_headers: serde_json::Value,
+    /// The answer's headers (the first 8 KiB); `{}` if there was no answer.
+    #[schema(value_type = Object)]
+    pub response_headers: serde_json::Value,
     /// 1, 2, …
     pub attempt: i32,
     /// Stable outcome code: `success`, `http_status`, `redirect`, `timeout`,
@@ -89,7 +96,10 @@ pub struct AttemptView {
 
 impl From<Attempt> for AttemptView {
     fn from(row: Attempt) -> Self {
+        let object = |headers: Option<serde_json::Value>| headers.unwrap_or_else(|| serde_json::json!({}));
         Self {
+            request_headers: object(row.request_headers),
+            response_headers: object(row.response_headers),
             attempt: row.attempt,
             outcome: row.outcome,
             status_code: row.status_code,
@@ -106,6 +116,9 @@ impl From<Attempt> for AttemptView {
 pub struct DeliveryWithAttempts {
     #[serde(flatten)]
     pub delivery: DeliveryView,
+    /// The envelope the subscriber receives (the same JSON object on every attempt).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
     pub attempts: Vec<AttemptView>,
 }
 
@@ -139,13 +152,13 @@ pub struct TestEventQueued {
 }
 
 /// Cursor: base64url of the last row's `created_at` (microseconds) and id.
-fn encode_cursor(row: &Delivery) -> String {
+pub(crate) fn encode_cursor(row: &Delivery) -> String {
     let mut bytes = row.created_at.timestamp_micros().to_be_bytes().to_vec();
     bytes.extend_from_slice(row.id.as_bytes());
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn decode_cursor(cursor: &str) -> Result<LogPosition, ApiError> {
+pub(crate) fn decode_cursor(cursor: &str) -> Result<LogPosition, ApiError> {
     let invalid = || ApiError::validation("cursor", "is not a cursor this API returned; pass next_cursor unchanged");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     if bytes.len() != 24 {
@@ -156,6 +169,12 @@ fn decode_cursor(cursor: &str) -> Result<LogPosition, ApiError> {
     let created_at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(invalid)?;
     let id = Uuid::from_slice(id).map_err(|_| invalid())?;
     Ok(LogPosition { created_at, id })
+}
+
+/// `?status=`: one of the contract's delivery states, else a 422 naming it.
+pub(crate) fn parse_status(status: &str) -> Result<DeliveryStatus, ApiError> {
+    DeliveryStatus::parse(status)
+        .ok_or_else(|| ApiError::invalid_value("status", status, "must be one of pending, retrying, succeeded, failed"))
 }
 
 /// The tenant's live subscription, or 404.
@@ -183,20 +202,18 @@ pub async fn list_deliveries(
     let tenant_id = auth.tenant()?;
     let subscription_id = parse_id(&path)?;
     let limit = page::parse_limit(params.limit)?;
-    let status = params
-        .status
-        .as_deref()
-        .map(|s| {
-            DeliveryStatus::parse(s).ok_or_else(|| {
-                ApiError::invalid_value("status", s, "must be one of pending, retrying, succeeded, failed")
-            })
-        })
-        .transpose()?;
+    let status = params.status.as_deref().map(parse_status).transpose()?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let filter = LogFilter { status, event_type: params.event_type, after };
+    let filter = LogFilter {
+        status,
+        event_type: params.event_type,
+        subscription_id: Some(subscription_id),
+        after,
+        ..LogFilter::default()
+    };
     let mut conn = db::conn(&state.pool).await?;
     live_subscription(&mut conn, tenant_id, subscription_id).await?;
-    let rows = delivery::list_for_subscription(&mut conn, tenant_id, subscription_id, &filter, limit).await?;
+    let rows = delivery::list(&mut conn, tenant_id, &filter, limit).await?;
     let (rows, next_cursor) = page::split_page(rows, limit, encode_cursor);
     let items = rows.into_iter().map(DeliveryView::from).collect();
     Ok(HttpResponse::Ok().json(DeliveryPage { items, next_cursor }))
@@ -221,18 +238,26 @@ pub async fn get_delivery(
     let mut conn = db::conn(&state.pool).await?;
     let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     let attempts = attempt::for_delivery(&mut conn, id).await?.into_iter().map(AttemptView::from).collect();
-    Ok(HttpResponse::Ok().json(DeliveryWithAttempts { delivery: row.into(), attempts }))
+    let payload = envelope_object(&event::payload_of(&mut conn, row.event_ref).await?)?;
+    Ok(HttpResponse::Ok().json(DeliveryWithAttempts { delivery: row.into(), payload, attempts }))
+}
+
+/// A stored envelope as the JSON object it is.
+pub(crate) fn envelope_object(payload: &str) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_str(payload).map_err(|e| ApiError::Internal(format!("a stored envelope is not JSON: {e}")))
 }
 
 /// Queues a new attempt now, whatever the delivery's status. No automatic
-/// retries follow it: if it fails, the delivery is `failed` again.
+/// retries follow it: if it fails, the delivery is `failed` again. While an
+/// attempt is in flight the answer is 409: recording that attempt would
+/// overwrite the retry, and an accepted retry must never be dropped.
 #[utoipa::path(post, path = "/api/v1/webhooks/deliveries/{id}/retry", tag = "deliveries",
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses(
         (status = 202, body = DeliveryView, description = "Queued; the delivery is `pending` until the attempt ends"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
         (status = 404, body = ErrorBody, description = "No such delivery for this tenant"),
-        (status = 409, body = ErrorBody, description = "The subscription is paused or deleted"),
+        (status = 409, body = ErrorBody, description = "The subscription is paused or deleted, or an attempt is in flight"),
     ),
     security(("bearer" = [])))]
 pub async fn retry_delivery(
@@ -253,12 +278,20 @@ pub async fn retry_delivery(
         }
         Some(_) => {}
     }
-    let row = delivery::request_manual_retry(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
+    let Some(requeued) = delivery::request_retries(&mut conn, tenant_id, &[id], RetryScope::AnyStatus).await?.pop()
+    else {
+        return Err(if delivery::attempt_in_flight(&mut conn, id).await? {
+            ApiError::Conflict("an attempt of this delivery is in flight; retry once it has been recorded".into())
+        } else {
+            ApiError::Conflict("the subscription is paused or deleted; activate it before retrying".into())
+        });
+    };
+    let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     drop(conn);
     // The row is durable with `enqueued = false`: if this message is lost, the outbox relay sends it.
-    state.dispatch.enqueue_attempt(id, row.attempt_count + 1);
+    state.dispatch.enqueue_attempt(id, requeued.attempt);
     metrics::counter!("manual_retries_total").increment(1);
-    log::info!("manual retry queued tenant_id={tenant_id} delivery_id={id} attempt={}", row.attempt_count + 1);
+    log::info!("manual retry queued tenant_id={tenant_id} delivery_id={id} attempt={}", requeued.attempt);
     Ok(HttpResponse::Accepted().json(DeliveryView::from(row)))
 }
 

@@ -2,8 +2,12 @@
 
 pub mod catalog;
 pub mod deliveries;
+pub mod delivery_log;
+pub mod event_lookup;
 pub mod events;
+pub mod jobs;
 pub mod subscriptions;
+pub mod window;
 
 use actix_web::web;
 use uuid::Uuid;
@@ -23,6 +27,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(catalog::configure)
             .configure(events::configure)
             .configure(subscriptions::configure)
-            .configure(deliveries::configure),
+            .configure(deliveries::configure)
+            .configure(delivery_log::configure)
+            .configure(event_lookup::configure)
+            .configure(jobs::configure),
     );
 }

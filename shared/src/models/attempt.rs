@@ -18,6 +18,10 @@ pub struct Attempt {
     pub duration_ms: i32,
     pub response_body: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Every header sent, sensitive values masked (`null` when nothing was sent).
+    pub request_headers: Option<serde_json::Value>,
+    /// The answer's headers, up to 8 KiB (`null` without an answer).
+    pub response_headers: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -31,6 +35,8 @@ pub struct NewAttempt {
     pub error: Option<String>,
     pub duration_ms: i32,
     pub response_body: Option<String>,
+    pub request_headers: Option<serde_json::Value>,
+    pub response_headers: Option<serde_json::Value>,
 }
 
 /// Every attempt of a delivery, in order.

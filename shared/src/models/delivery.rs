@@ -101,41 +101,65 @@ pub struct LogPosition {
     pub id: uuid::Uuid,
 }
 
-/// Filters of a delivery log page.
+/// Filters of a delivery log page (a subscription's log sets `subscription_id`).
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<String>,
+    pub subscription_id: Option<uuid::Uuid>,
+    /// Only deliveries created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only deliveries created before this time.
+    pub until: Option<DateTime<Utc>>,
     pub after: Option<LogPosition>,
 }
 
-/// One page of a subscription's deliveries, newest first (`created_at DESC,
-/// id DESC`), fetching `limit + 1` so the caller knows if more follow.
-pub async fn list_for_subscription(
+/// One page of a tenant's deliveries, newest first (`created_at DESC, id
+/// DESC`), fetching `limit + 1` so the caller knows if more follow. Served by
+/// the `(subscription_id, created_at, id)` index for a subscription's log and
+/// the `(tenant_id, created_at, id)` one for the tenant-wide log.
+pub async fn list(
     conn: &mut diesel_async::AsyncPgConnection,
     tenant_id: &str,
-    subscription_id: uuid::Uuid,
     filter: &LogFilter,
     limit: i64,
 ) -> QueryResult<Vec<Delivery>> {
     use deliveries::dsl as d;
     let mut query = d::deliveries
         .filter(d::tenant_id.eq(tenant_id))
-        .filter(d::subscription_id.eq(subscription_id))
         .select(Delivery::as_select())
         .order((d::created_at.desc(), d::id.desc()))
         .limit(limit + 1)
         .into_boxed();
+    if let Some(subscription_id) = filter.subscription_id {
+        query = query.filter(d::subscription_id.eq(subscription_id));
+    }
     if let Some(status) = filter.status {
         query = query.filter(d::status.eq(status.as_str()));
     }
     if let Some(event_type) = &filter.event_type {
         query = query.filter(d::event_type.eq(event_type.clone()));
     }
+    if let Some(since) = filter.since {
+        query = query.filter(d::created_at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(d::created_at.lt(until));
+    }
     if let Some(after) = filter.after {
         query = query
             .filter(d::created_at.lt(after.created_at).or(d::created_at.eq(after.created_at).and(d::id.lt(after.id))));
     }
+    diesel_async::RunQueryDsl::load(query, conn).await
+}
+
+/// Every delivery of an event (`event_ref` is the event row's id), oldest first.
+pub async fn for_event(
+    conn: &mut diesel_async::AsyncPgConnection,
+    event_ref: uuid::Uuid,
+) -> QueryResult<Vec<Delivery>> {
+    use deliveries::dsl as d;
+    let query = d::deliveries.filter(d::event_ref.eq(event_ref)).select(Delivery::as_select()).order(d::id.asc());
     diesel_async::RunQueryDsl::load(query, conn).await
 }
 
@@ -150,24 +174,64 @@ pub async fn find(
     diesel_async::RunQueryDsl::get_result(query, conn).await.optional()
 }
 
-/// Prepares a manual retry: the delivery becomes `pending` with
-/// `manual_retry` set (no automatic retries after that attempt) and
-/// `enqueued = false` until the new message is confirmed (so the outbox relay
-/// queues it if the caller cannot). Returns the updated row.
-pub async fn request_manual_retry(
+/// Which deliveries [`request_retries`] may requeue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryScope {
+    /// Whatever their status (the manual retry of one delivery).
+    AnyStatus,
+    /// Only those still `failed` (recover and bulk-retry jobs: a delivery
+    /// that is already on its way again is left alone).
+    OnlyFailed,
+}
+
+/// A delivery [`request_retries`] requeued: queue `attempt` for it once the
+/// transaction is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Requeued {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub id: uuid::Uuid,
+    #[diesel(sql_type = diesel::sql_types::Int4)]
+    pub attempt: i32,
+}
+
+/// The one home of a manual retry. Each of the tenant's deliveries `ids`
+/// becomes `pending` with `manual_retry` set (no automatic retries follow that
+/// attempt) and `enqueued = false` until the broker confirms the message for
+/// its next attempt, so the outbox relay queues it if the caller cannot.
+///
+/// Skipped: deliveries with an attempt in flight (a live dispatcher claim —
+/// recording that attempt would overwrite the retry, so the caller answers
+/// 409 instead of accepting and dropping it), deliveries whose subscription
+/// is paused or deleted (nothing would be sent), and with
+/// [`RetryScope::OnlyFailed`] any that are not `failed` any more.
+pub async fn request_retries(
     conn: &mut diesel_async::AsyncPgConnection,
     tenant_id: &str,
-    id: uuid::Uuid,
-) -> QueryResult<Option<Delivery>> {
+    ids: &[uuid::Uuid],
+    scope: RetryScope,
+) -> QueryResult<Vec<Requeued>> {
+    use diesel::sql_types::{Array, Bool, Text, Uuid};
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = diesel::sql_query(
+        "UPDATE deliveries d SET manual_retry = true, status = 'pending', enqueued = false, \
+           next_attempt_at = now(), updated_at = now() \
+         FROM subscriptions s \
+         WHERE d.id = ANY($1) AND d.tenant_id = $2 AND (NOT $3 OR d.status = 'failed') \
+           AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
+           AND s.id = d.subscription_id AND s.is_active AND s.deleted_at IS NULL \
+         RETURNING d.id, d.attempt_count + 1 AS attempt",
+    )
+    .bind::<Array<Uuid>, _>(ids)
+    .bind::<Text, _>(tenant_id)
+    .bind::<Bool, _>(scope == RetryScope::OnlyFailed);
+    diesel_async::RunQueryDsl::load(crate::db::Prepared(query), conn).await
+}
+
+/// Whether a dispatcher holds a live claim on the delivery (an attempt in flight).
+pub async fn attempt_in_flight(conn: &mut diesel_async::AsyncPgConnection, id: uuid::Uuid) -> QueryResult<bool> {
     use deliveries::dsl as d;
-    let query = diesel::update(d::deliveries.filter(d::id.eq(id)).filter(d::tenant_id.eq(tenant_id)))
-        .set((
-            d::manual_retry.eq(true),
-            d::status.eq(DeliveryStatus::Pending.as_str()),
-            d::enqueued.eq(false),
-            d::next_attempt_at.eq(diesel::dsl::now),
-            d::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(Delivery::as_returning());
-    diesel_async::RunQueryDsl::get_result(query, conn).await.optional()
+    let query = d::deliveries.filter(d::id.eq(id)).filter(d::claimed_until.gt(diesel::dsl::now)).select(d::id);
+    Ok(diesel_async::RunQueryDsl::get_result::<uuid::Uuid>(query, conn).await.optional()?.is_some())
 }

@@ -29,3 +29,21 @@ pub struct NewEvent {
     pub payload: String,
     pub source: String,
 }
+
+/// The tenant's event with the publisher's `event_id`, if any.
+pub async fn find_by_event_id(
+    conn: &mut diesel_async::AsyncPgConnection,
+    tenant_id: &str,
+    event_id: &str,
+) -> QueryResult<Option<Event>> {
+    use events::dsl as ev;
+    let query =
+        ev::events.filter(ev::tenant_id.eq(tenant_id)).filter(ev::event_id.eq(event_id)).select(Event::as_select());
+    diesel_async::RunQueryDsl::get_result(query, conn).await.optional()
+}
+
+/// The stored envelope of the event row `event_ref`.
+pub async fn payload_of(conn: &mut diesel_async::AsyncPgConnection, event_ref: uuid::Uuid) -> QueryResult<String> {
+    use events::dsl as ev;
+    diesel_async::RunQueryDsl::get_result(ev::events.find(event_ref).select(ev::payload), conn).await
+}

@@ -4,4 +4,5 @@ pub mod api_key;
 pub mod attempt;
 pub mod delivery;
 pub mod event;
+pub mod job;
 pub mod subscription;

@@ -1,0 +1,147 @@
+//! Recover and bulk-retry jobs, run in the background by every ingest.
+//!
+//! A runner leases the oldest running job nobody holds, runs its steps
+//! ([`step::run`]) until it is over, renewing the lease with each step, and
+//! queues each step's attempts after its commit. An ingest that stops or
+//! dies mid-job simply stops renewing: once the lease lapses another runner
+//! (here or on a replica) carries on from the cursor in the job row.
+//!
+//! Pacing: a step queues at most `RECOVERY_BATCH_SIZE` deliveries, then the
+//! runner waits `RECOVERY_BATCH_PAUSE_MS`, and longer while more than half of
+//! that step's deliveries still wait for a dispatcher (up to
+//! [`BACKLOG_WAIT`]). A job so never runs far ahead of the dispatchers, and
+//! live traffic shares the queue with at most one batch per running job.
+
+pub mod candidates;
+pub mod step;
+
+use std::time::Duration;
+
+use diesel::{
+    sql_types::{Array, BigInt, Uuid as SqlUuid},
+    QueryableByName,
+};
+use diesel_async::RunQueryDsl;
+use shared::{db, models::job};
+
+use crate::state::AppState;
+
+/// How long a runner holds a job without renewing; another takes over after.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// How often an idle runner looks for a job.
+const POLL: Duration = Duration::from_millis(500);
+/// Runners per ingest (jobs it runs at once).
+const RUNNERS: usize = 2;
+/// Longest wait for the dispatchers to take up a step's deliveries.
+pub const BACKLOG_WAIT: Duration = Duration::from_secs(10);
+
+/// Starts this ingest's runners.
+pub fn start(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    metrics::describe_counter!(
+        "webhooks_ingest_job_attempts_queued_total",
+        "Attempts queued by recover and bulk-retry jobs (requeued failed deliveries and missed events)"
+    );
+    metrics::describe_counter!(
+        "webhooks_ingest_jobs_finished_total",
+        "Recover and bulk-retry jobs finished, by status"
+    );
+    (0..RUNNERS).map(|_| tokio::spawn(run(state.clone()))).collect()
+}
+
+async fn run(state: AppState) {
+    loop {
+        let leased = match db::conn(&state.pool).await {
+            Ok(mut conn) => job::lease_next(&mut conn, LEASE).await.map_err(db::DbError::from),
+            Err(err) => Err(err),
+        };
+        match leased {
+            Ok(Some(job)) => {
+                log::info!("job started job_id={} tenant_id={} kind={}", job.id, job.tenant_id, job.kind);
+                run_job(&state, job.id).await;
+            }
+            Ok(None) => tokio::time::sleep(POLL).await,
+            Err(err) => {
+                log::warn!("looking for jobs failed error={err}");
+                tokio::time::sleep(POLL * 4).await;
+            }
+        }
+    }
+}
+
+/// Runs steps until the job is over.
+async fn run_job(state: &AppState, job_id: uuid::Uuid) {
+    let batch = i64::try_from(state.config.recovery_batch_size).unwrap_or(100);
+    loop {
+        let result = match db::conn(&state.pool).await {
+            Ok(mut conn) => step::run(&mut conn, &state.catalog, job_id, batch, LEASE).await.map_err(db::DbError::from),
+            Err(err) => Err(err),
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(err) => {
+                // The step rolled back; try again (another runner takes over if this one stays stuck).
+                log::warn!("job step failed job_id={job_id} error={err}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for &(delivery_id, attempt) in &result.attempts {
+            state.dispatch.enqueue_attempt(delivery_id, attempt);
+        }
+        state.dispatch.enqueue_new(&result.created);
+        let queued = (result.attempts.len() + result.created.len()) as u64;
+        metrics::counter!("webhooks_ingest_job_attempts_queued_total").increment(queued);
+        if result.finished {
+            log_finished(state, job_id).await;
+            return;
+        }
+        let mut step_ids: Vec<uuid::Uuid> = result.attempts.iter().map(|(id, _)| *id).collect();
+        step_ids.extend(&result.created);
+        tokio::time::sleep(state.config.recovery_batch_pause).await;
+        wait_for_dispatchers(state, &step_ids).await;
+    }
+}
+
+async fn log_finished(state: &AppState, job_id: uuid::Uuid) {
+    use diesel::QueryDsl as _;
+    use shared::schema::jobs::dsl as j;
+    let Ok(mut conn) = db::conn(&state.pool).await else { return };
+    let found: Result<(String, String, i64, i64), _> =
+        j::jobs.find(job_id).select((j::tenant_id, j::status, j::total, j::queued)).get_result(&mut conn).await;
+    if let Ok((tenant_id, status, total, queued)) = found {
+        metrics::counter!("webhooks_ingest_jobs_finished_total", "status" => status.clone()).increment(1);
+        log::info!("job finished job_id={job_id} tenant_id={tenant_id} status={status} total={total} queued={queued}");
+    }
+}
+
+#[derive(QueryableByName)]
+struct Waiting {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Waits (up to [`BACKLOG_WAIT`]) while more than half of `ids` are still
+/// `pending`: queued, not yet attempted.
+async fn wait_for_dispatchers(state: &AppState, ids: &[uuid::Uuid]) {
+    if ids.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + BACKLOG_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let waiting = match db::conn(&state.pool).await {
+            Ok(mut conn) => {
+                diesel::sql_query("SELECT count(*) AS n FROM deliveries WHERE id = ANY($1) AND status = 'pending'")
+                    .bind::<Array<SqlUuid>, _>(ids)
+                    .get_result::<Waiting>(&mut conn)
+                    .await
+                    .map(|w| w.n)
+                    .unwrap_or(0)
+            }
+            Err(_) => 0,
+        };
+        if waiting * 2 <= ids.len() as i64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
