@@ -43,10 +43,15 @@ pub struct TestEnv {
 
 /// Starts a fresh environment (ingest only; start dispatchers as the test needs).
 pub async fn spawn_env() -> TestEnv {
+    spawn_env_with(&[]).await
+}
+
+/// Starts a fresh environment whose ingest has config `overrides`.
+pub async fn spawn_env_with(overrides: &[(&str, &str)]) -> TestEnv {
     shared::telemetry::init_logging();
     let db = TestDb::create().await;
     let mut prefix = TestPrefix::new();
-    let config = test_config(&db.url, &prefix.prefix, &[]).expect("test config");
+    let config = test_config(&db.url, &prefix.prefix, overrides).expect("test config");
     prefix.track(Topology::from_config(&config));
     let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
     ingest.state.broker.wait_session(Duration::from_secs(10)).await.expect("broker connects");
@@ -305,6 +310,61 @@ impl TestEnv {
         let status = res.status();
         (status, serde_json::from_str(&res.text().await.expect("body")).unwrap_or(Value::Null))
     }
+
+    /// Calls the REST API with a JSON body; returns the status and JSON body.
+    pub async fn api_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let res = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status();
+        (status, serde_json::from_str(&res.text().await.expect("body")).unwrap_or(Value::Null))
+    }
+
+    /// The publisher key of this environment.
+    pub fn publisher_token(&self) -> &str {
+        &self.publisher
+    }
+
+    /// Restarts ingest the hard way: a new ingest on the same database and
+    /// prefix starts, then the old one stops without finishing its
+    /// background work (its job runners are aborted mid-step, their leases
+    /// left to lapse) — what a killed process leaves behind.
+    pub async fn restart_ingest(&mut self) {
+        let fresh = ingest::server::start(self.config.clone(), 1).await.expect("ingest restarts");
+        fresh.state.broker.wait_session(Duration::from_secs(10)).await.expect("broker connects");
+        self.base = format!("http://{}", fresh.addr);
+        let old = std::mem::replace(&mut self.ingest, fresh);
+        for task in &old.background {
+            task.abort();
+        }
+        old.stop().await;
+    }
+
+    /// Polls a job until it is no longer `running`; returns it.
+    pub async fn wait_job(&self, token: &str, job_id: &str, timeout: Duration) -> Value {
+        let path = format!("/api/v1/webhooks/jobs/{job_id}");
+        let done = eventually(timeout, || async {
+            let (status, job) = self.api(reqwest::Method::GET, &path, token).await;
+            assert_eq!(status, StatusCode::OK, "{job}");
+            (job["status"] != "running").then_some(job)
+        })
+        .await;
+        match done {
+            Some(job) => job,
+            None => panic!("job {job_id} still running: {:?}", self.api(reqwest::Method::GET, &path, token).await),
+        }
+    }
 }
 
 /// What a receiver answers to one request.
@@ -314,11 +374,16 @@ pub struct Reply {
     pub delay: Duration,
     pub location: Option<String>,
     pub body: String,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, delay: Duration::ZERO, location: None, body: String::new() }
+        Self { status, delay: Duration::ZERO, location: None, body: String::new(), headers: Vec::new() }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
     }
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -329,7 +394,13 @@ impl Reply {
         self
     }
     pub fn redirect(location: &str) -> Self {
-        Self { status: 302, delay: Duration::ZERO, location: Some(location.to_owned()), body: String::new() }
+        Self {
+            status: 302,
+            delay: Duration::ZERO,
+            location: Some(location.to_owned()),
+            body: String::new(),
+            headers: Vec::new(),
+        }
     }
 }
 
@@ -474,6 +545,9 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<ReceiverSt
     let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).expect("status"));
     if let Some(location) = reply.location {
         response.insert_header(("Location", location));
+    }
+    for (name, value) in reply.headers {
+        response.insert_header((name, value));
     }
     response.body(reply.body)
 }

@@ -4,7 +4,9 @@
 mod control;
 mod failures;
 mod helpers;
+mod recovery;
 mod resilience;
 mod retries;
 mod sharing;
 mod signing;
+mod visibility;

@@ -27,9 +27,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(catalog::configure)
             .configure(events::configure)
             .configure(subscriptions::configure)
+            // Before `deliveries`: `/webhooks/deliveries/retry` must not be taken for `/webhooks/deliveries/{id}`.
+            .configure(jobs::configure)
             .configure(deliveries::configure)
             .configure(delivery_log::configure)
-            .configure(event_lookup::configure)
-            .configure(jobs::configure),
+            .configure(event_lookup::configure),
     );
 }

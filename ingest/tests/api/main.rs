@@ -3,6 +3,7 @@
 
 mod amqp_publishing;
 mod deliveries;
+mod delivery_log;
 mod fanout_batching;
 mod health;
 mod helpers;

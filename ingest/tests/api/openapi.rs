@@ -24,6 +24,11 @@ async fn the_openapi_document_lists_the_subscription_routes_without_authenticati
         ("/api/v1/webhooks/subscriptions/{id}/test", &["post"][..]),
         ("/api/v1/webhooks/deliveries/{id}", &["get"][..]),
         ("/api/v1/webhooks/deliveries/{id}/retry", &["post"][..]),
+        ("/api/v1/webhooks/deliveries", &["get"][..]),
+        ("/api/v1/webhooks/deliveries/retry", &["post"][..]),
+        ("/api/v1/webhooks/subscriptions/{id}/recover", &["post"][..]),
+        ("/api/v1/webhooks/jobs/{id}", &["get"][..]),
+        ("/api/v1/events/{event_id}", &["get"][..]),
     ] {
         for method in methods {
             assert!(paths[path][method].is_object(), "{method} {path} missing from the document");
@@ -42,6 +47,10 @@ async fn the_openapi_document_lists_the_subscription_routes_without_authenticati
         "ErrorBody",
         "DeliveryPage",
         "DeliveryWithAttempts",
+        "JobView",
+        "RecoverBody",
+        "BulkRetryBody",
+        "EventView",
     ] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
