@@ -142,7 +142,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
             ctx.slots.record_outcome(subscription_id, outcome.is_success());
             outcome
         }
-        Err(outcome) => outcome,
+        Err(outcome) => *outcome,
     };
     Stats::bump(&ctx.stats.attempts);
     metrics::counter!("webhook_attempts_total", "outcome" => outcome.kind.code()).increment(1);
@@ -197,10 +197,10 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
 
 /// Decrypts the secrets and builds the job; an undecryptable secret is an
 /// `internal` outcome (recorded like any failed attempt, so it shows in the log).
-fn job_of(ctx: &Context, claimed: Claimed, attempt: i32) -> Result<Job, Outcome> {
+fn job_of(ctx: &Context, claimed: Claimed, attempt: i32) -> Result<Job, Box<Outcome>> {
     let secret = ctx.secrets.open(&claimed.subscription_id, &claimed.secret_encrypted).map_err(|err| {
         log::error!("signing secret unusable subscription_id={} error={err}", claimed.subscription_id);
-        Outcome::failed(OutcomeKind::Internal, "the signing secret could not be decrypted", Duration::ZERO)
+        Box::new(Outcome::failed(OutcomeKind::Internal, "the signing secret could not be decrypted", Duration::ZERO))
     })?;
     let in_grace = claimed.secret_rotated_at.is_some_and(|at| chrono::Utc::now() - at < ROTATION_GRACE);
     let previous_secret = match (&claimed.previous_secret_encrypted, in_grace) {

@@ -15,8 +15,13 @@ use diesel::{
     sql_types::{Array, Bool, Bytea, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid},
     QueryableByName,
 };
+use diesel::OptionalExtension;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use shared::models::attempt::NewAttempt;
+use shared::{
+    catalog,
+    models::{attempt::NewAttempt, subscription},
+    operational::{self, OperationalEvent},
+};
 
 /// How long a claim outlives the subscription's timeout: time to record the outcome.
 pub const CLAIM_MARGIN_SECONDS: i32 = 5;
@@ -206,8 +211,22 @@ pub enum Recorded {
     Superseded,
 }
 
-/// Stores the attempt row and the delivery's new state (and disables the
-/// subscription on 410) in one transaction.
+#[derive(QueryableByName)]
+struct RecordedDelivery {
+    #[diesel(sql_type = Text)]
+    tenant_id: String,
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+}
+
+/// Stores the attempt row and the delivery's new state in one transaction,
+/// with what that state change causes: on 410 the subscription is disabled,
+/// and the tenant's operational events (`webhook.subscription.disabled`,
+/// `webhook.delivery.failed` when the delivery ends `failed`) are stored in
+/// the same transaction — except for a delivery of an operational event,
+/// which never causes another.
 pub async fn record(
     conn: &mut AsyncPgConnection,
     subscription_id: uuid::Uuid,
@@ -216,11 +235,12 @@ pub async fn record(
 ) -> diesel::QueryResult<Recorded> {
     conn.transaction(async move |conn| {
         let retrying = next.status == "retrying";
-        let updated = diesel::sql_query(
+        let updated: Option<RecordedDelivery> = diesel::sql_query(
             "UPDATE deliveries SET attempt_count = $2, status = $3, next_attempt_at = $4, \
                    last_status_code = $5, last_error = $6, claimed_until = NULL, manual_retry = false, \
                    enqueued = NOT $7, updated_at = now() \
-                 WHERE id = $1 AND attempt_count = $2 - 1",
+                 WHERE id = $1 AND attempt_count = $2 - 1 \
+                 RETURNING tenant_id, event_id, event_type",
         )
         .bind::<SqlUuid, _>(attempt_row.delivery_id)
         .bind::<Int4, _>(attempt_row.attempt)
@@ -229,23 +249,29 @@ pub async fn record(
         .bind::<Nullable<Int4>, _>(attempt_row.status_code)
         .bind::<Nullable<Text>, _>(attempt_row.error.clone())
         .bind::<Bool, _>(retrying)
-        .execute(conn)
-        .await?;
-        if updated == 0 {
+        .get_result(conn)
+        .await
+        .optional()?;
+        let Some(delivery) = updated else {
             return Ok(Recorded::Superseded);
-        }
+        };
         diesel::insert_into(shared::schema::delivery_attempts::table).values(&attempt_row).execute(conn).await?;
+        let notify = !catalog::is_operational(&delivery.event_type);
         let mut disabled = false;
         if let Some(reason) = &next.disable_subscription {
-            disabled = diesel::sql_query(
-                "UPDATE subscriptions SET is_active = false, disabled_reason = $2, updated_at = now() \
-                     WHERE id = $1 AND is_active",
-            )
-            .bind::<SqlUuid, _>(subscription_id)
-            .bind::<Text, _>(reason)
-            .execute(conn)
-            .await?
-                == 1;
+            disabled = subscription::disable(conn, subscription_id, reason, notify).await?;
+        }
+        if next.status == "failed" && notify {
+            let event = OperationalEvent::DeliveryFailed {
+                subscription_id,
+                delivery_id: attempt_row.delivery_id,
+                event_id: delivery.event_id,
+                event_type: delivery.event_type,
+                attempts: attempt_row.attempt,
+                last_status_code: attempt_row.status_code,
+                last_error: attempt_row.error.clone(),
+            };
+            operational::emit(conn, &delivery.tenant_id, &event).await?;
         }
         Ok(Recorded::Stored { disabled })
     })
@@ -260,7 +286,8 @@ struct RecordedRow {
 
 /// Records many outcomes in one statement (one implicit transaction): each
 /// delivery's new state and its attempt row, both only where the delivery is
-/// still at `attempt - 1`. Outcomes that disable a subscription, and a second
+/// still at `attempt - 1`. Outcomes that disable a subscription or fail the
+/// delivery (both have consequences in the same transaction), and a second
 /// outcome for the same delivery, go through [`record`] one by one. Answers in order.
 pub async fn record_many(
     conn: &mut AsyncPgConnection,
@@ -269,7 +296,9 @@ pub async fn record_many(
     let mut seen = HashSet::new();
     let batchable: Vec<bool> = outcomes
         .iter()
-        .map(|(_, row, next)| next.disable_subscription.is_none() && seen.insert(row.delivery_id))
+        .map(|(_, row, next)| {
+            next.disable_subscription.is_none() && next.status != "failed" && seen.insert(row.delivery_id)
+        })
         .collect();
     let batch: Vec<&(uuid::Uuid, NewAttempt, NextState)> =
         outcomes.iter().zip(&batchable).filter(|(_, b)| **b).map(|(o, _)| o).collect();

@@ -25,13 +25,14 @@ use std::{
 };
 
 use diesel::{
-    sql_types::{Array, Integer, Nullable, Text, Uuid as SqlUuid},
+    sql_types::{Array, Integer, Text},
     QueryableByName,
 };
 use diesel_async::{pooled_connection::PoolableConnection, RunQueryDsl};
 use shared::{
     catalog::Catalog,
     db::{DbError, DbPool},
+    fanout::{self, EventRow, PATTERN_SEPARATOR},
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -47,10 +48,6 @@ pub const MAX_BATCH: usize = 256;
 const MAX_IN_FLIGHT: usize = 4;
 /// Events waiting for a batch before publishers wait to hand theirs over.
 const QUEUE_CAPACITY: usize = 4_096;
-/// Separates the patterns of one event in the text sent to PostgreSQL (a
-/// pattern never contains it: patterns are catalog names and `*`).
-const PATTERN_SEPARATOR: &str = "\u{1f}";
-
 /// Why a publish could not be stored. Cloned to every waiter of a failed batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -132,17 +129,7 @@ struct Request {
 }
 
 /// An event ready for the batch statement: envelope serialized, patterns listed.
-#[derive(Debug, Clone)]
-struct PreparedEvent {
-    event_ref: uuid::Uuid,
-    tenant_id: String,
-    event_id: String,
-    event_type: String,
-    payload: String,
-    source: &'static str,
-    /// Every subscription pattern matching the type, joined by [`PATTERN_SEPARATOR`].
-    patterns: String,
-}
+type PreparedEvent = EventRow;
 
 impl FanoutBatcher {
     /// Starts the batching task. Committed deliveries go to `dispatch` (attempt 1)
@@ -276,14 +263,6 @@ async fn commit_batch(pool: &DbPool, dispatch: &DispatchQueue, requests: Vec<Req
 }
 
 #[derive(QueryableByName)]
-struct StoredRow {
-    #[diesel(sql_type = SqlUuid)]
-    event_ref: uuid::Uuid,
-    #[diesel(sql_type = Nullable<SqlUuid>)]
-    delivery_id: Option<uuid::Uuid>,
-}
-
-#[derive(QueryableByName)]
 struct FirstResult {
     #[diesel(sql_type = Text)]
     tenant_id: String,
@@ -292,40 +271,6 @@ struct FirstResult {
     #[diesel(sql_type = Integer)]
     delivery_count: i32,
 }
-
-/// One statement, so one transaction and one commit for the whole batch:
-/// match every event against its tenant's live subscriptions, insert the
-/// events that are new (with their delivery count), then one delivery per
-/// match of each inserted event. Returns a row per inserted event (no
-/// delivery id) and a row per delivery. `matched` is read once, so the
-/// count and the deliveries agree. Events are inserted in array order,
-/// which the caller sorts by `(tenant_id, event_id)`.
-const STORE_BATCH_SQL: &str = "\
-WITH input AS ( \
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-    WITH ORDINALITY AS v(id, tenant_id, event_id, event_type, payload, source, patterns, ord)), \
-matched AS ( \
-  SELECT v.id AS event_ref, s.id AS subscription_id \
-  FROM input v JOIN subscriptions s \
-    ON s.tenant_id = v.tenant_id AND s.is_active AND s.deleted_at IS NULL \
-   AND s.events && string_to_array(v.patterns, $8)), \
-counts AS ( \
-  SELECT event_ref, count(*)::int AS n FROM matched GROUP BY event_ref), \
-inserted AS ( \
-  INSERT INTO events (id, tenant_id, event_id, event_type, payload, source, delivery_count) \
-  SELECT v.id, v.tenant_id, v.event_id, v.event_type, v.payload, v.source, coalesce(c.n, 0) \
-  FROM input v LEFT JOIN counts c ON c.event_ref = v.id \
-  ORDER BY v.ord \
-  ON CONFLICT (tenant_id, event_id) DO NOTHING \
-  RETURNING id), \
-created AS ( \
-  INSERT INTO deliveries (id, tenant_id, subscription_id, event_ref, event_id, event_type) \
-  SELECT gen_random_uuid(), v.tenant_id, m.subscription_id, v.id, v.event_id, v.event_type \
-  FROM inserted i JOIN input v ON v.id = i.id JOIN matched m ON m.event_ref = i.id \
-  RETURNING id, event_ref) \
-SELECT i.id AS event_ref, NULL::uuid AS delivery_id FROM inserted i \
-UNION ALL \
-SELECT c.event_ref, c.id AS delivery_id FROM created c";
 
 /// The first result of events that were published before (committed by
 /// another transaction, which the insert waited for, so this statement sees it).
@@ -340,20 +285,7 @@ async fn store(
     events: &[&PreparedEvent],
 ) -> Result<Vec<Result<FanoutResult, PublishError>>, PublishError> {
     let mut conn = shared::db::conn(pool).await.map_err(|e| PublishError::from_db(e, false))?;
-    let column = |f: fn(&PreparedEvent) -> &str| events.iter().map(|e| f(e).to_owned()).collect::<Vec<String>>();
-    let rows: Result<Vec<StoredRow>, _> = shared::db::Prepared(
-        diesel::sql_query(STORE_BATCH_SQL)
-            .bind::<Array<SqlUuid>, _>(events.iter().map(|e| e.event_ref).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(column(|e| &e.tenant_id))
-            .bind::<Array<Text>, _>(column(|e| &e.event_id))
-            .bind::<Array<Text>, _>(column(|e| &e.event_type))
-            .bind::<Array<Text>, _>(column(|e| &e.payload))
-            .bind::<Array<Text>, _>(column(|e| e.source))
-            .bind::<Array<Text>, _>(column(|e| &e.patterns))
-            .bind::<Text, _>(PATTERN_SEPARATOR),
-    )
-    .load(&mut conn)
-    .await;
+    let rows = fanout::store_events(&mut conn, events).await;
     let rows = rows.map_err(|e| PublishError::from_db(e.into(), conn.is_broken()))?;
 
     let mut inserted = HashSet::with_capacity(events.len());

@@ -30,6 +30,12 @@ pub fn is_operational(event_type: &str) -> bool {
     stem(event_type) == OPERATIONAL_CATEGORY
 }
 
+/// The patterns that match an operational event type: the type and
+/// `webhook.*`, never `*`.
+pub fn operational_patterns(event_type: &str) -> Vec<String> {
+    vec![event_type.to_owned(), format!("{OPERATIONAL_CATEGORY}.*")]
+}
+
 /// The catalog, loaded once at start from the `event_types` table.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -80,11 +86,11 @@ impl Catalog {
     /// subscriptions whose `events` overlap this list (a GIN-indexed `&&`).
     /// `*` matches every event except the operational ones.
     pub fn matching_patterns(&self, event_type: &str) -> Vec<String> {
-        let mut patterns = vec![event_type.to_owned(), format!("{}.*", stem(event_type))];
         let category = self.get(event_type).map(|entry| entry.category.as_str());
-        if !is_operational(event_type) && category != Some(OPERATIONAL_CATEGORY) {
-            patterns.push("*".to_owned());
+        if is_operational(event_type) || category == Some(OPERATIONAL_CATEGORY) {
+            return operational_patterns(event_type);
         }
+        let mut patterns = vec![event_type.to_owned(), format!("{}.*", stem(event_type)), "*".to_owned()];
         if let Some(entry) = self.get(event_type) {
             let category = format!("{}.*", entry.category);
             if !patterns.contains(&category) {

@@ -1,12 +1,99 @@
-//! Statements that create deliveries for events already stored. (Fan-out at
-//! publish time stores the event and its deliveries in one statement, in
-//! ingest's batcher.)
+//! Fan-out, the one home of the statements that create deliveries: store
+//! events with one delivery per matching subscription ([`store_events`]: the
+//! publish batcher in ingest, operational events in the dispatcher's
+//! transactions), and give a subscription the events it missed
+//! ([`deliver_missed`]: recovery).
 
 use diesel::{
-    sql_types::{Array, Text, Uuid as SqlUuid},
+    sql_types::{Array, Nullable, Text, Uuid as SqlUuid},
     QueryableByName,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+/// Separates the patterns of one event in the text sent to PostgreSQL (a
+/// pattern never contains it: patterns are catalog names and `*`).
+pub const PATTERN_SEPARATOR: &str = "\u{1f}";
+
+/// An event ready to be stored: envelope serialized, matching patterns listed.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// The new row's id (UUIDv7).
+    pub event_ref: uuid::Uuid,
+    pub tenant_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The exact envelope every subscriber receives.
+    pub payload: String,
+    /// `http`, `amqp`, `test` or `operational`.
+    pub source: &'static str,
+    /// Every subscription pattern matching the type
+    /// ([`crate::catalog::Catalog::matching_patterns`]), joined by [`PATTERN_SEPARATOR`].
+    pub patterns: String,
+}
+
+/// A row [`store_events`] answers: an inserted event (`delivery_id` null), or one of its deliveries.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Stored {
+    #[diesel(sql_type = SqlUuid)]
+    pub event_ref: uuid::Uuid,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub delivery_id: Option<uuid::Uuid>,
+}
+
+/// One statement, so one transaction and one commit for a whole batch (or
+/// part of the caller's transaction): match every event against its tenant's
+/// live subscriptions, insert the events that are new (with their delivery
+/// count), then one delivery per match of each inserted event. Returns a row
+/// per inserted event (no delivery id) and a row per delivery. `matched` is
+/// read once, so the count and the deliveries agree. Events are inserted in
+/// array order (the batcher sorts by `(tenant_id, event_id)` so concurrent
+/// batches take unique-index locks in one order). A `(tenant_id, event_id)`
+/// already stored is skipped. New deliveries are `pending` with `enqueued =
+/// false`: the outbox.
+const STORE_EVENTS_SQL: &str = "\
+WITH input AS ( \
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+    WITH ORDINALITY AS v(id, tenant_id, event_id, event_type, payload, source, patterns, ord)), \
+matched AS ( \
+  SELECT v.id AS event_ref, s.id AS subscription_id \
+  FROM input v JOIN subscriptions s \
+    ON s.tenant_id = v.tenant_id AND s.is_active AND s.deleted_at IS NULL \
+   AND s.events && string_to_array(v.patterns, $8)), \
+counts AS ( \
+  SELECT event_ref, count(*)::int AS n FROM matched GROUP BY event_ref), \
+inserted AS ( \
+  INSERT INTO events (id, tenant_id, event_id, event_type, payload, source, delivery_count) \
+  SELECT v.id, v.tenant_id, v.event_id, v.event_type, v.payload, v.source, coalesce(c.n, 0) \
+  FROM input v LEFT JOIN counts c ON c.event_ref = v.id \
+  ORDER BY v.ord \
+  ON CONFLICT (tenant_id, event_id) DO NOTHING \
+  RETURNING id), \
+created AS ( \
+  INSERT INTO deliveries (id, tenant_id, subscription_id, event_ref, event_id, event_type) \
+  SELECT gen_random_uuid(), v.tenant_id, m.subscription_id, v.id, v.event_id, v.event_type \
+  FROM inserted i JOIN input v ON v.id = i.id JOIN matched m ON m.event_ref = i.id \
+  RETURNING id, event_ref) \
+SELECT i.id AS event_ref, NULL::uuid AS delivery_id FROM inserted i \
+UNION ALL \
+SELECT c.event_ref, c.id AS delivery_id FROM created c";
+
+/// Stores events and their deliveries (see [`STORE_EVENTS_SQL`]).
+pub async fn store_events(conn: &mut AsyncPgConnection, events: &[&EventRow]) -> diesel::QueryResult<Vec<Stored>> {
+    let column = |f: fn(&EventRow) -> &str| events.iter().map(|e| f(e).to_owned()).collect::<Vec<String>>();
+    crate::db::Prepared(
+        diesel::sql_query(STORE_EVENTS_SQL)
+            .bind::<Array<SqlUuid>, _>(events.iter().map(|e| e.event_ref).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(column(|e| &e.tenant_id))
+            .bind::<Array<Text>, _>(column(|e| &e.event_id))
+            .bind::<Array<Text>, _>(column(|e| &e.event_type))
+            .bind::<Array<Text>, _>(column(|e| &e.payload))
+            .bind::<Array<Text>, _>(column(|e| e.source))
+            .bind::<Array<Text>, _>(column(|e| &e.patterns))
+            .bind::<Text, _>(PATTERN_SEPARATOR),
+    )
+    .load(conn)
+    .await
+}
 
 #[derive(QueryableByName)]
 struct Created {

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod event_bus;
 pub mod fanout;
 pub mod models;
+pub mod operational;
 pub mod redaction;
 pub mod schema;
 pub mod signing;

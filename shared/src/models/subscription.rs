@@ -161,3 +161,36 @@ pub async fn rotate_secret(
     .await
     .optional()
 }
+
+/// The one way a subscription is disabled by us rather than paused by its
+/// tenant (a 410 Gone, auto-disable): `is_active` false, `disabled_reason`
+/// set, and — unless `notify` is false (the trigger was a delivery of an
+/// operational event, which never causes another) — a
+/// `webhook.subscription.disabled` event for the tenant. Run it in the
+/// transaction of the change that caused it. Returns whether it was active
+/// until now (a second disable does nothing and tells nobody).
+pub async fn disable(
+    conn: &mut AsyncPgConnection,
+    id: uuid::Uuid,
+    reason: &str,
+    notify: bool,
+) -> Result<bool, crate::operational::EmitError> {
+    let disabled: Option<(String, String, DateTime<Utc>)> = diesel::update(
+        subscriptions::table.filter(subscriptions::id.eq(id)).filter(subscriptions::is_active.eq(true)),
+    )
+    .set((
+        subscriptions::is_active.eq(false),
+        subscriptions::disabled_reason.eq(reason),
+        subscriptions::updated_at.eq(diesel::dsl::now),
+    ))
+    .returning((subscriptions::tenant_id, subscriptions::url, subscriptions::updated_at))
+    .get_result(conn)
+    .await
+    .optional()?;
+    let Some((tenant_id, url, disabled_at)) = disabled else { return Ok(false) };
+    if notify {
+        let event = crate::operational::OperationalEvent::subscription_disabled(id, &url, reason, disabled_at);
+        crate::operational::emit(conn, &tenant_id, &event).await?;
+    }
+    Ok(true)
+}
