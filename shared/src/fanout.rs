@@ -29,6 +29,9 @@ pub struct EventRow {
     /// Every subscription pattern matching the type
     /// ([`crate::catalog::Catalog::matching_patterns`]), joined by [`PATTERN_SEPARATOR`].
     pub patterns: String,
+    /// Deliver to exactly this subscription of the tenant (the test event),
+    /// whatever its `events`, instead of to every matching one.
+    pub only_subscription: Option<uuid::Uuid>,
 }
 
 /// A row [`store_events`] answers: an inserted event (`delivery_id` null), or one of its deliveries.
@@ -42,7 +45,8 @@ pub struct Stored {
 
 /// One statement, so one transaction and one commit for a whole batch (or
 /// part of the caller's transaction): match every event against its tenant's
-/// live subscriptions, insert the events that are new (with their delivery
+/// live subscriptions (or take the one subscription a test event names),
+/// insert the events that are new (with their delivery
 /// count), then one delivery per match of each inserted event. Returns a row
 /// per inserted event (no delivery id) and a row per delivery. `matched` is
 /// read once, so the count and the deliveries agree. Events are inserted in
@@ -52,13 +56,18 @@ pub struct Stored {
 /// false`: the outbox.
 const STORE_EVENTS_SQL: &str = "\
 WITH input AS ( \
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-    WITH ORDINALITY AS v(id, tenant_id, event_id, event_type, payload, source, patterns, ord)), \
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+    $9::uuid[]) \
+    WITH ORDINALITY AS v(id, tenant_id, event_id, event_type, payload, source, patterns, only_subscription, ord)), \
 matched AS ( \
   SELECT v.id AS event_ref, s.id AS subscription_id \
   FROM input v JOIN subscriptions s \
     ON s.tenant_id = v.tenant_id AND s.is_active AND s.deleted_at IS NULL \
-   AND s.events && string_to_array(v.patterns, $8)), \
+   AND s.events && string_to_array(v.patterns, $8) \
+  WHERE v.only_subscription IS NULL \
+  UNION ALL \
+  SELECT v.id, s.id FROM input v JOIN subscriptions s \
+    ON s.id = v.only_subscription AND s.tenant_id = v.tenant_id AND s.deleted_at IS NULL), \
 counts AS ( \
   SELECT event_ref, count(*)::int AS n FROM matched GROUP BY event_ref), \
 inserted AS ( \
@@ -89,7 +98,8 @@ pub async fn store_events(conn: &mut AsyncPgConnection, events: &[&EventRow]) ->
             .bind::<Array<Text>, _>(column(|e| &e.payload))
             .bind::<Array<Text>, _>(column(|e| e.source))
             .bind::<Array<Text>, _>(column(|e| &e.patterns))
-            .bind::<Text, _>(PATTERN_SEPARATOR),
+            .bind::<Text, _>(PATTERN_SEPARATOR)
+            .bind::<Array<Nullable<SqlUuid>>, _>(events.iter().map(|e| e.only_subscription).collect::<Vec<_>>()),
     )
     .load(conn)
     .await

@@ -96,15 +96,9 @@ pub async fn emit(conn: &mut AsyncPgConnection, tenant_id: &str, event: &Operati
     let data = serde_json::to_value(event)?;
     let metadata = serde_json::json!({});
     let timestamp = format_timestamp(Utc::now());
-    let payload = Envelope {
-        id: &event_id,
-        event_type,
-        timestamp: &timestamp,
-        tenant_id,
-        data: &data,
-        metadata: &metadata,
-    }
-    .to_body()?;
+    let payload =
+        Envelope { id: &event_id, event_type, timestamp: &timestamp, tenant_id, data: &data, metadata: &metadata }
+            .to_body()?;
     let row = EventRow {
         event_ref,
         tenant_id: tenant_id.to_owned(),
@@ -113,6 +107,7 @@ pub async fn emit(conn: &mut AsyncPgConnection, tenant_id: &str, event: &Operati
         payload,
         source: "operational",
         patterns: catalog::operational_patterns(event_type).join(PATTERN_SEPARATOR),
+        only_subscription: None,
     };
     let stored = fanout::store_events(conn, &[&row]).await?;
     let deliveries = stored.iter().filter(|s| s.delivery_id.is_some()).count();

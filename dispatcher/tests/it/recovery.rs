@@ -13,7 +13,7 @@ use std::{
 use chrono::{SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use shared::testing::eventually;
+use shared::{models::delivery::DeliveryStatus, testing::eventually};
 
 use crate::helpers::{spawn_env, spawn_env_with, Receiver, Reply, SubSpec, TestEnv};
 
@@ -72,7 +72,7 @@ async fn recover_after_an_outage_longer_than_the_schedule_delivers_every_failed_
 
     // Failed before the window: recovery leaves it alone.
     let early = env.publish_one().await;
-    env.wait_status(early.id, "failed", Duration::from_secs(20)).await;
+    env.wait_status(early.id, DeliveryStatus::Failed, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let since = Utc::now();
     let events = publish_many(&env, "invoice.created", 25).await;
@@ -100,7 +100,7 @@ async fn recover_after_an_outage_longer_than_the_schedule_delivers_every_failed_
         assert_eq!(after.get(id), Some(&1), "delivery {id} was not sent exactly once: {after:?}");
     }
     assert!(!after.contains_key(&early.id.to_string()), "a delivery before the window was recovered");
-    assert_eq!(env.delivery(early.id).await.status, "failed");
+    assert_eq!(env.delivery(early.id).await.status, DeliveryStatus::Failed);
 
     // Nothing failed is left in the window: a second recovery queues nothing.
     let (status, again) = env.api_json(Method::POST, &recover, &token, &json!({"since": rfc3339(since)})).await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use shared::models::delivery::DeliveryStatus;
 
 use crate::helpers::{spawn_env, Receiver, Reply, SubSpec};
 
@@ -22,7 +23,7 @@ async fn each_attempt_records_the_headers_sent_and_received_and_the_delivery_sho
     let token = env.tenant_key("t1").await;
 
     let delivery = env.publish_one().await;
-    env.wait_status(delivery.id, "succeeded", Duration::from_secs(20)).await;
+    env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     let (status, detail) = env.api(Method::GET, &format!("/api/v1/webhooks/deliveries/{}", delivery.id), &token).await;
     assert_eq!(status, StatusCode::OK);
     let received = receiver.received();
@@ -59,7 +60,8 @@ async fn the_event_lookup_shows_the_exact_payload_and_every_delivery() {
     ok.wait_count(1, Duration::from_secs(20)).await;
     failing.wait_count(1, Duration::from_secs(20)).await;
     for delivery in env.deliveries_of(&event_id).await {
-        let status = if delivery.subscription_id == first.id { "succeeded" } else { "failed" };
+        let status =
+            if delivery.subscription_id == first.id { DeliveryStatus::Succeeded } else { DeliveryStatus::Failed };
         env.wait_status(delivery.id, status, Duration::from_secs(20)).await;
     }
 
@@ -122,11 +124,11 @@ async fn a_manual_retry_during_an_attempt_in_flight_is_refused_never_lost() {
     let (status, body) = env.api(Method::POST, &retry, &token).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "{body}");
 
-    let row = env.wait_status(delivery.id, "failed", Duration::from_secs(20)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(20)).await;
     assert_eq!(row.attempt_count, 1, "the refused retry queued nothing");
     let (status, body) = env.api(Method::POST, &retry, &token).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let row = env.wait_status(delivery.id, "succeeded", Duration::from_secs(20)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     assert_eq!(row.attempt_count, 2);
     assert_eq!(receiver.count(), 2);
 }

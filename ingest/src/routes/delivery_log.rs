@@ -15,7 +15,12 @@ use super::{
     window::parse_optional_time,
 };
 use crate::{
-    auth::Auth, error::ApiError, extract::Query, openapi::ErrorBody, routes::subscriptions::page, state::AppState,
+    auth::Tenant,
+    error::ApiError,
+    extract::Query,
+    openapi::{ErrorBody, TenantAuthErrors},
+    routes::subscriptions::page,
+    state::AppState,
 };
 
 /// `GET /webhooks/deliveries` query.
@@ -44,16 +49,16 @@ pub struct TenantLogParams {
     responses(
         (status = 200, body = DeliveryPage),
         (status = 400, body = ErrorBody, description = "Malformed query string (e.g. a non-numeric limit)"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 422, body = ErrorBody, description = "Unknown `status`, a malformed `subscription_id` or time, `limit` out of 1–100, or a `cursor` this API did not issue"),
     ),
     security(("bearer" = [])))]
 pub async fn list_tenant_deliveries(
-    auth: Auth,
+    Tenant(tenant_id): Tenant,
     state: web::Data<AppState>,
     Query(params): Query<TenantLogParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
+    let tenant_id = tenant_id.as_str();
     let limit = page::parse_limit(params.limit)?;
     let subscription_id = params
         .subscription_id

@@ -15,7 +15,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::deliveries::envelope_object;
-use crate::{auth::Auth, error::ApiError, openapi::ErrorBody, state::AppState};
+use crate::{
+    auth::Tenant,
+    error::ApiError,
+    openapi::{ErrorBody, TenantAuthErrors},
+    state::AppState,
+};
 
 /// A published event with its deliveries.
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,8 +51,7 @@ impl From<Delivery> for EventDelivery {
         Self {
             id: row.id,
             subscription_id: row.subscription_id,
-            // The column has a CHECK constraint; an unknown value cannot be stored.
-            status: DeliveryStatus::parse(&row.status).unwrap_or(DeliveryStatus::Pending),
+            status: row.status,
             attempt_count: row.attempt_count,
             last_status_code: row.last_status_code,
         }
@@ -59,16 +63,16 @@ impl From<Delivery> for EventDelivery {
     params(("event_id" = String, Path, description = "The event's `event_id`")),
     responses(
         (status = 200, body = EventView),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such event for this tenant"),
     ),
     security(("bearer" = [])))]
 pub async fn get_event(
-    auth: Auth,
+    Tenant(tenant_id): Tenant,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
+    let tenant_id = tenant_id.as_str();
     let mut conn = db::conn(&state.pool).await?;
     let row = event::find_by_event_id(&mut conn, tenant_id, &path).await?.ok_or(ApiError::NotFound)?;
     let deliveries = delivery::for_event(&mut conn, row.id).await?.into_iter().map(EventDelivery::from).collect();

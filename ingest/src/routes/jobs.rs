@@ -15,13 +15,13 @@ use shared::{
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{parse_id, window::window};
+use super::window::window;
 use crate::{
-    auth::Auth,
+    auth::{Tenant, TenantScope},
     error::ApiError,
     extract::Json,
     jobs::candidates::{self, FailedFilter},
-    openapi::ErrorBody,
+    openapi::{ErrorBody, TenantAuthErrors},
     state::AppState,
 };
 
@@ -99,21 +99,19 @@ impl From<Job> for JobView {
     request_body = RecoverBody,
     responses(
         (status = 202, body = JobView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 400, body = ErrorBody),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
         (status = 409, body = ErrorBody, description = "The subscription is paused or disabled: activate it first"),
         (status = 422, body = ErrorBody, description = "A missing or malformed time, or `until` not after `since`"),
     ),
     security(("bearer" = [])))]
 pub async fn recover_subscription(
-    auth: Auth,
+    scope: TenantScope,
     state: web::Data<AppState>,
-    path: web::Path<String>,
     Json(body): Json<RecoverBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let subscription_id = parse_id(&path)?;
+    let (tenant_id, subscription_id) = (scope.tenant_id.as_str(), scope.id);
     let (since, until) = window(body.since, body.until)?;
     let include_missed = body.include_missed.unwrap_or(false);
     let mut conn = db::conn(&state.pool).await?;
@@ -162,18 +160,18 @@ pub async fn recover_subscription(
     request_body = BulkRetryBody,
     responses(
         (status = 202, body = JobView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        (status = 400, body = ErrorBody),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "`subscription_id` is not a subscription of this tenant"),
         (status = 422, body = ErrorBody, description = "A malformed time, `until` not after `since`, or an unknown `event_type`"),
     ),
     security(("bearer" = [])))]
 pub async fn retry_deliveries(
-    auth: Auth,
+    Tenant(tenant_id): Tenant,
     state: web::Data<AppState>,
     Json(body): Json<BulkRetryBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
+    let tenant_id = tenant_id.as_str();
     let (since, until) = window(body.since, body.until)?;
     if let Some(event_type) = &body.event_type {
         if !state.catalog.contains(event_type) {
@@ -217,17 +215,12 @@ pub async fn retry_deliveries(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, body = JobView),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such job for this tenant"),
     ),
     security(("bearer" = [])))]
-pub async fn get_job(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+pub async fn get_job(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     let row = job::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(JobView::from(row)))

@@ -175,18 +175,17 @@ pub async fn disable(
     reason: &str,
     notify: bool,
 ) -> Result<bool, crate::operational::EmitError> {
-    let disabled: Option<(String, String, DateTime<Utc>)> = diesel::update(
-        subscriptions::table.filter(subscriptions::id.eq(id)).filter(subscriptions::is_active.eq(true)),
-    )
-    .set((
-        subscriptions::is_active.eq(false),
-        subscriptions::disabled_reason.eq(reason),
-        subscriptions::updated_at.eq(diesel::dsl::now),
-    ))
-    .returning((subscriptions::tenant_id, subscriptions::url, subscriptions::updated_at))
-    .get_result(conn)
-    .await
-    .optional()?;
+    let disabled: Option<(String, String, DateTime<Utc>)> =
+        diesel::update(subscriptions::table.filter(subscriptions::id.eq(id)).filter(subscriptions::is_active.eq(true)))
+            .set((
+                subscriptions::is_active.eq(false),
+                subscriptions::disabled_reason.eq(reason),
+                subscriptions::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning((subscriptions::tenant_id, subscriptions::url, subscriptions::updated_at))
+            .get_result(conn)
+            .await
+            .optional()?;
     let Some((tenant_id, url, disabled_at)) = disabled else { return Ok(false) };
     if notify {
         let event = crate::operational::OperationalEvent::subscription_disabled(id, &url, reason, disabled_at);

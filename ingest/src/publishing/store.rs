@@ -1,0 +1,101 @@
+//! The batch statement of [`super::batcher`]: stores many published events,
+//! their deliveries and delivery counts in one statement (one commit), the
+//! fan-out statement of [`shared::fanout`].
+
+use std::collections::{HashMap, HashSet};
+
+use diesel::{
+    sql_types::{Array, Integer, Text},
+    QueryableByName,
+};
+use diesel_async::RunQueryDsl;
+pub(super) use shared::fanout::PATTERN_SEPARATOR;
+use shared::{
+    db::{self, DbError, DbPool},
+    fanout::{self, EventRow},
+};
+
+use super::{batcher::FanoutResult, error::PublishError};
+
+/// An event ready for the batch statement: envelope serialized, patterns listed.
+pub(super) type PreparedEvent = EventRow;
+
+#[derive(QueryableByName)]
+struct FirstResult {
+    #[diesel(sql_type = Text)]
+    tenant_id: String,
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    #[diesel(sql_type = Integer)]
+    delivery_count: i32,
+}
+
+/// The first result of events that were published before (committed by
+/// another transaction, which the insert waited for, so this statement sees it).
+const FIRST_RESULTS_SQL: &str = "\
+SELECT e.tenant_id, e.event_id, e.delivery_count FROM events e \
+JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, event_id) \
+  ON e.tenant_id = k.tenant_id AND e.event_id = k.event_id";
+
+/// Stores events with distinct keys, sorted by key; returns their results in order.
+pub(super) async fn store(
+    pool: &DbPool,
+    events: &[&PreparedEvent],
+) -> Result<Vec<Result<FanoutResult, PublishError>>, PublishError> {
+    let mut conn = db::conn(pool).await?;
+    let rows = fanout::store_events(&mut conn, events).await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(err) => return Err(db::statement_failed(&mut conn, err).await.into()),
+    };
+
+    let mut inserted = HashSet::with_capacity(events.len());
+    let mut created: HashMap<uuid::Uuid, Vec<uuid::Uuid>> = HashMap::new();
+    for row in rows {
+        match row.delivery_id {
+            None => {
+                inserted.insert(row.event_ref);
+            }
+            Some(delivery_id) => created.entry(row.event_ref).or_default().push(delivery_id),
+        }
+    }
+
+    // Published before: answer with the first result. The new events of the
+    // batch are committed already, so a failure here fails only the repeats.
+    let repeats: Vec<&&PreparedEvent> = events.iter().filter(|e| !inserted.contains(&e.event_ref)).collect();
+    let mut first_results: Result<HashMap<(String, String), i32>, PublishError> = Ok(HashMap::new());
+    if !repeats.is_empty() {
+        let found: Result<Vec<FirstResult>, _> = shared::db::Prepared(
+            diesel::sql_query(FIRST_RESULTS_SQL)
+                .bind::<Array<Text>, _>(repeats.iter().map(|e| e.tenant_id.clone()).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(repeats.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>()),
+        )
+        .load(&mut conn)
+        .await;
+        first_results = match found {
+            Ok(found) => Ok(found.into_iter().map(|f| ((f.tenant_id, f.event_id), f.delivery_count)).collect()),
+            Err(err) => Err(db::statement_failed(&mut conn, err).await.into()),
+        };
+    }
+
+    Ok(events
+        .iter()
+        .map(|event| {
+            if inserted.contains(&event.event_ref) {
+                let created = created.remove(&event.event_ref).unwrap_or_default();
+                return Ok(FanoutResult {
+                    event_id: event.event_id.clone(),
+                    delivery_count: created.len() as i32,
+                    created,
+                    is_new: true,
+                });
+            }
+            let firsts = first_results.as_ref().map_err(Clone::clone)?;
+            let key = (event.tenant_id.clone(), event.event_id.clone());
+            let delivery_count = *firsts
+                .get(&key)
+                .ok_or_else(|| PublishError::Failed(DbError::Query(diesel::result::Error::NotFound).into()))?;
+            Ok(FanoutResult { event_id: event.event_id.clone(), delivery_count, created: Vec::new(), is_new: false })
+        })
+        .collect())
+}
