@@ -8,4 +8,5 @@ bash scripts/services.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/webhooks-target}"
 export RUST_LOG="${RUST_LOG:-warn}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
-cargo test --workspace --locked "$@" -- --test-threads "${TEST_THREADS:-6}"
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --locked --no-fail-fast "$@" -- --test-threads "${TEST_THREADS:-6}"

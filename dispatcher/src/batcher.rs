@@ -39,7 +39,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                     return;
                 }
                 let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) = waiting.drain(..).unzip();
-                metrics::histogram!("dispatcher_batch_size", "batch" => name).record(requests.len() as f64);
+                metrics::histogram!(crate::metric_names::BATCH_SIZE, "batch" => name).record(requests.len() as f64);
                 let run = run.clone();
                 tokio::spawn(async move {
                     let responses = run(requests).await;

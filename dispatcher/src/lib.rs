@@ -11,6 +11,7 @@ pub mod client;
 pub mod consumer;
 pub mod deliver;
 pub mod limits;
+pub mod metric_names;
 pub mod outcome;
 pub mod process;
 pub mod retry;

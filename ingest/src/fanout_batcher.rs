@@ -230,7 +230,7 @@ fn plan(events: &[&PreparedEvent]) -> BatchPlan {
 
 /// Stores one batch, answers every waiter, and queues the new deliveries.
 async fn commit_batch(pool: &DbPool, dispatch: &DispatchQueue, requests: Vec<Request>) {
-    metrics::histogram!("fanout_batch_size").record(requests.len() as f64);
+    metrics::histogram!(crate::metric_names::FANOUT_BATCH_SIZE).record(requests.len() as f64);
     let events: Vec<&PreparedEvent> = requests.iter().map(|r| &r.event).collect();
     let BatchPlan { firsts, first_of } = plan(&events);
     let to_store: Vec<&PreparedEvent> = firsts.iter().map(|&i| events[i]).collect();
