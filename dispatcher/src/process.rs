@@ -18,12 +18,12 @@ use shared::{
 };
 
 use crate::{
+    context::Context,
     deliver::{deliver_one, Job},
     limits::SlotGuard,
     metric_names,
     outcome::{Outcome, OutcomeKind},
     retry::{self, RetryPolicy},
-    server::Context,
     stats::Stats,
     store::{self, Claim, Claimed, Recorded},
 };

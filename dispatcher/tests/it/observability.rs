@@ -37,9 +37,9 @@ fn metric_names_in(text: &str) -> BTreeSet<String> {
 
 /// Whether the Prometheus text `exposition` has a sample of `name`.
 fn exports(exposition: &str, name: &str) -> bool {
-    exposition.lines().any(|line| {
-        line.strip_prefix(name).is_some_and(|after| after.starts_with('{') || after.starts_with(' '))
-    })
+    exposition
+        .lines()
+        .any(|line| line.strip_prefix(name).is_some_and(|after| after.starts_with('{') || after.starts_with(' ')))
 }
 
 /// The names the dashboard's queries and the alert rules use.
@@ -80,9 +80,7 @@ async fn the_shipped_dashboard_and_alerts_use_only_metrics_the_services_export()
     let channel = connection.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
     let exchange = env.ingest.state.topology.events_exchange();
-    publish_confirmed(&channel, &exchange, "invoice.created", b"not json", persistent_json())
-        .await
-        .expect("published");
+    publish_confirmed(&channel, &exchange, "invoice.created", b"not json", persistent_json()).await.expect("published");
 
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
     let scrape = |url: String| {

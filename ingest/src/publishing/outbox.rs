@@ -22,7 +22,8 @@ use shared::{
     models::delivery,
 };
 
-use crate::{dispatch_queue::publish_batch, metric_names};
+use super::dispatch_queue::publish_batch;
+use crate::metric_names;
 
 /// Most rows leased and published per round.
 pub const BATCH: i64 = 500;
