@@ -120,11 +120,14 @@ async fn every_exported_metric_is_prefixed_by_its_service_and_described() {
     let env = spawn_env().await;
     let dispatcher = env.start_dispatcher(&[]).await;
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
-    // Two scrapes each: the first request's own series show in the second.
+    // Scrape each twice: the first requests' own series show in the second round.
+    let urls = [format!("{}/metrics", env.base), format!("http://{}/metrics", dispatcher.addr)];
+    for url in &urls {
+        let _ = client.get(url).send().await.expect("scrape");
+    }
     let mut expositions = Vec::new();
-    for url in [format!("{}/metrics", env.base), format!("http://{}/metrics", dispatcher.addr)] {
-        let _ = client.get(&url).send().await.expect("scrape");
-        expositions.push(client.get(&url).send().await.expect("scrape").text().await.expect("text"));
+    for url in &urls {
+        expositions.push(client.get(url).send().await.expect("scrape").text().await.expect("text"));
     }
     for exposition in &expositions {
         let described: BTreeSet<&str> =
