@@ -18,6 +18,7 @@ use shared::{
 };
 
 use crate::{
+    batched_store::BatchError,
     context::Context,
     deliver::{deliver_one, Job},
     limits::SlotGuard,
@@ -74,7 +75,7 @@ pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
     }
 
     let claim =
-        ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err("claim batcher stopped".to_owned()));
+        ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
     let claimed = match claim {
         Ok(Claim::Claimed(claimed)) => claimed,
         Ok(Claim::Stale) => {
@@ -151,7 +152,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
     metrics::histogram!(metric_names::ATTEMPT_DURATION).record(outcome.duration.as_secs_f64());
 
     let (next, retry_delay) = retry::next_state(&outcome, attempt, policy, &ctx.config);
-    let next_status = next.status;
+    let next_status = next.status.as_str();
     log_attempt(delivery_id, subscription_id, &event_type, attempt, &outcome, next_status, retry_delay);
     let row = NewAttempt {
         id: uuid::Uuid::now_v7(),
@@ -259,7 +260,7 @@ async fn record_with_retries(
     subscription_id: uuid::Uuid,
     row: NewAttempt,
     next: store::NextState,
-) -> Result<Recorded, db::DbError> {
+) -> Result<Recorded, BatchError> {
     let mut pause = Duration::from_millis(250);
     let mut tries = 0;
     loop {
@@ -267,8 +268,7 @@ async fn record_with_retries(
             .records
             .call((subscription_id, row.clone(), next.clone()))
             .await
-            .unwrap_or_else(|| Err("record batcher stopped".to_owned()))
-            .map_err(db::DbError::Unavailable);
+            .unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
         match result {
             Ok(recorded) => return Ok(recorded),
             Err(err) if tries < 4 => {

@@ -7,6 +7,7 @@ use lapin::options::ConfirmSelectOptions;
 use serde_json::Value;
 use shared::{
     amqp::{persistent_json, publish_confirmed},
+    models::delivery::DeliveryStatus,
     testing::{amqp_url, eventually},
 };
 
@@ -75,7 +76,7 @@ async fn the_shipped_dashboard_and_alerts_use_only_metrics_the_services_export()
     env.subscription(SubSpec::new(&receiver.url("/hook"))).await;
     let dispatcher = env.start_dispatcher(&[]).await;
     let delivery = env.publish_one().await;
-    env.wait_status(delivery.id, "succeeded", Duration::from_secs(20)).await;
+    env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     let connection = shared::amqp::connect(&amqp_url()).await.expect("broker");
     let channel = connection.create_channel().await.expect("channel");
     channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
