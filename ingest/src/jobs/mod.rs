@@ -37,14 +37,6 @@ pub const BACKLOG_WAIT: Duration = Duration::from_secs(10);
 
 /// Starts this ingest's runners.
 pub fn start(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    metrics::describe_counter!(
-        "webhooks_ingest_job_attempts_queued_total",
-        "Attempts queued by recover and bulk-retry jobs (requeued failed deliveries and missed events)"
-    );
-    metrics::describe_counter!(
-        "webhooks_ingest_jobs_finished_total",
-        "Recover and bulk-retry jobs finished, by status"
-    );
     (0..RUNNERS).map(|_| tokio::spawn(run(state.clone()))).collect()
 }
 
@@ -90,7 +82,7 @@ async fn run_job(state: &AppState, job_id: uuid::Uuid) {
         }
         state.dispatch.enqueue_new(&result.created);
         let queued = (result.attempts.len() + result.created.len()) as u64;
-        metrics::counter!("webhooks_ingest_job_attempts_queued_total").increment(queued);
+        metrics::counter!(crate::metric_names::JOB_ATTEMPTS_QUEUED).increment(queued);
         if result.finished {
             log_finished(state, job_id).await;
             return;
@@ -109,7 +101,7 @@ async fn log_finished(state: &AppState, job_id: uuid::Uuid) {
     let found: Result<(String, String, i64, i64), _> =
         j::jobs.find(job_id).select((j::tenant_id, j::status, j::total, j::queued)).get_result(&mut conn).await;
     if let Ok((tenant_id, status, total, queued)) = found {
-        metrics::counter!("webhooks_ingest_jobs_finished_total", "status" => status.clone()).increment(1);
+        metrics::counter!(crate::metric_names::JOBS_FINISHED, "status" => status.clone()).increment(1);
         log::info!("job finished job_id={job_id} tenant_id={tenant_id} status={status} total={total} queued={queued}");
     }
 }
