@@ -22,7 +22,11 @@ async fn the_catalog_lists_every_guide_event_to_a_tenant_key() {
     let (status, body) = app.get("/api/v1/webhooks/events", &token).await;
     assert_eq!(status, StatusCode::OK);
     let items = body["items"].as_array().expect("items");
-    assert_eq!(items.len(), 31, "30 guide events + webhook.test");
+    assert_eq!(items.len(), 33, "30 guide events + webhook.test + the two operational events");
+    for operational in ["webhook.subscription.disabled", "webhook.delivery.failed"] {
+        let entry = items.iter().find(|i| i["type"] == operational).expect(operational);
+        assert_eq!(entry["category"], "webhook");
+    }
     let invoice = items.iter().find(|i| i["type"] == "invoice.created").expect("invoice.created");
     assert_eq!(invoice["category"], "billing");
     assert_eq!(invoice["description"], "Invoice created");
