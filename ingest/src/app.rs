@@ -8,7 +8,7 @@ use actix_web::{
 };
 use shared::telemetry::{self, Readiness};
 
-use crate::{error::ApiError, routes, state::AppState};
+use crate::{console, error::ApiError, routes, state::AppState};
 
 /// The whole ingest HTTP application.
 pub fn build_app(
@@ -30,6 +30,7 @@ pub fn build_app(
         .wrap(middleware::from_fn(telemetry::record_request))
         .configure(telemetry::health_routes)
         .configure(routes::configure)
+        .configure(console::configure)
         .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
 }
 

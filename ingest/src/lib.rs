@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod console;
 pub mod consumer;
 pub mod dispatch_queue;
 pub mod domain;
