@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
+bash scripts/chromium.sh
 # Build artifacts outside the clone, so repeated runs on one machine reuse them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/webhooks-target}"
 export RUST_LOG="${RUST_LOG:-warn}"

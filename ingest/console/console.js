@@ -59,6 +59,10 @@
     return append(el, children);
   }
 
+  /** A table cell; its label heads it when rows become cards on narrow screens. */
+  const cell = (label, ...content) => h('td', { 'data-label': label }, h('div', { class: 'cell' }, content));
+  /** `text`, cut to `max` characters with an ellipsis. */
+  const short = (text, max) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
   const link = (href, text, props) => h('a', Object.assign({ href }, props || {}), text);
   const badge = (text, kind) => h('span', { class: `badge ${kind || text}` }, text);
   const route = (...parts) => '#/' + parts.map((p) => encodeURIComponent(p)).join('/');
@@ -394,7 +398,7 @@
     const rows = h('tbody', {});
     const more = h('div', { class: 'more' });
     const table = h('table', { class: 'list', id: 'subscriptions' },
-      h('thead', {}, h('tr', {}, ['Endpoint', 'Events', 'Status', 'Health', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', {}, h('tr', {}, ['Endpoint', 'Events', 'Status', 'Health', 'Created'].map((t) => h('th', { scope: 'col', class: `col-${t.toLowerCase()}` }, t)))),
       rows);
     const body = h('div', { class: 'panel' }, table, more);
     page(
@@ -408,18 +412,20 @@
       const query = cursor ? `?limit=50&cursor=${encodeURIComponent(cursor)}` : '?limit=50';
       const data = await api('GET', `/webhooks/subscriptions${query}`);
       if (!stillOn(token)) return;
+      // Health is shown where the server reports it.
+      if (!cursor) table.classList.toggle('no-health', !data.items.some((sub) => sub.health));
       for (const sub of data.items) {
         count += 1;
         const state = subscriptionState(sub);
         const href = route('subscriptions', sub.id);
         const tr = h('tr', { class: 'clickable', 'data-id': sub.id },
-          h('td', { 'data-label': 'Endpoint' },
+          cell('Endpoint',
             h('div', { class: 'cell-main' }, link(href, sub.url, { class: 'mono break' })),
             sub.description ? h('div', { class: 'cell-sub break' }, sub.description) : null),
-          h('td', { 'data-label': 'Events' }, eventChips(sub.events, 3)),
-          h('td', { 'data-label': 'Status' }, badge(state.label, state.kind), state.reason ? h('div', { class: 'cell-sub' }, state.reason) : null),
-          h('td', { 'data-label': 'Health' }, healthCell(sub.health)),
-          h('td', { 'data-label': 'Created' }, when(sub.created_at)));
+          cell('Events', eventChips(sub.events, 3)),
+          cell('Status', badge(state.label, state.kind), state.reason ? h('div', { class: 'cell-sub' }, state.reason) : null),
+          h('td', { 'data-label': 'Health', class: 'col-health' }, h('div', { class: 'cell' }, healthCell(sub.health))),
+          cell('Created', when(sub.created_at)));
         tr.addEventListener('click', (e) => { if (!e.target.closest('a,button')) location.hash = href; });
         rows.append(tr);
       }
@@ -505,7 +511,7 @@
       act('Delete', async () => deleteDialog(sub), 'danger', { id: 'delete' }));
 
     const headers = Object.entries(sub.headers || {});
-    const facts = h('dl', { class: 'facts' },
+    const facts = h('dl', { class: sub.health ? 'facts' : 'facts facts-2' },
       h('dt', {}, 'Subscription ID'), h('dd', { class: 'mono' }, sub.id),
       h('dt', {}, 'Events'), h('dd', {}, eventChips(sub.events)),
       h('dt', {}, 'Retries'), h('dd', {}, sub.retry_enabled ? `on, up to ${sub.max_retries}` : 'off'),
@@ -517,16 +523,14 @@
       h('dt', {}, 'Updated'), h('dd', {}, whenFull(sub.updated_at)));
 
     const health = sub.health;
-    const healthPanel = h('section', { class: 'panel', 'aria-labelledby': 'health-title' },
+    const healthPanel = !health ? null : h('section', { class: 'panel', 'aria-labelledby': 'health-title', id: 'health' },
       h('h2', { id: 'health-title' }, 'Health'),
-      health
-        ? h('dl', { class: 'facts' },
+      h('dl', { class: 'facts' },
           h('dt', {}, 'Circuit'), h('dd', {}, healthCell({ circuit: health.circuit })),
           h('dt', {}, 'Consecutive failures'), h('dd', {}, String(health.consecutive_failures ?? 0)),
           h('dt', {}, 'Last success'), h('dd', {}, whenFull(health.last_success_at)),
           h('dt', {}, 'Last failure'), h('dd', {}, whenFull(health.last_failure_at)),
-          health.open_until ? [h('dt', {}, 'Paused until'), h('dd', {}, whenFull(health.open_until))] : null)
-        : h('p', { class: 'muted' }, 'This server does not report endpoint health yet; the delivery log below shows every attempt.'));
+          health.open_until ? [h('dt', {}, 'Paused until'), h('dd', {}, whenFull(health.open_until))] : null));
 
     const log = h('section', { class: 'panel', 'aria-labelledby': 'log-title' });
     page(
@@ -539,7 +543,7 @@
         actions),
       messages,
       secretSlot,
-      h('div', { class: 'grid-2' }, h('section', { class: 'panel', 'aria-labelledby': 'settings-title' }, h('h2', { id: 'settings-title' }, 'Settings'), facts), healthPanel),
+      h('div', { class: healthPanel ? 'grid-2' : '' }, h('section', { class: 'panel', 'aria-labelledby': 'settings-title' }, h('h2', { id: 'settings-title' }, 'Settings'), facts), healthPanel),
       log,
     );
     deliveryLog(log, { subscription: sub, token });
@@ -783,7 +787,7 @@
           if (err.handled) return;
           const name = err.details && String(err.details.field || '').split(/[.[]/)[0];
           if (name && fieldError[name]) {
-            replace(fieldError[name], describe(err));
+            replace(fieldError[name], err.message);
             fieldError[name].hidden = false;
             const input = document.getElementById(name);
             if (input) { input.setAttribute('aria-invalid', 'true'); input.focus(); }
@@ -873,13 +877,13 @@
       const href = route('deliveries', d.id);
       const sub = subscriptionsById.get(d.subscription_id);
       const tr = h('tr', { class: `clickable delivery ${d.status}`, 'data-id': d.id, 'data-status': d.status },
-        h('td', { 'data-label': 'Status' }, deliveryStatusCell(d)),
-        h('td', { 'data-label': 'Event' }, h('div', { class: 'cell-main' }, link(href, d.event_type)), h('div', { class: 'cell-sub mono break' }, d.event_id)),
-        subscription ? null : h('td', { 'data-label': 'Subscription' },
+        cell('Status', deliveryStatusCell(d)),
+        cell('Event', h('div', { class: 'cell-main' }, link(href, d.event_type)), h('div', { class: 'cell-sub mono break' }, d.event_id)),
+        subscription ? null : cell('Subscription',
           link(route('subscriptions', d.subscription_id), sub ? sub.url : d.subscription_id, { class: 'mono break cell-sub' })),
-        h('td', { 'data-label': 'Attempts' }, String(d.attempt_count)),
-        h('td', { 'data-label': 'Last response' }, lastResponse(d)),
-        h('td', { 'data-label': 'Created' }, when(d.created_at)));
+        cell('Attempts', String(d.attempt_count)),
+        cell('Last response', lastResponse(d)),
+        cell('Created', when(d.created_at)));
       tr.addEventListener('click', (e) => { if (!e.target.closest('a,button')) location.hash = href; });
       return tr;
     };
@@ -1011,12 +1015,28 @@
       entries.map(([name, value]) => h('tr', {}, h('th', { scope: 'row' }, name), h('td', {}, Array.isArray(value) ? value.join(', ') : String(value))))));
   }
 
+  /** Words for the stable outcome codes of an attempt. */
+  const OUTCOMES = {
+    success: 'succeeded',
+    http_status: 'failed',
+    redirect: 'redirect, not followed',
+    timeout: 'timed out',
+    connect: 'connection failed',
+    dns: 'DNS lookup failed',
+    tls: 'TLS failed',
+    blocked_address: 'blocked address',
+    request: 'request failed',
+    body: 'reading the answer failed',
+    internal: 'internal error',
+  };
+
   function attemptCard(a) {
     const ok = a.outcome ? a.outcome === 'success' : a.status_code >= 200 && a.status_code < 300;
+    const outcome = OUTCOMES[a.outcome] || a.outcome || (ok ? 'succeeded' : 'failed');
     return h('article', { class: 'attempt', 'data-attempt': a.attempt },
       h('div', { class: 'attempt-head' },
         h('h3', {}, `Attempt ${a.attempt}`),
-        badge(ok ? 'succeeded' : (a.outcome || 'failed'), ok ? 'ok' : 'bad'),
+        badge(outcome, ok ? 'ok' : 'bad'),
         a.status_code ? h('span', { class: 'mono status-code' }, `HTTP ${a.status_code}`) : null,
         h('span', { class: 'muted' }, `${a.duration_ms} ms`),
         when(a.created_at)),
@@ -1084,7 +1104,7 @@
       h('div', { class: 'page-head' },
         h('div', {},
           h('div', { class: 'crumbs' }, link('#/subscriptions', 'Subscriptions'), ' › ',
-            link(route('subscriptions', d.subscription_id), sub ? sub.url : 'Subscription'), ' › Delivery'),
+            link(route('subscriptions', d.subscription_id), sub ? short(sub.url, 48) : 'Subscription'), ' › Delivery'),
           h('h1', {}, d.event_type),
           h('p', { class: 'sub' }, statusSlot)),
         h('div', { class: 'actions' }, retry)),
@@ -1158,10 +1178,10 @@
           ? h('table', { class: 'list', id: 'event-deliveries' },
             h('thead', {}, h('tr', {}, ['Status', 'Delivery', 'Attempts', 'Last response'].map((c) => h('th', { scope: 'col' }, c)))),
             h('tbody', {}, deliveries.map((d) => h('tr', {},
-              h('td', { 'data-label': 'Status' }, badge(d.status)),
-              h('td', { 'data-label': 'Delivery' }, link(route('deliveries', d.id), d.id, { class: 'mono' })),
-              h('td', { 'data-label': 'Attempts' }, String(d.attempt_count)),
-              h('td', { 'data-label': 'Last response' }, lastResponse(d))))))
+              cell('Status', badge(d.status)),
+              cell('Delivery', link(route('deliveries', d.id), d.id, { class: 'mono' })),
+              cell('Attempts', String(d.attempt_count)),
+              cell('Last response', lastResponse(d))))))
           : h('p', { class: 'muted' }, 'No subscription matched this event.')),
       ev.payload !== undefined
         ? h('section', { class: 'panel', 'aria-labelledby': 'event-payload-title' }, h('h2', { id: 'event-payload-title' }, 'Payload'), h('pre', { class: 'code', id: 'payload' }, pretty(ev.payload)))

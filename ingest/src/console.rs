@@ -24,8 +24,7 @@ struct Asset {
     content_type: &'static str,
 }
 
-const INDEX: Asset =
-    Asset { body: include_bytes!("../console/index.html"), content_type: "text/html; charset=utf-8" };
+const INDEX: Asset = Asset { body: include_bytes!("../console/index.html"), content_type: "text/html; charset=utf-8" };
 const SCRIPT: Asset =
     Asset { body: include_bytes!("../console/console.js"), content_type: "text/javascript; charset=utf-8" };
 const STYLE: Asset = Asset { body: include_bytes!("../console/console.css"), content_type: "text/css; charset=utf-8" };

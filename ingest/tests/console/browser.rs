@@ -79,8 +79,9 @@ fn chromium() -> PathBuf {
     if std::env::var_os("CHROMIUM").is_none() && debian.is_file() {
         return debian;
     }
-    find_program("CHROMIUM", &["chromium", "chromium-browser", "google-chrome"])
-        .unwrap_or_else(|| panic!("chromium not found: install Debian's chromium (scripts/test.sh does it) or set CHROMIUM"))
+    find_program("CHROMIUM", &["chromium", "chromium-browser", "google-chrome"]).unwrap_or_else(|| {
+        panic!("chromium not found: install Debian's chromium (scripts/test.sh does it) or set CHROMIUM")
+    })
 }
 
 /// One browser session on the console of `base`.

@@ -56,7 +56,9 @@ impl ConsoleEnv {
     /// Creates a tenant API key and returns its token.
     pub async fn tenant_key(&self, tenant: &str) -> String {
         let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
-        api_key::create(&mut conn, &Principal::Tenant(tenant.to_owned()), Some("console test")).await.expect("tenant key")
+        api_key::create(&mut conn, &Principal::Tenant(tenant.to_owned()), Some("console test"))
+            .await
+            .expect("tenant key")
     }
 
     /// The publisher key of this environment.

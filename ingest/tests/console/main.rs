@@ -11,6 +11,7 @@
 mod browser;
 mod env;
 mod layout;
+mod readme;
 mod receiver;
 mod safety;
 mod signin;

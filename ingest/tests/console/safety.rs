@@ -67,7 +67,17 @@ async fn values_from_the_api_render_as_text_and_run_nothing() {
         b.click("#deliveries tr.delivery a").await;
         let body = b.wait_text(".attempt[data-attempt='1'] .response-body", IMG).await;
         assert_eq!(body, format!("{IMG}{SCRIPT}"), "the response body shows as sent");
-        let (_, delivery) = env.call(Method::GET, &format!("/api/v1/webhooks/deliveries/{}", b.js("return location.hash.split('/')[2]").await.as_str().expect("id")), &key, None).await;
+        let (_, delivery) = env
+            .call(
+                Method::GET,
+                &format!(
+                    "/api/v1/webhooks/deliveries/{}",
+                    b.js("return location.hash.split('/')[2]").await.as_str().expect("id")
+                ),
+                &key,
+                None,
+            )
+            .await;
         if delivery.get("payload").is_some() {
             // Where the API returns the payload, the page shows it as text.
             let payload = b.wait_text("#payload", IMG).await;
@@ -89,7 +99,14 @@ async fn the_console_is_served_with_a_strict_policy_and_no_inline_code() {
     let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert!(header("content-type").starts_with("text/html"), "{}", header("content-type"));
     let csp = header("content-security-policy");
-    for directive in ["default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "object-src 'none'", "require-trusted-types-for 'script'"] {
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "require-trusted-types-for 'script'",
+    ] {
         assert!(csp.contains(directive), "CSP lacks {directive}: {csp}");
     }
     assert!(!csp.contains("unsafe"), "no unsafe-* source: {csp}");
@@ -98,13 +115,21 @@ async fn the_console_is_served_with_a_strict_policy_and_no_inline_code() {
     let etag = header("etag");
     let html = res.text().await.expect("html");
     // Every script is a file of this server; no inline style or handler.
-    assert_eq!(html.matches("<script").count(), html.matches("<script src=\"console/").count(), "inline script in {html}");
-    assert!(!html.contains("style=") && !html.contains("<style") && !html.contains(" onload="), "inline style or handler");
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script src=\"console/").count(),
+        "inline script in {html}"
+    );
+    assert!(
+        !html.contains("style=") && !html.contains("<style") && !html.contains(" onload="),
+        "inline style or handler"
+    );
 
     for (path, kind) in [("/console/console.js", "text/javascript"), ("/console/console.css", "text/css")] {
         let res = env.client.get(format!("{}{path}", env.base)).send().await.expect("asset");
         assert_eq!(res.status(), StatusCode::OK, "{path}");
-        let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let content_type =
+            res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         assert!(content_type.starts_with(kind), "{path}: {content_type}");
         assert_eq!(res.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"));
         let source = res.text().await.expect("asset body");
@@ -113,7 +138,13 @@ async fn the_console_is_served_with_a_strict_policy_and_no_inline_code() {
         }
     }
     // Unchanged assets revalidate without a body.
-    let res = env.client.get(format!("{}/console", env.base)).header("if-none-match", &etag).send().await.expect("revalidate");
+    let res = env
+        .client
+        .get(format!("{}/console", env.base))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("revalidate");
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
     // The console needs no key to load; the API behind it does.
     let (status, _) = env.call(Method::GET, "/api/v1/webhooks/subscriptions", "whk_wrong", None).await;

@@ -29,7 +29,8 @@ async fn a_wrong_key_is_refused_and_a_tenant_key_signs_in_for_this_tab_only() {
         b.wait_text("main", "No subscriptions yet").await;
         let url = b.client.current_url().await.expect("url");
         assert!(!url.as_str().contains(&key), "the key must never be in the URL: {url}");
-        let stored = b.js("return [sessionStorage.getItem('webhooks.console.key'), localStorage.length, document.cookie]").await;
+        let stored =
+            b.js("return [sessionStorage.getItem('webhooks.console.key'), localStorage.length, document.cookie]").await;
         assert_eq!(stored[0], key.as_str(), "the key is kept in sessionStorage");
         assert_eq!(stored[1], 0, "nothing in localStorage");
         assert_eq!(stored[2], "", "no cookies");

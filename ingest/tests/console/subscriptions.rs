@@ -34,12 +34,21 @@ async fn a_subscription_created_in_the_console_shows_its_secret_once_and_its_del
         let secret = b.text("#secret-value").await;
         assert!(secret.starts_with("whsec_"), "the secret is shown: {secret}");
         b.click("#copy-secret").await;
-        let copied = b.wait_js("copy feedback", "const t = document.querySelector('#copy-secret').textContent; return t === 'Copy' ? null : t").await;
+        let copied = b
+            .wait_js(
+                "copy feedback",
+                "const t = document.querySelector('#copy-secret').textContent; return t === 'Copy' ? null : t",
+            )
+            .await;
         match copied.as_str() {
             Some("Copied") => {}
             Some(other) => {
                 assert!(other.starts_with("Selected"), "copy feedback: {other}");
-                assert_eq!(b.js("return getSelection().toString()").await, secret.as_str(), "the secret is selected for Ctrl+C");
+                assert_eq!(
+                    b.js("return getSelection().toString()").await,
+                    secret.as_str(),
+                    "the secret is selected for Ctrl+C"
+                );
             }
             None => panic!("copy feedback: {copied}"),
         }
@@ -53,7 +62,10 @@ async fn a_subscription_created_in_the_console_shows_its_secret_once_and_its_del
         let event_id = env.publish("t1", "invoice.created", json!({"invoice_id": "inv_42", "amount": 99.5})).await;
         b.wait_for("#deliveries tr.delivery[data-status='succeeded']").await;
         let row = b.text("#deliveries tbody tr").await;
-        assert!(row.contains("invoice.created") && row.contains(&event_id) && row.contains("HTTP 200"), "log row: {row}");
+        assert!(
+            row.contains("invoice.created") && row.contains(&event_id) && row.contains("HTTP 200"),
+            "log row: {row}"
+        );
         b.shot("subscription").await;
 
         // The secret copied from the page verifies what the endpoint received.
@@ -71,12 +83,19 @@ async fn a_subscription_created_in_the_console_shows_its_secret_once_and_its_del
         // Shown once: not on a later visit.
         b.open_console(&format!("#/subscriptions/{subscription_id}")).await;
         b.wait_text("#subscription-url", &receiver.url).await;
-        assert_eq!(b.js("return document.querySelector('#secret-value') === null").await, true, "the secret is shown only once");
+        assert_eq!(
+            b.js("return document.querySelector('#secret-value') === null").await,
+            true,
+            "the secret is shown only once"
+        );
 
         // The list shows it, active.
         b.go("#/subscriptions").await;
         let row = b.wait_text("#subscriptions tbody tr", &receiver.url).await;
-        assert!(row.contains("active") && row.contains("Billing service") && row.contains("invoice.created"), "list row: {row}");
+        assert!(
+            row.contains("active") && row.contains("Billing service") && row.contains("invoice.created"),
+            "list row: {row}"
+        );
         b.shot("subscriptions").await;
     })
     .await;
@@ -86,7 +105,8 @@ async fn a_subscription_created_in_the_console_shows_its_secret_once_and_its_del
 
 /// How many deliveries a subscription has (through the API).
 async fn delivery_count(env: &ConsoleEnv, key: &str, id: &str) -> usize {
-    let (status, page) = env.call(Method::GET, &format!("/api/v1/webhooks/subscriptions/{id}/deliveries"), key, None).await;
+    let (status, page) =
+        env.call(Method::GET, &format!("/api/v1/webhooks/subscriptions/{id}/deliveries"), key, None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     page["items"].as_array().map_or(0, Vec::len)
 }
@@ -154,7 +174,11 @@ async fn a_subscription_can_be_paused_resumed_edited_tested_rotated_and_deleted(
         b.click("#send-test").await;
         b.wait_text(".toast", "Test event queued").await;
         let found = eventually(Duration::from_secs(30), || async {
-            receiver.received().iter().any(|r| r.headers.get("x-webhook-event-type").is_some_and(|t| t == "webhook.test")).then_some(())
+            receiver
+                .received()
+                .iter()
+                .any(|r| r.headers.get("x-webhook-event-type").is_some_and(|t| t == "webhook.test"))
+                .then_some(())
         })
         .await;
         assert!(found.is_some(), "the test event reached the endpoint");
