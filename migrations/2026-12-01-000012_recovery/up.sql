@@ -38,7 +38,8 @@ CREATE TABLE jobs (
     phase            text NOT NULL DEFAULT 'failed' CHECK (phase IN ('failed', 'missed')),
     cursor_created_at timestamptz,
     cursor_id        uuid,
-    -- Which ingest runs the job, until when; another takes over once it lapses.
+    -- Which job runner holds the job, until when; another takes over once it lapses.
+    lease_owner      uuid,
     lease_until      timestamptz,
     error            text,
     created_at       timestamptz NOT NULL DEFAULT now(),

@@ -158,7 +158,7 @@ impl Config {
                 "RECOVERY_BATCH_PAUSE_MS",
                 &var("RECOVERY_BATCH_PAUSE_MS", "100"),
                 0,
-                60_000,
+                5_000,
             )? as u64),
         })
     }

@@ -109,6 +109,7 @@ diesel::table! {
         phase -> Text,
         cursor_created_at -> Nullable<Timestamptz>,
         cursor_id -> Nullable<Uuid>,
+        lease_owner -> Nullable<Uuid>,
         lease_until -> Nullable<Timestamptz>,
         error -> Nullable<Text>,
         created_at -> Timestamptz,

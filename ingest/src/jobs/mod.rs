@@ -27,13 +27,15 @@ use shared::{db, models::job};
 use crate::state::AppState;
 
 /// How long a runner holds a job without renewing; another takes over after.
-pub const LEASE: Duration = Duration::from_secs(10);
+/// Longer than the most a runner waits between steps (the longest
+/// `RECOVERY_BATCH_PAUSE_MS` plus [`BACKLOG_WAIT`]).
+pub const LEASE: Duration = Duration::from_secs(15);
 /// How often an idle runner looks for a job.
 const POLL: Duration = Duration::from_millis(500);
 /// Runners per ingest (jobs it runs at once).
 const RUNNERS: usize = 2;
 /// Longest wait for the dispatchers to take up a step's deliveries.
-pub const BACKLOG_WAIT: Duration = Duration::from_secs(10);
+pub const BACKLOG_WAIT: Duration = Duration::from_secs(8);
 
 /// Starts this ingest's runners.
 pub fn start(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
@@ -41,15 +43,16 @@ pub fn start(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
 }
 
 async fn run(state: AppState) {
+    let owner = uuid::Uuid::now_v7();
     loop {
         let leased = match db::conn(&state.pool).await {
-            Ok(mut conn) => job::lease_next(&mut conn, LEASE).await.map_err(db::DbError::from),
+            Ok(mut conn) => job::lease_next(&mut conn, owner, LEASE).await.map_err(db::DbError::from),
             Err(err) => Err(err),
         };
         match leased {
             Ok(Some(job)) => {
                 log::info!("job started job_id={} tenant_id={} kind={}", job.id, job.tenant_id, job.kind);
-                run_job(&state, job.id).await;
+                run_job(&state, job.id, owner).await;
             }
             Ok(None) => tokio::time::sleep(POLL).await,
             Err(err) => {
@@ -61,11 +64,13 @@ async fn run(state: AppState) {
 }
 
 /// Runs steps until the job is over.
-async fn run_job(state: &AppState, job_id: uuid::Uuid) {
+async fn run_job(state: &AppState, job_id: uuid::Uuid, owner: uuid::Uuid) {
     let batch = i64::try_from(state.config.recovery_batch_size).unwrap_or(100);
     loop {
         let result = match db::conn(&state.pool).await {
-            Ok(mut conn) => step::run(&mut conn, &state.catalog, job_id, batch, LEASE).await.map_err(db::DbError::from),
+            Ok(mut conn) => {
+                step::run(&mut conn, &state.catalog, job_id, owner, batch, LEASE).await.map_err(db::DbError::from)
+            }
             Err(err) => Err(err),
         };
         let result = match result {
@@ -101,6 +106,10 @@ async fn log_finished(state: &AppState, job_id: uuid::Uuid) {
     let found: Result<(String, String, i64, i64), _> =
         j::jobs.find(job_id).select((j::tenant_id, j::status, j::total, j::queued)).get_result(&mut conn).await;
     if let Ok((tenant_id, status, total, queued)) = found {
+        if status == "running" {
+            log::info!("job taken over by another runner job_id={job_id}");
+            return;
+        }
         metrics::counter!(crate::metric_names::JOBS_FINISHED, "status" => status.clone()).increment(1);
         log::info!("job finished job_id={job_id} tenant_id={tenant_id} status={status} total={total} queued={queued}");
     }

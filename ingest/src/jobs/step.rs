@@ -30,20 +30,21 @@ pub struct StepResult {
     pub attempts: Vec<(uuid::Uuid, i32)>,
     /// New deliveries of missed events (attempt 1 each).
     pub created: Vec<uuid::Uuid>,
-    /// The job is over (completed or failed), or was already.
+    /// The job is over (completed or failed), or this runner no longer holds it.
     pub finished: bool,
 }
 
-/// Runs the next step of job `job_id`.
+/// Runs the next step of job `job_id` for runner `owner`.
 pub async fn run(
     conn: &mut AsyncPgConnection,
     catalog: &Catalog,
     job_id: uuid::Uuid,
+    owner: uuid::Uuid,
     batch: i64,
     lease: std::time::Duration,
 ) -> diesel::QueryResult<StepResult> {
     conn.transaction(async move |conn| {
-        let Some(job) = job::lock_running(conn, job_id).await? else {
+        let Some(job) = job::lock_running(conn, job_id, owner).await? else {
             return Ok(StepResult { finished: true, ..StepResult::default() });
         };
         let lease_until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10));

@@ -107,6 +107,7 @@ pub struct Job {
     pub phase: String,
     pub cursor_created_at: Option<DateTime<Utc>>,
     pub cursor_id: Option<uuid::Uuid>,
+    pub lease_owner: Option<uuid::Uuid>,
     pub lease_until: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -144,8 +145,12 @@ pub async fn find(conn: &mut AsyncPgConnection, tenant_id: &str, id: uuid::Uuid)
 }
 
 /// Takes the oldest running job nobody holds (no lease, or a lapsed one: its
-/// ingest died or stopped) and holds it for `lease`.
-pub async fn lease_next(conn: &mut AsyncPgConnection, lease: std::time::Duration) -> QueryResult<Option<Job>> {
+/// ingest died or stopped) and holds it for runner `owner` for `lease`.
+pub async fn lease_next(
+    conn: &mut AsyncPgConnection,
+    owner: uuid::Uuid,
+    lease: std::time::Duration,
+) -> QueryResult<Option<Job>> {
     let lease_until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10));
     let free = jobs::table
         .filter(jobs::status.eq(JobStatus::Running.as_str()))
@@ -164,19 +169,22 @@ pub async fn lease_next(conn: &mut AsyncPgConnection, lease: std::time::Duration
             .filter(jobs::status.eq(JobStatus::Running.as_str()))
             .filter(jobs::lease_until.is_null().or(jobs::lease_until.lt(diesel::dsl::now))),
     )
-    .set(jobs::lease_until.eq(lease_until))
+    .set((jobs::lease_owner.eq(owner), jobs::lease_until.eq(lease_until)))
     .returning(Job::as_returning())
     .get_result(conn)
     .await
     .optional()
 }
 
-/// Locks a running job for one step (steps of one job never overlap, also
-/// across ingests) and reads its current progress.
-pub async fn lock_running(conn: &mut AsyncPgConnection, id: uuid::Uuid) -> QueryResult<Option<Job>> {
+/// Locks a running job that runner `owner` holds, for one step (steps of one
+/// job never overlap, also across ingests), and reads its current progress.
+/// `None` when the job is over or another runner took it over (this one let
+/// its lease lapse).
+pub async fn lock_running(conn: &mut AsyncPgConnection, id: uuid::Uuid, owner: uuid::Uuid) -> QueryResult<Option<Job>> {
     jobs::table
         .filter(jobs::id.eq(id))
         .filter(jobs::status.eq(JobStatus::Running.as_str()))
+        .filter(jobs::lease_owner.eq(owner))
         .select(Job::as_select())
         .for_update()
         .first(conn)
