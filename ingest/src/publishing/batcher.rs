@@ -69,13 +69,18 @@ pub struct FanoutBatcher {
     pending: Arc<AtomicUsize>,
 }
 
+/// Gauge of the publishes handed to the batcher and not answered yet, in all
+/// batchers of the process.
+const PENDING_GAUGE: &str = "webhooks_ingest_fanout_pending";
+
 /// Counts a publish as pending for as long as it lives (also when its caller
-/// goes away mid-wait).
+/// goes away mid-wait), in the batcher's count and in [`PENDING_GAUGE`].
 struct PendingGuard(Arc<AtomicUsize>);
 
 impl PendingGuard {
     fn new(pending: &Arc<AtomicUsize>) -> Self {
         pending.fetch_add(1, Ordering::SeqCst);
+        metrics::gauge!(PENDING_GAUGE).increment(1.0);
         Self(pending.clone())
     }
 }
@@ -83,6 +88,7 @@ impl PendingGuard {
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!(PENDING_GAUGE).decrement(1.0);
     }
 }
 
@@ -104,6 +110,7 @@ impl FanoutBatcher {
     /// Starts the batching task. Committed deliveries go to `dispatch` (attempt 1)
     /// right after their batch commits, whether or not their caller still waits.
     pub fn start(pool: DbPool, catalog: Arc<Catalog>, dispatch: DispatchQueue) -> Self {
+        metrics::describe_gauge!(PENDING_GAUGE, "Publishes waiting for their batch to commit");
         let settings = BatchSettings {
             max_batch: MAX_BATCH,
             lanes: (pool.status().max_size / 2).clamp(1, MAX_IN_FLIGHT),
@@ -154,7 +161,8 @@ impl FanoutBatcher {
         self.batcher.call(prepared).await.unwrap_or(Err(PublishError::Stopped))
     }
 
-    /// Publishes handed over and not answered yet (waiting for a batch, or in one).
+    /// Publishes handed to this batcher and not answered yet (waiting for a
+    /// batch, or in one); [`PENDING_GAUGE`] counts those of every batcher.
     pub fn pending(&self) -> usize {
         AtomicUsize::load(&self.pending, Ordering::SeqCst)
     }
