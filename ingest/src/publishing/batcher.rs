@@ -33,6 +33,8 @@ use shared::{
     envelope::Envelope,
 };
 
+use crate::metric_names::FANOUT_PENDING;
+
 use super::{
     body::EventToPublish,
     dispatch_queue::DispatchQueue,
@@ -69,18 +71,14 @@ pub struct FanoutBatcher {
     pending: Arc<AtomicUsize>,
 }
 
-/// Gauge of the publishes handed to the batcher and not answered yet, in all
-/// batchers of the process.
-const PENDING_GAUGE: &str = "webhooks_ingest_fanout_pending";
-
 /// Counts a publish as pending for as long as it lives (also when its caller
-/// goes away mid-wait), in the batcher's count and in [`PENDING_GAUGE`].
+/// goes away mid-wait), in the batcher's count and in the gauge [`FANOUT_PENDING`].
 struct PendingGuard(Arc<AtomicUsize>);
 
 impl PendingGuard {
     fn new(pending: &Arc<AtomicUsize>) -> Self {
         pending.fetch_add(1, Ordering::SeqCst);
-        metrics::gauge!(PENDING_GAUGE).increment(1.0);
+        metrics::gauge!(FANOUT_PENDING).increment(1.0);
         Self(pending.clone())
     }
 }
@@ -88,7 +86,7 @@ impl PendingGuard {
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-        metrics::gauge!(PENDING_GAUGE).decrement(1.0);
+        metrics::gauge!(FANOUT_PENDING).decrement(1.0);
     }
 }
 
@@ -110,12 +108,11 @@ impl FanoutBatcher {
     /// Starts the batching task. Committed deliveries go to `dispatch` (attempt 1)
     /// right after their batch commits, whether or not their caller still waits.
     pub fn start(pool: DbPool, catalog: Arc<Catalog>, dispatch: DispatchQueue) -> Self {
-        metrics::describe_gauge!(PENDING_GAUGE, "Publishes waiting for their batch to commit");
         let settings = BatchSettings {
             max_batch: MAX_BATCH,
             lanes: (pool.status().max_size / 2).clamp(1, MAX_IN_FLIGHT),
             queue_capacity: QUEUE_CAPACITY,
-            size_histogram: metrics::histogram!("fanout_batch_size"),
+            size_histogram: metrics::histogram!(crate::metric_names::FANOUT_BATCH_SIZE),
         };
         let batcher = Batcher::start(settings, move |events: Vec<PreparedEvent>| {
             let (pool, dispatch) = (pool.clone(), dispatch.clone());
@@ -162,7 +159,7 @@ impl FanoutBatcher {
     }
 
     /// Publishes handed to this batcher and not answered yet (waiting for a
-    /// batch, or in one); [`PENDING_GAUGE`] counts those of every batcher.
+    /// batch, or in one); [`FANOUT_PENDING`] counts those of every batcher.
     pub fn pending(&self) -> usize {
         AtomicUsize::load(&self.pending, Ordering::SeqCst)
     }

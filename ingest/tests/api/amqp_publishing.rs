@@ -7,6 +7,7 @@ use lapin::{
     options::ConfirmSelectOptions,
     types::{AMQPValue, FieldTable},
 };
+use ingest::metric_names::AMQP_EVENTS_REQUEUED;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared::{
@@ -222,7 +223,7 @@ async fn every_kind_of_bad_amqp_message_lands_in_the_rejected_queue_with_its_rea
 
     let metrics =
         app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains(r#"events_rejected_total{reason="invalid_json"}"#), "{metrics}");
+    assert!(metrics.contains(r#"webhooks_ingest_events_rejected_total{reason="invalid_json"}"#), "{metrics}");
     assert_eq!(app.event_count("t1").await, 0, "a bad message created an event");
     assert!(app.deliveries_of_tenant("t1").await.is_empty(), "a bad message created deliveries");
     let _ = connection.close(200, "done".into()).await;
@@ -277,12 +278,12 @@ async fn a_database_outage_on_the_amqp_path_requeues_the_event_instead_of_droppi
     .await;
     assert!(down.is_some(), "the database outage did not take effect");
 
-    let requeued_before = app.metric("amqp_events_requeued_total").await;
+    let requeued_before = app.metric(AMQP_EVENTS_REQUEUED).await;
     let options = PublishOptions { event_id: Some("evt_during_outage".into()), metadata: None };
     bus.publish_with("invoice.created", json!({"invoice_id": "inv_9"}), "t1", options).await.expect("published");
     // Several delivery attempts fail meanwhile (one per second).
     let retried = eventually(Duration::from_secs(20), || async {
-        (app.metric("amqp_events_requeued_total").await - requeued_before >= 2.0).then_some(())
+        (app.metric(AMQP_EVENTS_REQUEUED).await - requeued_before >= 2.0).then_some(())
     })
     .await;
     assert!(retried.is_some(), "the event was not retried during the outage");

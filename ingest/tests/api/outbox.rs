@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use ingest::metric_names::OUTBOX_RELAYED;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared::{
@@ -67,7 +68,7 @@ async fn publishing_while_the_broker_is_unreachable_answers_202_and_queues_every
     let (status, _) = app.request(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
-    let relayed_before = app.metric("outbox_relayed_total").await;
+    let relayed_before = app.metric(OUTBOX_RELAYED).await;
     proxy.restore();
     let ready = eventually(Duration::from_secs(20), || async {
         let (status, _) = app.request(Method::GET, "/readyz", None, None).await;
@@ -105,8 +106,8 @@ async fn publishing_while_the_broker_is_unreachable_answers_202_and_queues_every
     assert!(consumed.is_some(), "the event consumer did not resubscribe after the reconnect");
     // The relay of this app queued all of them (the counter is the process's:
     // other tests can only add to it) and left no backlog in this database.
-    let relayed = app.metric("outbox_relayed_total").await - relayed_before;
-    assert!(relayed >= (EVENTS * 2) as f64, "outbox_relayed_total rose by {relayed}");
+    let relayed = app.metric(OUTBOX_RELAYED).await - relayed_before;
+    assert!(relayed >= (EVENTS * 2) as f64, "{OUTBOX_RELAYED} rose by {relayed}");
     assert_eq!(relay_of(&app).record_backlog().await.expect("backlog"), 0);
 }
 
