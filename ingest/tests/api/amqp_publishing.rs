@@ -3,11 +3,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use ingest::metric_names::AMQP_EVENTS_REQUEUED;
 use lapin::{
     options::ConfirmSelectOptions,
     types::{AMQPValue, FieldTable},
 };
-use ingest::metric_names::AMQP_EVENTS_REQUEUED;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared::{
