@@ -7,7 +7,6 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod envelope;
-pub mod event_bus;
 pub mod models;
 pub mod schema;
 pub mod signing;

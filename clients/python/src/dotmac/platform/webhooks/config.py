@@ -74,15 +74,24 @@ class BusSettings:
         relay_flag = (var("WEBHOOKS_OUTBOX_RELAY") or "true").lower()
         if relay_flag not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
             raise ConfigurationError("WEBHOOKS_OUTBOX_RELAY must be true or false")
-        common = {
-            "amqp_prefix": prefix,
-            "timeout": timeout,
-            "outbox_relay": relay_flag in {"true", "1", "yes", "on"},
-        }
+        relay = relay_flag in {"true", "1", "yes", "on"}
 
         amqp_url = var("WEBHOOKS_AMQP_URL")
         api_url = var("WEBHOOKS_API_URL")
         if amqp_url is None and api_url is not None:
-            return cls(transport="http", api_url=api_url, publisher_key=var("WEBHOOKS_PUBLISHER_KEY"), **common)
+            return cls(
+                transport="http",
+                api_url=api_url,
+                publisher_key=var("WEBHOOKS_PUBLISHER_KEY"),
+                amqp_prefix=prefix,
+                timeout=timeout,
+                outbox_relay=relay,
+            )
         urls = amqp_url or var("AMQP_URL") or DEFAULT_AMQP_URL
-        return cls(transport="amqp", amqp_urls=tuple(u.strip() for u in urls.split(",") if u.strip()), **common)
+        return cls(
+            transport="amqp",
+            amqp_urls=tuple(u.strip() for u in urls.split(",") if u.strip()),
+            amqp_prefix=prefix,
+            timeout=timeout,
+            outbox_relay=relay,
+        )

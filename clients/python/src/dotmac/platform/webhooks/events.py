@@ -101,7 +101,7 @@ class EventBus:
         self.settings = settings or BusSettings.from_env()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: Transport | None = None
-        self._relays: dict[Engine, tuple[OutboxRelay, asyncio.Task[None]]] = {}
+        self._relays: dict[Engine, tuple[OutboxRelay, asyncio.Task[None] | None]] = {}
 
     async def publish(
         self,
@@ -163,9 +163,10 @@ class EventBus:
     async def close(self) -> None:
         """Stops the relay tasks and closes connections."""
         relays, self._relays = self._relays, {}
-        for _, task in relays.values():
+        tasks = [task for _, task in relays.values() if task is not None]
+        for task in tasks:
             task.cancel()
-        for _, task in relays.values():
+        for task in tasks:
             try:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
@@ -191,15 +192,17 @@ class EventBus:
     def _relay_for(
         self, engine: Engine, bind: Engine | AsyncEngine | AsyncSession | Session, force: bool = False
     ) -> OutboxRelay:
+        start = self.settings.outbox_relay or force
         current = self._relays.get(engine)
-        if current is not None and not current[1].done():
-            return current[0]
-        use_async = isinstance(bind, (AsyncSession, AsyncEngine)) or engine.dialect.is_async
-        store = OutboxStore(AsyncEngine(engine) if use_async else engine)
-        relay = OutboxRelay(store, self.send)
-        if self.settings.outbox_relay or force:
-            task = asyncio.get_running_loop().create_task(relay.run(), name="webhooks-outbox-relay")
-            self._relays[engine] = (relay, task)
+        if current is not None:
+            relay, task = current
+            if (task is not None and not task.done()) or (task is None and not start):
+                return relay
+        else:
+            use_async = isinstance(bind, (AsyncSession, AsyncEngine)) or engine.dialect.is_async
+            relay = OutboxRelay(OutboxStore(AsyncEngine(engine) if use_async else engine), self.send)
+        task = asyncio.get_running_loop().create_task(relay.run(), name="webhooks-outbox-relay") if start else None
+        self._relays[engine] = (relay, task)
         return relay
 
 

@@ -280,7 +280,8 @@ class OutboxRelay:
             rows = await self.store.claim(self._batch_size, self._lease)
             if not rows:
                 return sent_total
-            results = await asyncio.gather(*(self._send(r.event_type, r.event_id, r.body.encode()) for r in rows), return_exceptions=True)
+            sends = (self._send(row.event_type, row.event_id, row.body.encode()) for row in rows)
+            results = await asyncio.gather(*sends, return_exceptions=True)
             sent = [row.id for row, result in zip(rows, results) if result is None]
             await self.store.mark_sent(sent)
             sent_total += len(sent)
