@@ -16,10 +16,10 @@ use std::{sync::Arc, time::Duration};
 
 use lapin::{
     options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-        QueueDeclareOptions, QueueDeleteOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
     },
-    types::{AMQPValue, FieldTable, LongString, ShortString},
+    types::{AMQPValue, FieldTable, LongString},
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
 };
 use serde::{Deserialize, Serialize};
@@ -29,10 +29,10 @@ use crate::config::{Config, QueueType};
 
 /// Routing key of every message on the dispatch exchange.
 pub const DISPATCH_ROUTING_KEY: &str = "dispatch";
-/// How long a connect, declare or publisher confirm may take before we give up on it.
-pub use webhooks_client::BROKER_TIMEOUT;
 /// Persistent JSON message properties (the modules' client sets the same).
 pub use webhooks_client::amqp::persistent_json;
+/// How long a connect, declare or publisher confirm may take before we give up on it.
+pub use webhooks_client::BROKER_TIMEOUT;
 /// Delays of the defer queues, shortest first: a message put off without an
 /// attempt waits the first a few times, then the longer one, so a backlog
 /// behind a hanging endpoint does not churn through the broker every second.

@@ -89,7 +89,8 @@ impl EventBus {
         let urls = var("WEBHOOKS_AMQP_URL")
             .or_else(|| var("AMQP_URL"))
             .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-        let prefix = var("WEBHOOKS_AMQP_PREFIX").or_else(|| var("AMQP_PREFIX")).unwrap_or_else(|| "webhooks".to_owned());
+        let prefix =
+            var("WEBHOOKS_AMQP_PREFIX").or_else(|| var("AMQP_PREFIX")).unwrap_or_else(|| "webhooks".to_owned());
         Self::connect(&urls, &prefix).await
     }
 

@@ -95,7 +95,8 @@ fn the_constants_are_every_publishable_catalog_type_and_nothing_else() {
 
 #[test]
 fn operational_webhook_types_are_not_constants() {
-    let operational: Vec<String> = catalog_from_migrations().into_iter().filter(|t| t.starts_with("webhook.")).collect();
+    let operational: Vec<String> =
+        catalog_from_migrations().into_iter().filter(|t| t.starts_with("webhook.")).collect();
     assert!(!operational.is_empty());
     assert!(operational.iter().all(|t| !events::ALL.contains(&t.as_str())));
 }
