@@ -6,12 +6,12 @@
 //! ack. [`server::start`] wires it up; [`shutdown`] stops it.
 
 pub mod batched_store;
-pub mod batcher;
 pub mod client;
 pub mod consumer;
 pub mod context;
 pub mod deliver;
 pub mod limits;
+pub mod metric_names;
 pub mod outcome;
 pub mod process;
 pub mod retry;
