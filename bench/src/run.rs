@@ -18,7 +18,7 @@ use crate::{
     pgstats::{self, PgCounters},
     procstat::{Sampler, Usage, Watch},
     publisher::{publish_all, Load, OutgoingEvent, PublishRecord, Publisher, Via},
-    scenario::{unhealthy_role, Layout, PhaseSpec, Role, Scenario},
+    scenario::{Breakage, Layout, PhaseSpec, Role, Scenario},
     services::{Services, Target},
     sink::{event_id, Receipt, SignatureReport, Sink, SinkSettings, StrayReport},
     stats::{rate, Percentiles},
@@ -71,6 +71,9 @@ impl RunOptions {
 
     /// The subscription layout these options ask for.
     pub fn layout(&self) -> Result<Layout, BenchError> {
+        if self.scenario == Scenario::Neighbours {
+            return Layout::neighbours(self.subscriptions.saturating_sub(1).max(1)).map_err(BenchError::Options);
+        }
         Layout::new(self.subscriptions, self.scenario.fanout(self.subscriptions)).map_err(BenchError::Options)
     }
 }
@@ -104,6 +107,8 @@ pub struct DeliveryReport {
     pub timed_out: bool,
     /// Publish start → receipt.
     pub latency: Percentiles,
+    /// `neighbours`: publish start → receipt at the quiet subscriptions only.
+    pub quiet_latency: Option<Percentiles>,
     /// First receipt to last receipt.
     pub seconds_first_to_last: f64,
     pub per_sec_sustained: f64,
@@ -298,8 +303,8 @@ async fn run_phases<S: Services>(
             services.add_dispatcher().await?;
             dispatchers += 1;
         }
-        if phase.unhealthy {
-            make_unhealthy(api, services.target(), sink, subs, &mut roles).await?;
+        if phase.breakage != Breakage::None {
+            make_unhealthy(api, services.target(), sink, subs, &mut roles, phase.breakage).await?;
         }
         let phase_number = u16::try_from(index).map_err(|_| BenchError::Options("too many phases".into()))?;
         let mut report =
@@ -317,16 +322,17 @@ async fn run_phases<S: Services>(
     Ok(reports)
 }
 
-/// Points 10% of subscriptions at failing or hanging endpoints, retries off.
+/// Points the subscriptions `breakage` names at failing or hanging endpoints, retries off.
 async fn make_unhealthy(
     api: &Api,
     target: &Target,
     sink: &Sink,
     subs: &[BenchSubscription],
     roles: &mut [Role],
+    breakage: Breakage,
 ) -> Result<(), BenchError> {
     for (n, sub) in subs.iter().enumerate() {
-        let role = unhealthy_role(n);
+        let role = breakage.role(n);
         if role == Role::Ok {
             continue;
         }
@@ -418,7 +424,7 @@ async fn run_phase(
     let publish = publish_report(&records, layout);
     let mut deliveries = delivery_report(&records, &receipts, layout, roles);
     deliveries.timed_out = timed_out;
-    let unhealthy = phase.unhealthy.then(|| unhealthy_report(&records, &receipts, layout, roles));
+    let unhealthy = (phase.breakage != Breakage::None).then(|| unhealthy_report(&records, &receipts, layout, roles));
     let per_thousand = |seconds: f64| {
         if deliveries.received == 0 {
             0.0
@@ -504,6 +510,7 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
     }
     let mut report = DeliveryReport { expected, ..Default::default() };
     let mut latencies = Vec::with_capacity(expected);
+    let mut quiet_latencies = Vec::new();
     let first_publish = records.iter().map(|r| r.started).min();
     let mut buckets: Vec<Vec<Duration>> = Vec::new();
     let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
@@ -518,6 +525,9 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
                 report.received += 1;
                 let latency = at.saturating_duration_since(published);
                 latencies.push(latency);
+                if layout.neighbours && sub > 0 {
+                    quiet_latencies.push(latency);
+                }
                 if let Some(origin) = first_publish {
                     let bucket = (published.saturating_duration_since(origin).as_millis() / TIMELINE_BUCKET.as_millis())
                         as usize;
@@ -547,6 +557,7 @@ fn delivery_report(records: &[PublishRecord], receipts: &[Receipt], layout: &Lay
         })
         .collect();
     report.latency = Percentiles::of(&mut latencies);
+    report.quiet_latency = layout.neighbours.then(|| Percentiles::of(&mut quiet_latencies));
     if let (Some(first), Some(last)) = (first, last) {
         report.seconds_first_to_last = (last - first).as_secs_f64();
         report.per_sec_sustained = rate(report.received.saturating_sub(1), last - first);

@@ -18,6 +18,8 @@ const LANES: usize = 2;
 
 /// Batched `(delivery, attempt)` claims.
 pub type ClaimBatcher = Batcher<(uuid::Uuid, i32), Result<Claim, String>>;
+/// Batched parks: true if the delivery was parked (false: it had moved on).
+pub type ParkBatcher = Batcher<store::Park, Result<bool, String>>;
 /// Batched outcome records: `(subscription, attempt row, next state)`.
 pub type RecordBatcher = Batcher<(uuid::Uuid, NewAttempt, NextState), Result<Recorded, String>>;
 
@@ -33,6 +35,22 @@ pub fn claims(pool: DbPool) -> ClaimBatcher {
             }
             .await;
             answer_all(claimed, count)
+        }
+    })
+}
+
+/// Starts the park batcher.
+pub fn parks(pool: DbPool) -> ParkBatcher {
+    Batcher::start("park", MAX_BATCH, LANES, move |parks: Vec<store::Park>| {
+        let pool = pool.clone();
+        async move {
+            let count = parks.len();
+            let parked = async {
+                let mut conn = db::conn(&pool).await?;
+                Ok::<_, DbError>(store::park_many(&mut conn, &parks).await?)
+            }
+            .await;
+            answer_all(parked, count)
         }
     })
 }

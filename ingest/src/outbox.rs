@@ -19,7 +19,7 @@ use diesel_async::RunQueryDsl;
 use shared::{
     amqp::{Broker, BrokerError, Topology},
     db::{DbError, DbPool},
-    models::delivery,
+    models::{delivery, endpoint_health::NOT_PARKED},
 };
 
 use crate::dispatch_queue::publish_batch;
@@ -150,20 +150,22 @@ async fn lease_due(
     conn: &mut diesel_async::AsyncPgConnection,
     grace: Duration,
 ) -> Result<Vec<LeasedDelivery>, diesel::result::Error> {
-    diesel::sql_query(
+    // Rows parked behind an open circuit are not due, whatever their time.
+    diesel::sql_query(format!(
         "WITH due AS ( \
-           SELECT id FROM deliveries \
+           SELECT id FROM deliveries d \
            WHERE NOT enqueued AND status IN ('pending', 'retrying') \
              AND updated_at < now() - $1 \
              AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
              AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
+             AND {NOT_PARKED} \
            ORDER BY updated_at \
            LIMIT $2 \
            FOR UPDATE SKIP LOCKED) \
          UPDATE deliveries d SET relay_lease_until = now() + $3 \
          FROM due WHERE d.id = due.id \
-         RETURNING d.id, d.attempt_count + 1 AS attempt",
-    )
+         RETURNING d.id, d.attempt_count + 1 AS attempt"
+    ))
     .bind::<Interval, _>(to_interval(grace))
     .bind::<BigInt, _>(BATCH)
     .bind::<Interval, _>(to_interval(LEASE))

@@ -243,6 +243,17 @@ impl TestEnv {
             .expect("deliveries")
     }
 
+    pub async fn deliveries_of_subscription(&self, subscription_id: uuid::Uuid) -> Vec<Delivery> {
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = self.conn().await;
+        d::deliveries
+            .filter(d::subscription_id.eq(subscription_id))
+            .select(Delivery::as_select())
+            .load(&mut conn)
+            .await
+            .expect("deliveries")
+    }
+
     pub async fn delivery(&self, id: uuid::Uuid) -> Delivery {
         use shared::schema::deliveries::dsl as d;
         let mut conn = self.conn().await;
@@ -287,6 +298,46 @@ impl TestEnv {
         assert!(done.is_some(), "only {} of {n} deliveries succeeded", self.count_status("succeeded").await);
     }
 
+    /// The subscription's health row (`None`: nothing recorded yet).
+    pub async fn health(&self, subscription_id: uuid::Uuid) -> Option<shared::models::endpoint_health::EndpointHealth> {
+        let mut conn = self.conn().await;
+        shared::models::endpoint_health::for_subscriptions(&mut conn, &[subscription_id])
+            .await
+            .expect("health")
+            .remove(&subscription_id)
+    }
+
+    /// Waits until the subscription's circuit is `circuit` (and `check` holds for the row).
+    pub async fn wait_circuit(
+        &self,
+        subscription_id: uuid::Uuid,
+        circuit: &str,
+        check: impl Fn(&shared::models::endpoint_health::EndpointHealth) -> bool,
+        timeout: Duration,
+    ) -> shared::models::endpoint_health::EndpointHealth {
+        let found = eventually(timeout, || async {
+            self.health(subscription_id).await.filter(|row| row.circuit == circuit && check(row))
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("the circuit of {subscription_id} never became {circuit}"))
+    }
+
+    /// Deliveries waiting in the database (parked or retry due later) with no attempt yet.
+    pub async fn count_parked_unattempted(&self, subscription_id: uuid::Uuid) -> i64 {
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = self.conn().await;
+        d::deliveries
+            .filter(d::subscription_id.eq(subscription_id))
+            .filter(d::enqueued.eq(false))
+            .filter(d::next_attempt_at.is_not_null())
+            .filter(d::attempt_count.eq(0))
+            .filter(d::status.eq("pending"))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .expect("count")
+    }
+
     /// A tenant API key.
     pub async fn tenant_key(&self, tenant: &str) -> String {
         let mut conn = self.conn().await;
@@ -314,11 +365,16 @@ pub struct Reply {
     pub delay: Duration,
     pub location: Option<String>,
     pub body: String,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, delay: Duration::ZERO, location: None, body: String::new() }
+        Self { status, delay: Duration::ZERO, location: None, body: String::new(), headers: Vec::new() }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
     }
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -329,7 +385,13 @@ impl Reply {
         self
     }
     pub fn redirect(location: &str) -> Self {
-        Self { status: 302, delay: Duration::ZERO, location: Some(location.to_owned()), body: String::new() }
+        Self {
+            status: 302,
+            delay: Duration::ZERO,
+            location: Some(location.to_owned()),
+            body: String::new(),
+            headers: Vec::new(),
+        }
     }
 }
 
@@ -474,6 +536,9 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<ReceiverSt
     let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).expect("status"));
     if let Some(location) = reply.location {
         response.insert_header(("Location", location));
+    }
+    for (name, value) in reply.headers {
+        response.insert_header((name, value));
     }
     response.body(reply.body)
 }

@@ -114,7 +114,7 @@ impl Drop for TestPrefix {
     }
 }
 
-/// A config for tests: http and private targets allowed, `RETRY_SCHEDULE=1s,2s,3s`,
+/// A config for tests: http and private targets allowed, `RETRY_SCHEDULE=1s,2s,3s`, `RETRY_JITTER=0`,
 /// a random secret key, ports chosen by the OS; `overrides` wins.
 pub fn test_config(database_url: &str, amqp_prefix: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let key = base64::engine::general_purpose::STANDARD.encode(crate::crypto::random_bytes::<32>().unwrap_or([9; 32]));
@@ -126,6 +126,8 @@ pub fn test_config(database_url: &str, amqp_prefix: &str, overrides: &[(&str, &s
         ("DISPATCHER_BIND", "127.0.0.1:0".to_owned()),
         ("WEBHOOK_SECRET_KEY", key),
         ("RETRY_SCHEDULE", "1s,2s,3s".to_owned()),
+        // Exact retry times: tests that time retries must not see jitter.
+        ("RETRY_JITTER", "0".to_owned()),
         ("ALLOW_HTTP_TARGETS", "true".to_owned()),
         ("ALLOW_PRIVATE_TARGETS", "true".to_owned()),
         ("DATABASE_POOL_SIZE", "8".to_owned()),
