@@ -9,10 +9,10 @@
 //! [`server::start`] wires it up; [`shutdown`] stops it.
 
 pub mod batched_store;
-pub mod batcher;
 pub mod circuit;
 pub mod client;
 pub mod consumer;
+pub mod context;
 pub mod deliver;
 pub mod flow;
 pub mod health;

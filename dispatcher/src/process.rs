@@ -19,12 +19,13 @@ use shared::{
 };
 
 use crate::{
+    batched_store::BatchError,
+    context::Context,
     deliver::{deliver_one, Job},
     flow::{Admission, Slot},
     health::PROBE_MARGIN,
     outcome::{Outcome, OutcomeKind},
     retry::{self, RetryPolicy},
-    server::Context,
     stats::Stats,
     store::{self, Claim, Claimed, Park, Recorded},
 };
@@ -54,7 +55,7 @@ pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
         }
     };
     let claim =
-        ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err("claim batcher stopped".to_owned()));
+        ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
     match claim {
         Ok(Claim::Claimed(claimed)) => attempt_claimed(ctx, *claimed, attempt).await,
         Ok(Claim::Stale) => {
@@ -117,7 +118,7 @@ async fn gate(ctx: &Context, claimed: &Claimed) -> Result<Gate, db::DbError> {
 /// Parks the delivery in the database and acks the message (requeues it if
 /// the park could not be stored).
 async fn park(ctx: &Context, park: Park, reason: &'static str) -> Disposition {
-    let parked = ctx.parks.call(park).await.unwrap_or_else(|| Err("park batcher stopped".to_owned()));
+    let parked = ctx.parks.call(park).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
     match parked {
         Ok(true) => {
             Stats::bump(&ctx.stats.parked);
@@ -321,7 +322,7 @@ async fn record_with_retries(
     subscription_id: uuid::Uuid,
     row: NewAttempt,
     next: store::NextState,
-) -> Result<Recorded, db::DbError> {
+) -> Result<Recorded, BatchError> {
     let mut pause = Duration::from_millis(250);
     let mut tries = 0;
     loop {
@@ -329,8 +330,7 @@ async fn record_with_retries(
             .records
             .call((subscription_id, row.clone(), next.clone()))
             .await
-            .unwrap_or_else(|| Err("record batcher stopped".to_owned()))
-            .map_err(db::DbError::Unavailable);
+            .unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
         match result {
             Ok(recorded) => return Ok(recorded),
             Err(err) if tries < 4 => {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use shared::config::Config;
+use shared::{config::Config, models::delivery::DeliveryStatus};
 
 use crate::{outcome::Outcome, store::NextState};
 
@@ -35,11 +35,17 @@ pub fn next_state(
     config: &Config,
 ) -> (NextState, Option<Duration>) {
     if outcome.is_success() {
-        return (NextState { status: "succeeded", next_attempt_at: None, disable_subscription: None }, None);
+        return (
+            NextState { status: DeliveryStatus::Succeeded, next_attempt_at: None, disable_subscription: None },
+            None,
+        );
     }
     if outcome.is_gone() {
-        let next =
-            NextState { status: "failed", next_attempt_at: None, disable_subscription: Some(GONE_REASON.into()) };
+        let next = NextState {
+            status: DeliveryStatus::Failed,
+            next_attempt_at: None,
+            disable_subscription: Some(GONE_REASON.into()),
+        };
         return (next, None);
     }
     if !outcome.kind.is_permanent() && policy.retry_enabled && !policy.manual_retry && attempt <= policy.max_retries {
@@ -48,9 +54,12 @@ pub fn next_state(
             None => jittered(config.retry_delay(u32::try_from(attempt).unwrap_or(1)), config.retry_jitter),
         };
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        return (NextState { status: "retrying", next_attempt_at: Some(at), disable_subscription: None }, Some(delay));
+        return (
+            NextState { status: DeliveryStatus::Retrying, next_attempt_at: Some(at), disable_subscription: None },
+            Some(delay),
+        );
     }
-    (NextState { status: "failed", next_attempt_at: None, disable_subscription: None }, None)
+    (NextState { status: DeliveryStatus::Failed, next_attempt_at: None, disable_subscription: None }, None)
 }
 
 /// `delay` varied uniformly within ±`jitter` (a fraction), so the failures
@@ -86,21 +95,26 @@ mod tests {
         let auto = RetryPolicy { retry_enabled: true, max_retries: 3, manual_retry: false };
         let fail = Outcome::answered(500, None, d, None);
         let (next, delay) = next_state(&fail, 1, auto, &config);
-        assert_eq!((next.status, delay), ("retrying", Some(Duration::from_secs(1))));
+        assert_eq!((next.status, delay), (DeliveryStatus::Retrying, Some(Duration::from_secs(1))));
         assert_eq!(next_state(&fail, 3, auto, &config).1, Some(Duration::from_secs(3)));
-        assert_eq!(next_state(&fail, 4, auto, &config).0.status, "failed");
+        assert_eq!(next_state(&fail, 4, auto, &config).0.status, DeliveryStatus::Failed);
         let off = RetryPolicy { retry_enabled: false, ..auto };
-        assert_eq!(next_state(&fail, 1, off, &config).0.status, "failed");
+        assert_eq!(next_state(&fail, 1, off, &config).0.status, DeliveryStatus::Failed);
         let manual = RetryPolicy { manual_retry: true, ..auto };
-        assert_eq!(next_state(&fail, 1, manual, &config).0.status, "failed");
+        assert_eq!(next_state(&fail, 1, manual, &config).0.status, DeliveryStatus::Failed);
         let timeout = Outcome::failed(OutcomeKind::Timeout, "slow", d);
-        assert_eq!(next_state(&timeout, 2, auto, &config).0.status, "retrying");
+        assert_eq!(next_state(&timeout, 2, auto, &config).0.status, DeliveryStatus::Retrying);
         let (gone, delay) = next_state(&Outcome::answered(410, None, d, None), 1, auto, &config);
-        assert_eq!((gone.status, gone.disable_subscription.as_deref(), delay), ("failed", Some(GONE_REASON), None));
-        assert_eq!(next_state(&Outcome::answered(200, None, d, None), 1, manual, &config).0.status, "succeeded");
+        assert_eq!(
+            (gone.status, gone.disable_subscription.as_deref(), delay),
+            (DeliveryStatus::Failed, Some(GONE_REASON), None)
+        );
+        assert_eq!(
+            next_state(&Outcome::answered(200, None, d, None), 1, manual, &config).0.status,
+            DeliveryStatus::Succeeded
+        );
         let blocked = Outcome::failed(OutcomeKind::BlockedAddress, "internal", d);
-        assert_eq!(next_state(&blocked, 1, auto, &config), (next_state(&blocked, 9, auto, &config).0, None));
-        assert_eq!(next_state(&blocked, 1, auto, &config).0.status, "failed", "blocked_address is never retried");
+        assert_eq!(next_state(&blocked, 1, auto, &config).0.status, DeliveryStatus::Failed, "never retried");
     }
 
     #[test]
@@ -112,7 +126,7 @@ mod tests {
         assert_eq!(next_state(&asked(7), 1, auto, &config).1, Some(Duration::from_secs(7)));
         assert_eq!(next_state(&asked(0), 1, auto, &config).1, Some(Duration::from_secs(1)), "at least 1 s");
         assert_eq!(next_state(&asked(86_400), 1, auto, &config).1, Some(Duration::from_secs(3600)), "RETRY_AFTER_MAX");
-        assert_eq!(next_state(&asked(7), 4, auto, &config).0.status, "failed", "it still counts as an attempt");
+        assert_eq!(next_state(&asked(7), 4, auto, &config).0.status, DeliveryStatus::Failed, "still an attempt");
     }
 
     #[test]

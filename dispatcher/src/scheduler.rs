@@ -32,7 +32,7 @@ use shared::{
 };
 use tokio::sync::watch;
 
-use crate::{server::Context, stats::Stats};
+use crate::{context::Context, stats::Stats};
 
 /// Time between rounds (at once again after a full batch).
 pub const POLL: Duration = Duration::from_millis(200);

@@ -8,37 +8,14 @@ use shared::{
     amqp::{Broker, Topology},
     config::Config,
     crypto::SecretBox,
-    db::{self, DbPool},
+    db,
     telemetry::{self, Readiness},
 };
 use tokio::sync::{watch, Semaphore};
 
 use crate::{
-    batched_store, client, consumer, deliver::DeliverContext, flow::Flow, health::Health, scheduler, stats::Stats,
+    batched_store, client, consumer, context::Context, deliver::DeliverContext, flow::Flow, health::Health, scheduler,
 };
-
-/// What the dispatcher's tasks share.
-#[derive(Clone)]
-pub struct Context {
-    pub config: Arc<Config>,
-    pub pool: DbPool,
-    pub broker: Broker,
-    pub topology: Arc<Topology>,
-    pub secrets: SecretBox,
-    /// The shared HTTP client and target policy.
-    pub deliver: DeliverContext,
-    /// Slots for attempts in flight, globally and per subscription.
-    pub flow: Flow,
-    /// Endpoint health and circuits.
-    pub health: Arc<Health>,
-    pub stats: Arc<Stats>,
-    /// Claims, batched across the attempts in flight.
-    pub claims: batched_store::ClaimBatcher,
-    /// Outcome records, batched across the attempts in flight.
-    pub records: batched_store::RecordBatcher,
-    /// Parks, batched.
-    pub parks: batched_store::ParkBatcher,
-}
 
 /// A running dispatcher.
 pub struct Dispatcher {
@@ -142,10 +119,5 @@ impl Dispatcher {
         }
         self.health_server.stop(true).await;
         drained
-    }
-
-    /// Messages taken from the queue and not settled yet (in flight or waiting for a slot).
-    pub fn unsettled(&self) -> usize {
-        consumer::prefetch(&self.context.config) - self.unsettled.available_permits()
     }
 }

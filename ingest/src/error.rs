@@ -107,7 +107,7 @@ impl ResponseError for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
-        if err.is_unavailable() {
+        if err.is_transient() {
             Self::Unavailable(err.to_string())
         } else {
             Self::Internal(err.to_string())
@@ -121,8 +121,8 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
-impl From<crate::fanout_batcher::PublishError> for ApiError {
-    fn from(err: crate::fanout_batcher::PublishError) -> Self {
+impl From<crate::publishing::error::PublishError> for ApiError {
+    fn from(err: crate::publishing::error::PublishError) -> Self {
         if err.is_unavailable() {
             Self::Unavailable(err.to_string())
         } else {

@@ -30,10 +30,10 @@ use crate::{error::ApiError, routes};
         routes::subscriptions::crud::update_subscription,
         routes::subscriptions::crud::delete_subscription,
         routes::subscriptions::secret::rotate_secret,
+        routes::subscriptions::test_event::send_test_event,
         routes::deliveries::list_deliveries,
         routes::deliveries::get_delivery,
         routes::deliveries::retry_delivery,
-        routes::deliveries::send_test_event,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
@@ -66,6 +66,19 @@ pub struct ErrorDetail {
     /// For `validation_failed`: `field` (e.g. `events[2]`, `headers.X-Foo`) and sometimes `value`.
     #[schema(value_type = Object)]
     details: serde_json::Value,
+}
+
+/// The answers every tenant route may give before it reads anything else:
+/// 401 without a valid key, 403 for a publisher key. Each tenant route lists
+/// it in its `responses(...)`, beside its own.
+#[derive(utoipa::IntoResponses)]
+pub enum TenantAuthErrors {
+    /// Missing or wrong API key.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Not a tenant key.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
 }
 
 /// Declares the `bearer` scheme the paths' `security(("bearer" = []))` refers to.

@@ -13,8 +13,10 @@ use shared::{
 };
 
 use crate::{
-    app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher,
-    outbox::OutboxRelay, state::AppState,
+    app::build_app,
+    auth::AuthCache,
+    publishing::{batcher::FanoutBatcher, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay},
+    state::AppState,
 };
 
 /// A running ingest: its address, state and server handle.

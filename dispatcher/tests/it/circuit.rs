@@ -12,7 +12,7 @@ use std::{
 };
 
 use reqwest::Method;
-use shared::testing::eventually;
+use shared::{models::delivery::DeliveryStatus, testing::eventually};
 
 use crate::helpers::{refused_url, spawn_env, Receiver, Reply, SubSpec, TestEnv};
 
@@ -154,6 +154,6 @@ async fn a_subscription_failing_every_attempt_for_auto_disable_after_is_disabled
     assert!(reason.starts_with("every attempt failed since "), "{reason}");
     assert!(disabled["health"]["consecutive_failures"].as_i64().is_some_and(|n| n >= 3), "{disabled}");
     // Its waiting delivery ends like any delivery of a disabled subscription.
-    let row = env.wait_status(delivery.id, "failed", Duration::from_secs(10)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(10)).await;
     assert!(row.attempt_count >= 3, "{row:?}");
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
-use shared::testing::eventually;
+use shared::{models::delivery::DeliveryStatus, testing::eventually};
 
 use crate::helpers::{spawn_env, Receiver, Reply, SubSpec};
 
@@ -61,7 +61,7 @@ async fn failing_endpoints_are_attempted_or_parked_at_once_and_never_churn_the_b
     assert_eq!(receiver.count(), 100, "the healthy subscription got everything");
     for sub in &dead {
         let settled = eventually(Duration::from_secs(30), || async {
-            let failed = deliveries_with(&env, sub.id, "failed").await;
+            let failed = deliveries_with(&env, sub.id, DeliveryStatus::Failed).await;
             let parked = env.count_parked_unattempted(sub.id).await;
             (failed + parked == 100).then_some((failed, parked))
         })
@@ -73,7 +73,7 @@ async fn failing_endpoints_are_attempted_or_parked_at_once_and_never_churn_the_b
     assert_eq!(stat(&dispatcher.context.stats.requeued), 0, "no parked delivery went back through the broker");
 }
 
-async fn deliveries_with(env: &crate::helpers::TestEnv, subscription_id: uuid::Uuid, status: &str) -> i64 {
+async fn deliveries_with(env: &crate::helpers::TestEnv, subscription_id: uuid::Uuid, status: DeliveryStatus) -> i64 {
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
     use shared::schema::deliveries::dsl as d;
@@ -103,7 +103,7 @@ async fn retry_after_in_seconds_or_as_a_date_sets_the_next_attempt() {
     let _dispatcher = env.start_dispatcher(&[]).await;
 
     let delivery = env.publish_one().await;
-    let row = env.wait_status(delivery.id, "succeeded", Duration::from_secs(30)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(30)).await;
     assert_eq!(row.attempt_count, 3, "each answer with Retry-After still counts as an attempt");
     let requests = receiver.received();
     // RETRY_SCHEDULE is 1s,2s,3s here: the endpoint's wish replaced it.
@@ -125,7 +125,7 @@ async fn jitter_spreads_the_retry_times_within_the_fraction() {
         env.publish("t1", "invoice.created", serde_json::json!({"n": n})).await;
     }
     let retrying = eventually(Duration::from_secs(30), || async {
-        (deliveries_with(&env, sub.id, "retrying").await == 30).then_some(())
+        (deliveries_with(&env, sub.id, DeliveryStatus::Retrying).await == 30).then_some(())
     })
     .await;
     assert!(retrying.is_some(), "every delivery failed once");
@@ -149,7 +149,7 @@ async fn a_blocked_address_gets_one_attempt_even_with_retries_on() {
     let _dispatcher = env.start_dispatcher(&[("ALLOW_PRIVATE_TARGETS", "false")]).await;
 
     let delivery = env.publish_one().await;
-    let row = env.wait_status(delivery.id, "failed", Duration::from_secs(20)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let attempts = env.attempts(delivery.id).await;
     assert_eq!(attempts.len(), 1, "never retried: {attempts:?}");

@@ -1,14 +1,13 @@
 //! The delivery log and its controls: a subscription's deliveries, one
-//! delivery with its attempts, a manual retry, and the test event.
+//! delivery with its attempts, and a manual retry.
 //!
 //! Tenant-scoped in every query. The log of a deleted subscription answers
 //! 404 like the subscription itself; its deliveries stay readable one by one
-//! (`GET /webhooks/deliveries/{id}`). A retry or a test event for a paused or
-//! deleted subscription is a 409: nothing would be sent.
+//! (`GET /webhooks/deliveries/{id}`). A retry for a paused or deleted
+//! subscription is a 409: nothing would be sent.
 
 use actix_web::{web, HttpResponse};
 
-use super::parse_id;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,19 +16,18 @@ use shared::{
     models::{
         attempt::{self, Attempt},
         delivery::{self, Delivery, DeliveryStatus, LogFilter, LogPosition},
-        subscription::{self, Subscription},
+        subscription,
     },
 };
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    auth::Auth,
+    auth::TenantScope,
     error::ApiError,
     extract::Query,
-    fanout::{self, Audience, EventToPublish},
-    openapi::ErrorBody,
-    routes::subscriptions::page,
+    openapi::{ErrorBody, TenantAuthErrors},
+    routes::subscriptions::{live_subscription, page},
     state::AppState,
 };
 
@@ -59,8 +57,7 @@ impl From<Delivery> for DeliveryView {
             subscription_id: row.subscription_id,
             event_id: row.event_id,
             event_type: row.event_type,
-            // The column has a CHECK constraint; an unknown value cannot be stored.
-            status: DeliveryStatus::parse(&row.status).unwrap_or(DeliveryStatus::Pending),
+            status: row.status,
             attempt_count: row.attempt_count,
             next_attempt_at: row.next_attempt_at,
             last_status_code: row.last_status_code,
@@ -131,13 +128,6 @@ pub struct DeliveryLogParams {
     pub cursor: Option<String>,
 }
 
-/// What the test endpoint queued.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TestEventQueued {
-    pub event_id: String,
-    pub delivery_id: Uuid,
-}
-
 /// Cursor: base64url of the last row's `created_at` (microseconds) and id.
 fn encode_cursor(row: &Delivery) -> String {
     let mut bytes = row.created_at.timestamp_micros().to_be_bytes().to_vec();
@@ -158,30 +148,23 @@ fn decode_cursor(cursor: &str) -> Result<LogPosition, ApiError> {
     Ok(LogPosition { created_at, id })
 }
 
-/// The tenant's live subscription, or 404.
-async fn live_subscription(conn: &mut db::DbConn, tenant_id: &str, id: Uuid) -> Result<Subscription, ApiError> {
-    subscription::find(conn, tenant_id, id).await?.ok_or(ApiError::NotFound)
-}
-
 /// A subscription's deliveries, newest first, a page at a time.
 #[utoipa::path(get, path = "/api/v1/webhooks/subscriptions/{id}/deliveries", tag = "deliveries",
     params(("id" = Uuid, Path, description = "Subscription id"), DeliveryLogParams),
     responses(
         (status = 200, body = DeliveryPage),
         (status = 400, body = ErrorBody, description = "Malformed query string (e.g. a non-numeric limit)"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such subscription for this tenant (or it was deleted)"),
         (status = 422, body = ErrorBody, description = "Unknown `status`, `limit` out of 1–100, or a `cursor` this API did not issue"),
     ),
     security(("bearer" = [])))]
 pub async fn list_deliveries(
-    auth: Auth,
+    scope: TenantScope,
     state: web::Data<AppState>,
-    path: web::Path<String>,
     Query(params): Query<DeliveryLogParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let subscription_id = parse_id(&path)?;
+    let (tenant_id, subscription_id) = (scope.tenant_id.as_str(), scope.id);
     let limit = page::parse_limit(params.limit)?;
     let status = params
         .status
@@ -207,17 +190,12 @@ pub async fn list_deliveries(
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses(
         (status = 200, body = DeliveryWithAttempts),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such delivery for this tenant"),
     ),
     security(("bearer" = [])))]
-pub async fn get_delivery(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+pub async fn get_delivery(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     let attempts = attempt::for_delivery(&mut conn, id).await?.into_iter().map(AttemptView::from).collect();
@@ -230,18 +208,13 @@ pub async fn get_delivery(
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses(
         (status = 202, body = DeliveryView, description = "Queued; the delivery is `pending` until the attempt ends"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such delivery for this tenant"),
         (status = 409, body = ErrorBody, description = "The subscription is paused or deleted"),
     ),
     security(("bearer" = [])))]
-pub async fn retry_delivery(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+pub async fn retry_delivery(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     match subscription::find(&mut conn, tenant_id, row.subscription_id).await? {
@@ -262,48 +235,8 @@ pub async fn retry_delivery(
     Ok(HttpResponse::Accepted().json(DeliveryView::from(row)))
 }
 
-/// Sends a `webhook.test` event to this one subscription, whatever its `events`.
-#[utoipa::path(post, path = "/api/v1/webhooks/subscriptions/{id}/test", tag = "deliveries",
-    params(("id" = Uuid, Path, description = "Subscription id")),
-    responses(
-        (status = 202, body = TestEventQueued),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
-        (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
-        (status = 409, body = ErrorBody, description = "The subscription is paused"),
-    ),
-    security(("bearer" = [])))]
-pub async fn send_test_event(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let subscription_id = parse_id(&path)?;
-    let mut conn = db::conn(&state.pool).await?;
-    let sub = live_subscription(&mut conn, tenant_id, subscription_id).await?;
-    if !sub.is_active {
-        return Err(ApiError::Conflict("the subscription is paused (is_active is false); activate it first".into()));
-    }
-    let event = EventToPublish {
-        event_id: format!("evt_{}", Uuid::now_v7().simple()),
-        event_type: "webhook.test".to_owned(),
-        tenant_id: tenant_id.to_owned(),
-        data: serde_json::json!({ "message": "test event", "subscription_id": subscription_id }),
-        metadata: serde_json::json!({}),
-        source: "test",
-    };
-    let result = fanout::fan_out(&mut conn, &state.catalog, &event, Audience::Subscription(subscription_id)).await?;
-    drop(conn);
-    // Deleted between the check and the fan-out: nothing was created.
-    let delivery_id = *result.created.first().ok_or(ApiError::NotFound)?;
-    state.dispatch.enqueue_new(&result.created);
-    log::info!("test event queued tenant_id={tenant_id} subscription_id={subscription_id} delivery_id={delivery_id}");
-    Ok(HttpResponse::Accepted().json(TestEventQueued { event_id: result.event_id, delivery_id }))
-}
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/webhooks/subscriptions/{id}/deliveries").route(web::get().to(list_deliveries)))
-        .service(web::resource("/webhooks/subscriptions/{id}/test").route(web::post().to(send_test_event)))
         .service(web::resource("/webhooks/deliveries/{id}").route(web::get().to(get_delivery)))
         .service(web::resource("/webhooks/deliveries/{id}/retry").route(web::post().to(retry_delivery)));
 }

@@ -25,11 +25,12 @@ use serde_json::Value;
 use shared::amqp::{long_string, publish_confirmed, BrokerError, BrokerSession};
 use tokio::sync::Semaphore;
 
+use super::{
+    body::{EventToPublish, InvalidEvent, PublishBody},
+    error::PublishError,
+};
 use crate::{
     extract::{from_json_value, BodyError, MAX_BODY_BYTES},
-    fanout::EventToPublish,
-    fanout_batcher::PublishError,
-    publish::{InvalidEvent, PublishBody},
     state::AppState,
 };
 

@@ -9,7 +9,7 @@
 //! LOCKED`) keeps several ingest replicas from publishing the same row. A due
 //! `retrying` delivery goes straight to dispatch: its delay has passed.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use diesel::{
     sql_types::{Array, BigInt, Int4, Interval, Uuid as SqlUuid},
@@ -19,10 +19,13 @@ use diesel_async::RunQueryDsl;
 use shared::{
     amqp::{Broker, BrokerError, Topology},
     db::{DbError, DbPool},
-    models::{delivery, endpoint_health::NOT_PARKED},
+    models::{
+        delivery::{self, UNFINISHED_SQL},
+        endpoint_health::NOT_PARKED,
+    },
 };
 
-use crate::dispatch_queue::publish_batch;
+use super::dispatch_queue::publish_batch;
 
 /// Most rows leased and published per round.
 pub const BATCH: i64 = 500;
@@ -130,31 +133,28 @@ impl OutboxRelay {
     /// (capped, so the count stays cheap when the broker has been down long).
     pub async fn record_backlog(&self) -> Result<i64, RelayError> {
         let mut conn = shared::db::conn(&self.pool).await?;
-        let backlog: Backlog = diesel::sql_query(
-            "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries \
-             WHERE NOT enqueued AND status IN ('pending', 'retrying') LIMIT $1) AS unqueued",
-        )
-        .bind::<BigInt, _>(BACKLOG_COUNT_CAP)
-        .get_result(&mut conn)
-        .await?;
+        let backlog: Backlog =
+            diesel::sql_query(BACKLOG_SQL.as_str()).bind::<BigInt, _>(BACKLOG_COUNT_CAP).get_result(&mut conn).await?;
         metrics::gauge!("outbox_backlog").set(backlog.count as f64);
         Ok(backlog.count)
     }
 }
 
-/// Leases due rows in one statement: the CTE locks them (skipping rows another
-/// relay holds), the UPDATE sets the lease, and the commit of this statement
-/// makes the lease visible to every other relay. `updated_at` is left alone:
-/// it is the delivery's API-visible time.
-async fn lease_due(
-    conn: &mut diesel_async::AsyncPgConnection,
-    grace: Duration,
-) -> Result<Vec<LeasedDelivery>, diesel::result::Error> {
-    // Rows parked behind an open circuit are not due, whatever their time.
-    diesel::sql_query(format!(
+/// Counts unqueued unfinished deliveries, at most `$1` (the outbox index
+/// serves it: the status list is written out, see [`UNFINISHED_SQL`]).
+static BACKLOG_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries \
+         WHERE NOT enqueued AND status IN {UNFINISHED_SQL} LIMIT $1) AS unqueued"
+    )
+});
+
+/// Leases due rows (see [`lease_due`]).
+static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "WITH due AS ( \
            SELECT id FROM deliveries d \
-           WHERE NOT enqueued AND status IN ('pending', 'retrying') \
+           WHERE NOT enqueued AND status IN {UNFINISHED_SQL} \
              AND updated_at < now() - $1 \
              AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
              AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
@@ -165,12 +165,24 @@ async fn lease_due(
          UPDATE deliveries d SET relay_lease_until = now() + $3 \
          FROM due WHERE d.id = due.id \
          RETURNING d.id, d.attempt_count + 1 AS attempt"
-    ))
-    .bind::<Interval, _>(to_interval(grace))
-    .bind::<BigInt, _>(BATCH)
-    .bind::<Interval, _>(to_interval(LEASE))
-    .load(conn)
-    .await
+    )
+});
+
+/// Leases due rows in one statement (rows parked behind a circuit that is not
+/// closed are not due, whatever their time): the CTE locks them (skipping rows another
+/// relay holds), the UPDATE sets the lease, and the commit of this statement
+/// makes the lease visible to every other relay. `updated_at` is left alone:
+/// it is the delivery's API-visible time.
+async fn lease_due(
+    conn: &mut diesel_async::AsyncPgConnection,
+    grace: Duration,
+) -> Result<Vec<LeasedDelivery>, diesel::result::Error> {
+    diesel::sql_query(LEASE_SQL.as_str())
+        .bind::<Interval, _>(to_interval(grace))
+        .bind::<BigInt, _>(BATCH)
+        .bind::<Interval, _>(to_interval(LEASE))
+        .load(conn)
+        .await
 }
 
 /// Gives rows back at once after a failed publish, instead of at lease expiry.
