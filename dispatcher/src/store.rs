@@ -3,6 +3,8 @@
 //!
 //! Every write is conditional on `attempt_count = attempt - 1`, so a stale or
 //! duplicate message, or a dispatcher whose claim ran out, changes nothing.
+//! Recording or parking also clears `relay_lease_until`: that lease covered
+//! the message just handled, and the row's next due time is the scheduler's.
 //!
 //! The batched statements lock their delivery rows in id order first (the
 //! `locked` CTE), so two batches over overlapping rows queue behind each other
@@ -217,7 +219,7 @@ pub async fn park_many(conn: &mut AsyncPgConnection, parks: &[Park]) -> diesel::
             "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
              UPDATE deliveries d SET enqueued = false, \
                next_attempt_at = coalesce(m.until, greatest(d.claimed_until, now()) + interval '1 second'), \
-               claimed_until = CASE WHEN m.until IS NULL THEN d.claimed_until END \
+               claimed_until = CASE WHEN m.until IS NULL THEN d.claimed_until END, relay_lease_until = NULL \
              FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[]) AS m(id, attempt, until), locked l \
              WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 \
                AND (d.status IN ('pending', 'retrying') OR d.manual_retry) \
@@ -354,7 +356,8 @@ pub async fn record(
         let retrying = next.status == DeliveryStatus::Retrying;
         let updated = diesel::sql_query(
             "UPDATE deliveries SET attempt_count = $2, status = $3, next_attempt_at = $4, \
-                   last_status_code = $5, last_error = $6, claimed_until = NULL, manual_retry = false, \
+                   last_status_code = $5, last_error = $6, claimed_until = NULL, relay_lease_until = NULL, \
+                   manual_retry = false, \
                    enqueued = NOT $7, updated_at = now() \
                  WHERE id = $1 AND attempt_count = $2 - 1",
         )
@@ -414,7 +417,7 @@ pub async fn record_many(
              upd AS ( \
                UPDATE deliveries d SET attempt_count = v.attempt, status = v.status, \
                  next_attempt_at = v.next_attempt_at, last_status_code = v.status_code, \
-                 last_error = v.error, claimed_until = NULL, manual_retry = false, \
+                 last_error = v.error, claimed_until = NULL, relay_lease_until = NULL, manual_retry = false, \
                  enqueued = NOT v.retrying, updated_at = now() \
                FROM v, locked l WHERE d.id = v.delivery_id AND l.id = d.id AND d.attempt_count = v.attempt - 1 \
                RETURNING d.id), \

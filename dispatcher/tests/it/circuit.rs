@@ -79,7 +79,9 @@ async fn a_failing_endpoint_opens_the_circuit_gets_nothing_until_the_probe_and_t
     receiver.wait_count(4, Duration::from_secs(10)).await;
     env.wait_circuit(sub.id, "open", |row| row.open_count == 2, Duration::from_secs(10)).await;
     assert_eq!(receiver.count(), 4, "one probe, nothing else");
-    assert_eq!(env.count_parked_unattempted(sub.id).await, 5, "parked deliveries used no attempt");
+    // The probe is the oldest waiting delivery: one of the failed ones or one of the parked ones.
+    let unattempted = env.count_parked_unattempted(sub.id).await;
+    assert!((4..=5).contains(&unattempted), "parked deliveries used no attempt but the probe: {unattempted}");
 
     // The endpoint recovers: the next probe closes the circuit and every parked delivery goes out.
     healthy.store(true, Ordering::SeqCst);
@@ -90,11 +92,16 @@ async fn a_failing_endpoint_opens_the_circuit_gets_nothing_until_the_probe_and_t
     let second_probe = requests[4].at - requests[3].at;
     assert!(first_probe >= Duration::from_millis(1900), "no request while open: the probe came after {first_probe:?}");
     assert!(second_probe >= Duration::from_millis(3900), "the second open period doubled: {second_probe:?}");
+    let mut attempted_once = 0;
     for id in &ids[3..] {
         let attempts = env.attempts(*id).await;
-        assert_eq!(attempts.len(), 1, "a parked delivery keeps its attempt number: {attempts:?}");
-        assert_eq!(attempts[0].attempt, 1);
+        assert!(attempts.len() <= 2, "{attempts:?}");
+        if attempts.len() == 1 {
+            attempted_once += 1;
+            assert_eq!((attempts[0].attempt, attempts[0].outcome.as_str()), (1, "success"));
+        }
     }
+    assert!(attempted_once >= 4, "parked deliveries kept their attempt number (all but the probe): {attempted_once}");
     let closed = env.health(sub.id).await.expect("health row");
     assert_eq!((closed.circuit.as_str(), closed.consecutive_failures), ("closed", 0));
     assert!(closed.last_success_at.is_some() && closed.open_until.is_none());
@@ -107,7 +114,7 @@ async fn two_dispatchers_honour_one_circuit() {
     let env = spawn_env().await;
     let (receiver, healthy) = switchable().await;
     let sub = env.subscription(SubSpec::new(&receiver.url("/hook"))).await;
-    let settings = [("CIRCUIT_FAILURE_THRESHOLD", "2"), ("CIRCUIT_OPEN_BASE", "3s")];
+    let settings = [("CIRCUIT_FAILURE_THRESHOLD", "2"), ("CIRCUIT_OPEN_BASE", "8s")];
     let first = env.start_dispatcher(&settings).await;
     let second = env.start_dispatcher(&settings).await;
 
@@ -131,7 +138,7 @@ async fn two_dispatchers_honour_one_circuit() {
     env.wait_succeeded(22, Duration::from_secs(30)).await;
     let requests = receiver.received();
     assert_eq!(requests.len(), 24, "2 failures, then 22 successes");
-    assert!(requests[2].at - requests[1].at >= Duration::from_millis(2900), "the probe waited for the open period");
+    assert!(requests[2].at - requests[1].at >= Duration::from_millis(7900), "the probe waited for the open period");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
