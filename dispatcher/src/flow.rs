@@ -18,6 +18,8 @@ use std::{
 
 use tokio::sync::oneshot;
 
+use crate::metric_names;
+
 /// Consecutive failed attempts after which a subscription counts as failing here.
 const FAILING_AFTER: u32 = 3;
 /// The cap of a failing subscription.
@@ -90,12 +92,12 @@ impl Flow {
             if free > 0 && sub.in_flight < cap && sub.waiting.is_empty() {
                 sub.in_flight += 1;
                 state.free -= 1;
-                metrics::histogram!("webhooks_dispatcher_slot_wait_seconds").record(0.0);
+                metrics::histogram!(metric_names::SLOT_WAIT).record(0.0);
                 return Some(Admission::Slot(Slot { flow: self.clone(), subscription_id }));
             }
             let (tx, rx) = oneshot::channel();
             sub.waiting.push_back((Instant::now(), tx));
-            metrics::gauge!("webhooks_dispatcher_waiting").increment(1.0);
+            metrics::gauge!(metric_names::WAITING).increment(1.0);
             if !sub.queued && sub.in_flight < cap {
                 sub.queued = true;
                 state.ring.push_back(subscription_id);
@@ -127,7 +129,7 @@ impl Flow {
                 None => Vec::new(),
             }
         };
-        metrics::gauge!("webhooks_dispatcher_waiting").decrement(waiters.len() as f64);
+        metrics::gauge!(metric_names::WAITING).decrement(waiters.len() as f64);
         let count = waiters.len();
         for (_, waiter) in waiters {
             let _ = waiter.send(Admission::Park);
@@ -143,7 +145,7 @@ impl Flow {
             state.ring.clear();
             state.subscriptions.values_mut().flat_map(|sub| sub.waiting.drain(..)).collect()
         };
-        metrics::gauge!("webhooks_dispatcher_waiting").decrement(waiters.len() as f64);
+        metrics::gauge!(metric_names::WAITING).decrement(waiters.len() as f64);
         drop(waiters);
     }
 
@@ -184,7 +186,7 @@ impl Flow {
             let mut granted = false;
             while sub.in_flight < cap {
                 let Some((since, waiter)) = sub.waiting.pop_front() else { break };
-                metrics::gauge!("webhooks_dispatcher_waiting").decrement(1.0);
+                metrics::gauge!(metric_names::WAITING).decrement(1.0);
                 if waiter.is_closed() {
                     continue;
                 }
@@ -192,8 +194,7 @@ impl Flow {
                 let slot = Slot { flow: self.clone(), subscription_id: id };
                 match waiter.send(Admission::Slot(slot)) {
                     Ok(()) => {
-                        metrics::histogram!("webhooks_dispatcher_slot_wait_seconds")
-                            .record(since.elapsed().as_secs_f64());
+                        metrics::histogram!(metric_names::SLOT_WAIT).record(since.elapsed().as_secs_f64());
                         granted = true;
                         break;
                     }

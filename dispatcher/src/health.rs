@@ -24,6 +24,7 @@ use shared::{
 
 use crate::{
     circuit::{self, Settings, Transition},
+    metric_names,
     store::{self, Claimed},
 };
 
@@ -110,8 +111,7 @@ impl Health {
             troubled.insert(subscription_id, after.open_until);
         }
         if after.transition != Transition::None {
-            metrics::counter!("webhooks_dispatcher_circuit_transitions_total", "transition" => after.transition.label())
-                .increment(1);
+            metrics::counter!(metric_names::CIRCUIT_TRANSITIONS, "transition" => after.transition.label()).increment(1);
             log::info!(
                 "circuit {} subscription_id={subscription_id} open_until={:?}",
                 after.transition.label(),
@@ -155,14 +155,13 @@ async fn apply(
         Transition::Opened | Transition::Reopened => {
             if let Some(until) = row.open_until {
                 let parked = endpoint_health::hold_waiting(conn, subscription_id, until, None).await?;
-                metrics::counter!("webhooks_dispatcher_deliveries_parked_total", "reason" => "circuit_open")
-                    .increment(parked as u64);
+                metrics::counter!(metric_names::PARKED, "reason" => "circuit_open").increment(parked as u64);
             }
         }
         Transition::Closed => {
             let up_to = endpoint_health::parked_until(&before).unwrap_or(now).max(now);
             let released = endpoint_health::release_waiting(conn, subscription_id, up_to, RELEASE_PER_SECOND).await?;
-            metrics::counter!("webhooks_dispatcher_deliveries_released_total").increment(released as u64);
+            metrics::counter!(metric_names::RELEASED).increment(released as u64);
         }
         Transition::None => {}
     }

@@ -16,6 +16,7 @@ pub mod context;
 pub mod deliver;
 pub mod flow;
 pub mod health;
+pub mod metric_names;
 pub mod outcome;
 pub mod process;
 pub mod retry;

@@ -24,6 +24,7 @@ use crate::{
     deliver::{deliver_one, Job},
     flow::{Admission, Slot},
     health::PROBE_MARGIN,
+    metric_names,
     outcome::{Outcome, OutcomeKind},
     retry::{self, RetryPolicy},
     stats::Stats,
@@ -122,7 +123,7 @@ async fn park(ctx: &Context, park: Park, reason: &'static str) -> Disposition {
     match parked {
         Ok(true) => {
             Stats::bump(&ctx.stats.parked);
-            metrics::counter!("webhooks_dispatcher_deliveries_parked_total", "reason" => reason).increment(1);
+            metrics::counter!(metric_names::PARKED, "reason" => reason).increment(1);
             counted(Disposition::Ack, "parked")
         }
         // The delivery moved on meanwhile (its outcome was recorded): nothing to keep.
@@ -207,11 +208,12 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Dispo
         max_retries: claimed.max_retries,
         manual_retry: claimed.manual_retry,
     };
+    let event_type = claimed.event_type.clone();
     let outcome = match job_of(ctx, claimed, attempt) {
         Ok(job) => {
-            metrics::gauge!("dispatcher_in_flight").increment(1.0);
+            metrics::gauge!(metric_names::IN_FLIGHT).increment(1.0);
             let outcome = deliver_one(&ctx.deliver, &job).await;
-            metrics::gauge!("dispatcher_in_flight").decrement(1.0);
+            metrics::gauge!(metric_names::IN_FLIGHT).decrement(1.0);
             ctx.flow.record_outcome(subscription_id, outcome.is_success());
             outcome
         }
@@ -219,16 +221,12 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Dispo
     };
     drop(slot);
     Stats::bump(&ctx.stats.attempts);
-    metrics::counter!("webhook_attempts_total", "outcome" => outcome.kind.code()).increment(1);
-    metrics::histogram!("webhook_attempt_duration_seconds").record(outcome.duration.as_secs_f64());
-    log::debug!(
-        "attempt made delivery_id={delivery_id} attempt={attempt} outcome={} status={:?} ms={}",
-        outcome.kind.code(),
-        outcome.status_code,
-        outcome.duration.as_millis()
-    );
+    metrics::counter!(metric_names::ATTEMPTS, "outcome" => outcome.kind.code()).increment(1);
+    metrics::histogram!(metric_names::ATTEMPT_DURATION).record(outcome.duration.as_secs_f64());
 
     let (next, retry_delay) = retry::next_state(&outcome, attempt, policy, &ctx.config);
+    let next_status = next.status.as_str();
+    log_attempt(delivery_id, subscription_id, &event_type, attempt, &outcome, next_status, retry_delay);
     let row = NewAttempt {
         id: uuid::Uuid::now_v7(),
         delivery_id,
@@ -248,6 +246,9 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Dispo
             return counted(Disposition::Requeue, "db_unavailable");
         }
     };
+    if matches!(recorded, Recorded::Stored { .. }) {
+        metrics::counter!(metric_names::DELIVERY_OUTCOMES, "status" => next_status).increment(1);
+    }
     match recorded {
         Recorded::Superseded => {
             log::warn!(
@@ -263,7 +264,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Dispo
     if let Some(delay) = retry_delay {
         // The retry waits in the database; the scheduler queues it when due.
         Stats::bump(&ctx.stats.retries_scheduled);
-        metrics::counter!("retries_scheduled_total").increment(1);
+        metrics::counter!(metric_names::RETRIES_SCHEDULED).increment(1);
         log::debug!("retry scheduled delivery_id={delivery_id} attempt={} delay_ms={}", attempt + 1, delay.as_millis());
     }
     // The outcome is durable; health is bookkeeping on top of it (a lost
@@ -279,6 +280,30 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Dispo
         Err(err) => log::warn!("updating endpoint health failed subscription_id={subscription_id} error={err}"),
     }
     counted(Disposition::Ack, outcome.kind.code())
+}
+
+/// One info line per attempt, so the logs show every delivery: ids, type,
+/// outcome, status, duration and what follows; never the payload or a secret.
+fn log_attempt(
+    delivery_id: uuid::Uuid,
+    subscription_id: uuid::Uuid,
+    event_type: &str,
+    attempt: i32,
+    outcome: &Outcome,
+    next_status: &str,
+    retry_delay: Option<Duration>,
+) {
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    let status = outcome.status_code.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    let retry_in = retry_delay.map_or_else(String::new, |d| format!(" retry_in={}s", d.as_secs()));
+    log::info!(
+        "attempt delivery_id={delivery_id} subscription_id={subscription_id} event_type={event_type} \
+         attempt={attempt} outcome={} status={status} ms={} delivery_status={next_status}{retry_in}",
+        outcome.kind.code(),
+        outcome.duration.as_millis(),
+    );
 }
 
 /// Decrypts the secrets and builds the job; an undecryptable secret is an
@@ -345,6 +370,6 @@ async fn record_with_retries(
 }
 
 fn counted(disposition: Disposition, result: &'static str) -> Disposition {
-    metrics::counter!("dispatch_messages_total", "result" => result).increment(1);
+    metrics::counter!(metric_names::MESSAGES, "result" => result).increment(1);
     disposition
 }

@@ -32,7 +32,7 @@ use shared::{
 };
 use tokio::sync::watch;
 
-use crate::{context::Context, stats::Stats};
+use crate::{context::Context, metric_names, stats::Stats};
 
 /// Time between rounds (at once again after a full batch).
 pub const POLL: Duration = Duration::from_millis(200);
@@ -123,7 +123,7 @@ pub async fn round(ctx: &Context) -> Result<usize, DbError> {
     for _ in &confirmed {
         Stats::bump(&ctx.stats.requeued);
     }
-    metrics::counter!("webhooks_dispatcher_due_requeued_total").increment(confirmed.len() as u64);
+    metrics::counter!(metric_names::DUE_REQUEUED).increment(confirmed.len() as u64);
     delivery::mark_enqueued(&mut conn, &confirmed).await?;
     if !unconfirmed.is_empty() {
         let ids: Vec<uuid::Uuid> = unconfirmed.iter().map(|(row, _)| row.id).collect();

@@ -14,7 +14,8 @@ use shared::{
 use tokio::sync::{watch, Semaphore};
 
 use crate::{
-    batched_store, client, consumer, context::Context, deliver::DeliverContext, flow::Flow, health::Health, scheduler,
+    batched_store, client, consumer, context::Context, deliver::DeliverContext, flow::Flow, health::Health,
+    metric_names, scheduler,
 };
 
 /// A running dispatcher.
@@ -45,7 +46,7 @@ pub enum StartError {
 /// consuming. Returns at once; the broker connection may still be coming up.
 pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
     telemetry::metrics_handle();
-    crate::stats::describe_metrics();
+    crate::metric_names::register();
     db::run_migrations(&config.database_url).await?;
     let pool = db::pool(&config.database_url, config.database_pool_size, "webhooks-dispatcher")?;
     let topology = Topology::from_config(&config);
@@ -69,11 +70,12 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
         broker,
         topology: Arc::new(topology),
     };
-    let readiness = Readiness { pool: context.pool.clone(), broker: context.broker.clone() };
+    let readiness =
+        Readiness { pool: context.pool.clone(), broker: context.broker.clone(), metrics: metric_names::SERVICE };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(readiness.clone()))
-            .wrap(middleware::from_fn(telemetry::record_request))
+            .wrap(middleware::from_fn(|req, next| telemetry::record_request(metric_names::SERVICE, req, next)))
             .configure(telemetry::health_routes)
     })
     .workers(1)
@@ -89,7 +91,9 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
     let consumer = tokio::spawn(consumer::run(context.clone(), unsettled.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(scheduler::run(context.clone(), stop_rx));
     log::info!(
-        "dispatcher started health_addr={addr} concurrency={} per_subscription={}",
+        "dispatcher started version={} health_addr={addr} amqp_prefix={} concurrency={} per_subscription={}",
+        env!("CARGO_PKG_VERSION"),
+        context.config.amqp_prefix,
         context.config.dispatcher_concurrency,
         context.config.dispatcher_per_subscription
     );

@@ -26,6 +26,8 @@ use shared::models::{
     delivery::{DeliveryStatus, UNFINISHED_SQL},
 };
 
+use crate::metric_names;
+
 /// How long a claim outlives the subscription's timeout: time to record the outcome.
 pub const CLAIM_MARGIN_SECONDS: i32 = 5;
 
@@ -287,7 +289,7 @@ pub async fn disable_subscription(
         .bind::<SqlUuid, _>(subscription_id)
         .execute(conn)
         .await?;
-        metrics::counter!("webhooks_dispatcher_subscriptions_disabled_total", "cause" => cause.label()).increment(1);
+        metrics::counter!(metric_names::SUBSCRIPTIONS_DISABLED, "cause" => cause.label()).increment(1);
         log::info!("subscription disabled subscription_id={subscription_id} reason={reason:?}");
     }
     Ok(disabled)

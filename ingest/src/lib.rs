@@ -3,11 +3,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod metric_names;
 pub mod openapi;
 pub mod publishing;
+pub mod queue_depths;
 pub mod routes;
 pub mod server;
 pub mod state;
