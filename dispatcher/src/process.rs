@@ -122,7 +122,8 @@ async fn park(ctx: &Context, park: Park, reason: &'static str) -> Disposition {
     let parked = ctx.parks.call(park).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
     match parked {
         Ok(true) => {
-            Stats::bump(&ctx.stats.parked);
+            // A duplicate message is not a delivery put off: count it apart.
+            Stats::bump(if reason == "claimed_elsewhere" { &ctx.stats.duplicates_parked } else { &ctx.stats.parked });
             metrics::counter!(metric_names::PARKED, "reason" => reason).increment(1);
             counted(Disposition::Ack, "parked")
         }

@@ -10,9 +10,12 @@ pub struct Stats {
     pub attempts: AtomicU64,
     /// Messages dropped because their attempt was finished or superseded.
     pub stale: AtomicU64,
-    /// Deliveries parked in the database without an attempt (circuit open,
-    /// attempt claimed elsewhere): the only way a message is put off.
+    /// Deliveries parked in the database without an attempt because their
+    /// circuit is open: the only way a delivery is put off.
     pub parked: AtomicU64,
+    /// Duplicate messages (the attempt is claimed by another dispatcher right
+    /// now) parked until that claim runs out.
+    pub duplicates_parked: AtomicU64,
     /// Messages that waited in this process for a slot of their subscription.
     pub waited: AtomicU64,
     /// Retries scheduled (they wait in the database until due).

@@ -31,8 +31,10 @@ async fn two_thousand_events_to_one_subscription_are_all_delivered_without_defer
     env.wait_succeeded(2000, Duration::from_secs(180)).await;
     let stats = &dispatcher.context.stats;
     assert_eq!(stat(&stats.attempts), 2000);
-    assert_eq!(stat(&stats.parked), 0, "no message was put off");
-    assert_eq!(stat(&stats.requeued), 0, "nothing went back through the broker");
+    assert_eq!(stat(&stats.parked), 0, "no delivery was put off");
+    // (A duplicate message the outbox relay may send under load is parked
+    // until the first copy's claim ends: stats.duplicates_parked, not a deferral.)
+    assert_eq!(stat(&stats.retries_scheduled), 0);
     assert_eq!(receiver.count(), 2000);
     assert!(receiver.count_by_delivery().values().all(|n| *n == 1));
 }

@@ -30,7 +30,8 @@ async fn a_duplicated_or_redelivered_dispatch_message_is_not_sent_twice() {
     let dispatcher = env.start_dispatcher(&[]).await;
     // A duplicate is dropped (stale) or, while the first is in flight, parked
     // until that claim ends (when the outcome is recorded it is nothing more).
-    let handled = || shared_stat(&dispatcher.context.stats.stale) + shared_stat(&dispatcher.context.stats.parked);
+    let handled =
+        || shared_stat(&dispatcher.context.stats.stale) + shared_stat(&dispatcher.context.stats.duplicates_parked);
 
     // The same message twice while the first is in flight (ingest queued one; here is another)…
     let delivery = env.publish_one().await;
