@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod consumer;
 pub mod dispatch_queue;
 pub mod domain;
@@ -13,6 +14,9 @@ pub mod fanout_batcher;
 pub mod openapi;
 pub mod outbox;
 pub mod publish;
+pub mod reconciler;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod storage_tries;

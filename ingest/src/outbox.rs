@@ -184,6 +184,7 @@ async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[(uuid::Uui
     }
 }
 
-fn to_interval(duration: Duration) -> diesel::data_types::PgInterval {
+/// A `Duration` as a PostgreSQL interval (microseconds, saturating).
+pub fn to_interval(duration: Duration) -> diesel::data_types::PgInterval {
     diesel::data_types::PgInterval::from_microseconds(duration.as_micros().min(i64::MAX as u128) as i64)
 }

@@ -13,8 +13,8 @@ use shared::{
 };
 
 use crate::{
-    app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher,
-    outbox::OutboxRelay, state::AppState,
+    app::build_app, auth::AuthCache, budget::ByteBudget, consumer, dispatch_queue::DispatchQueue,
+    fanout_batcher::FanoutBatcher, outbox::OutboxRelay, reconciler::Reconciler, retention::Retention, state::AppState,
 };
 
 /// A running ingest: its address, state and server handle.
@@ -23,7 +23,7 @@ pub struct Ingest {
     pub state: AppState,
     pub server: actix_web::dev::ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// The AMQP event consumer and the outbox relay.
+    /// The AMQP event consumer, the outbox relay, the reconciler and retention.
     pub background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -66,6 +66,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let dispatch = DispatchQueue::start(broker.clone(), topology.clone(), bookkeeping);
     let catalog = Arc::new(catalog);
     let fanout = FanoutBatcher::start(pool.clone(), catalog.clone(), dispatch.clone());
+    let config_budget = config.ingest_max_inflight_bytes;
     let state = AppState {
         dispatch,
         fanout,
@@ -76,6 +77,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         topology: Arc::new(topology),
         catalog,
         auth_cache: AuthCache::default(),
+        budget: ByteBudget::new(config_budget),
     };
     let background = vec![
         consumer::start(state.clone()),
@@ -87,7 +89,23 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
             grace: state.config.outbox_grace,
         }
         .start(),
+        Reconciler {
+            broker: state.broker.clone(),
+            topology: (*state.topology).clone(),
+            pool: state.pool.clone(),
+            interval: state.config.reconcile_interval,
+            grace: state.config.reconcile_grace,
+        }
+        .start(),
     ];
+    let mut background = background;
+    match state.config.retention {
+        Some(retention) => background.push(Retention { pool: state.pool.clone(), retention }.start()),
+        None => log::info!("retention off (RETENTION=0): events are kept forever"),
+    }
+    crate::reconciler::describe_metrics();
+    crate::budget::describe_metrics();
+    crate::retention::describe_metrics();
     let app_state = state.clone();
     let server = HttpServer::new(move || build_app(app_state.clone()))
         .workers(workers.max(1))

@@ -10,7 +10,7 @@ use shared::{
     db::DbPool,
 };
 
-use crate::{auth::AuthCache, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher};
+use crate::{auth::AuthCache, budget::ByteBudget, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher};
 
 /// Shared application state, cheap to clone.
 #[derive(Clone)]
@@ -26,4 +26,6 @@ pub struct AppState {
     pub dispatch: DispatchQueue,
     /// Stores published events in shared transactions (group commit).
     pub fanout: FanoutBatcher,
+    /// Publish body bytes held at once, HTTP and AMQP together.
+    pub budget: ByteBudget,
 }

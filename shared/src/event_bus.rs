@@ -73,7 +73,8 @@ pub struct EventBus {
 }
 
 impl EventBus {
-    /// Connects and declares the events exchange (durable topic, as ingest
+    /// Connects (to the first node that answers, when `amqp_url` lists several
+    /// comma-separated nodes of a cluster) and declares the events exchange (durable topic, as ingest
     /// declares it), so publishing works even before ingest first started.
     /// Until ingest has declared its queue, publishes fail with
     /// [`BrokerError::Unroutable`] rather than vanish.
@@ -137,7 +138,7 @@ impl EventBus {
             }
         }
         *link = None;
-        let connection = amqp::connect(&self.inner.url).await?;
+        let (connection, _) = amqp::connect_any(&crate::config::split_urls(&self.inner.url), 0).await?;
         let setup = async {
             let channel = connection.create_channel().await?;
             amqp::declare_events_exchange(&channel, &self.inner.exchange).await?;

@@ -74,6 +74,7 @@ diesel::table! {
         claimed_until -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        requeued_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use shared::models::api_key::Principal;
 
-use crate::{auth::Auth, error::ApiError, extract::Json, publish::PublishBody, state::AppState};
+use crate::{auth::Auth, error::ApiError, extract::BudgetedJson, publish::PublishBody, state::AppState};
 
 /// The publish answer: the event id and how many deliveries it has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -18,13 +18,15 @@ pub struct PublishResponse {
 /// durable; 200 with the first result when the `event_id` was seen before.
 #[utoipa::path(post, path = "/api/v1/events", tag = "publishing", request_body = PublishBody,
     responses((status = 202, body = PublishResponse), (status = 200, body = PublishResponse),
-              (status = 400), (status = 401), (status = 403), (status = 413), (status = 422), (status = 503)),
+              (status = 400), (status = 401), (status = 403), (status = 408), (status = 413), (status = 422), (status = 503)),
     security(("bearer" = [])))]
 pub async fn publish_event(
     auth: Auth,
     state: web::Data<AppState>,
-    Json(body): Json<PublishBody>,
+    BudgetedJson { body, guard }: BudgetedJson<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body's bytes stay taken from the budget until the answer is made.
+    let _guard = guard;
     let event = body.validate(&state.catalog, "http")?;
     if let Principal::Tenant(tenant) = &auth.0 {
         if *tenant != event.tenant_id {

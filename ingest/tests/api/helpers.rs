@@ -176,6 +176,23 @@ impl TestApp {
         messages
     }
 
+    /// Messages ready on `queue` (not counting those delivered and unacked).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        use lapin::options::QueueDeclareOptions;
+        let connection = shared::amqp::connect(&amqp_url()).await.expect("direct broker connection");
+        let channel = connection.create_channel().await.expect("channel");
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = connection.close(200, "counted".into()).await;
+        declared.message_count()
+    }
+
     /// Drains the dispatch queue until `expected` messages arrived (or 30 s
     /// passed), then once more, so late duplicates are caught too.
     pub async fn collect_dispatch_messages(&self, expected: usize) -> Vec<shared::amqp::DispatchMessage> {
