@@ -9,7 +9,7 @@ use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::{budget::BudgetGuard, error::ApiError, state::AppState};
+use crate::{error::ApiError, publishing::budget::BudgetGuard, state::AppState};
 
 /// Largest body any route takes (publishing's limit, from the contract).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

@@ -3,20 +3,12 @@
 
 pub mod app;
 pub mod auth;
-pub mod budget;
-pub mod consumer;
-pub mod dispatch_queue;
 pub mod domain;
 pub mod error;
 pub mod extract;
-pub mod fanout;
-pub mod fanout_batcher;
 pub mod openapi;
-pub mod outbox;
-pub mod publish;
-pub mod reconciler;
+pub mod publishing;
 pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod state;
-pub mod storage_tries;

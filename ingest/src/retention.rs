@@ -19,7 +19,7 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use shared::db::{DbError, DbPool};
 
-use crate::outbox::to_interval;
+use crate::publishing::outbox::to_interval;
 
 /// Most events deleted by one statement.
 pub const BATCH: i64 = 500;

@@ -13,8 +13,14 @@ use shared::{
 };
 
 use crate::{
-    app::build_app, auth::AuthCache, budget::ByteBudget, consumer, dispatch_queue::DispatchQueue,
-    fanout_batcher::FanoutBatcher, outbox::OutboxRelay, reconciler::Reconciler, retention::Retention, state::AppState,
+    app::build_app,
+    auth::AuthCache,
+    publishing::{
+        batcher::FanoutBatcher, budget::ByteBudget, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay,
+        reconciler::Reconciler,
+    },
+    retention::Retention,
+    state::AppState,
 };
 
 /// A running ingest: its address, state and server handle.
@@ -103,8 +109,8 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         Some(retention) => background.push(Retention { pool: state.pool.clone(), retention }.start()),
         None => log::info!("retention off (RETENTION=0): events are kept forever"),
     }
-    crate::reconciler::describe_metrics();
-    crate::budget::describe_metrics();
+    crate::publishing::reconciler::describe_metrics();
+    crate::publishing::budget::describe_metrics();
     crate::retention::describe_metrics();
     let app_state = state.clone();
     let server = HttpServer::new(move || build_app(app_state.clone()))

@@ -10,7 +10,10 @@ use shared::{
     db::DbPool,
 };
 
-use crate::{auth::AuthCache, budget::ByteBudget, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher};
+use crate::{
+    auth::AuthCache,
+    publishing::{batcher::FanoutBatcher, budget::ByteBudget, dispatch_queue::DispatchQueue},
+};
 
 /// Shared application state, cheap to clone.
 #[derive(Clone)]

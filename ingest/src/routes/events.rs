@@ -4,7 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use shared::models::api_key::Principal;
 
-use crate::{auth::Auth, error::ApiError, extract::BudgetedJson, publish::PublishBody, state::AppState};
+use crate::{
+    auth::Auth, error::ApiError, extract::BudgetedJson, publishing::body::PublishBody, state::AppState,
+};
 
 /// The publish answer: the event id and how many deliveries it has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -35,12 +37,16 @@ pub async fn publish_event(
     }
     // Answered once the batch holding this event is committed; the batcher
     // has queued its new deliveries by then.
-    let result = state.fanout.publish(&event).await?;
+    let prepared = state.fanout.prepare(&event)?;
+    let event_type = event.event_type;
+    // Only the serialized envelope is held from here on, not the parsed data.
+    drop(event.data);
+    let result = state.fanout.submit(&prepared).await?;
     let response = PublishResponse { event_id: result.event_id, deliveries: result.delivery_count };
     if !result.is_new {
         return Ok(HttpResponse::Ok().json(response));
     }
-    metrics::counter!("events_accepted_total", "source" => "http", "event_type" => event.event_type.clone())
+    metrics::counter!("events_accepted_total", "source" => "http", "event_type" => event_type)
         .increment(1);
     metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
     Ok(HttpResponse::Accepted().json(response))

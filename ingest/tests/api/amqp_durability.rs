@@ -107,7 +107,7 @@ async fn a_message_the_database_keeps_refusing_lands_in_rejected_after_its_limit
     }
     assert_eq!(
         headers.get("x-ingest-tries"),
-        Some(&AMQPValue::LongLongInt(ingest::storage_tries::MAX_STORAGE_TRIES - 1)),
+        Some(&AMQPValue::LongLongInt(ingest::publishing::storage_tries::MAX_STORAGE_TRIES - 1)),
         "rejected on its last try"
     );
     assert_eq!(headers.get("x-original-routing-key"), Some(&shared::amqp::long_string("invoice.created")));

@@ -9,8 +9,8 @@ use shared::amqp::DispatchMessage;
 
 use crate::helpers::{spawn_app_with, TestApp};
 
-fn reconciler_of(app: &TestApp, grace: Duration) -> ingest::reconciler::Reconciler {
-    ingest::reconciler::Reconciler {
+fn reconciler_of(app: &TestApp, grace: Duration) -> ingest::publishing::reconciler::Reconciler {
+    ingest::publishing::reconciler::Reconciler {
         broker: app.ingest.state.broker.clone(),
         topology: (*app.ingest.state.topology).clone(),
         pool: app.ingest.state.pool.clone(),
@@ -113,7 +113,7 @@ async fn the_reconcilers_and_retentions_queries_use_their_indexes() {
     .await;
     app.sql("ANALYZE").await;
     let reconcile =
-        explain(&app, ingest::reconciler::TAKE_OVERDUE_SQL.replace("$1", "interval '10 minutes'").replace("$2", "500"))
+        explain(&app, ingest::publishing::reconciler::TAKE_OVERDUE_SQL.replace("$1", "interval '10 minutes'").replace("$2", "500"))
             .await;
     assert!(reconcile.contains("deliveries_due_idx"), "the reconciler scans deliveries:\n{reconcile}");
     let retention =

@@ -32,7 +32,7 @@ use shared::{
     models::delivery,
 };
 
-use crate::{
+use super::{
     dispatch_queue::publish_batch,
     outbox::{to_interval, RelayError},
 };

@@ -7,7 +7,7 @@
 //! `x-rejection-reason`. While the database is unreachable the message waits
 //! in ingest, unacked, and is stored once it is back; a message the database
 //! refuses is tried [`MAX_STORAGE_TRIES`] times, then rejected with code
-//! `storage_failed` (see [`crate::storage_tries`]). Nothing is ever dropped.
+//! `storage_failed` (see [`super::storage_tries`]). Nothing is ever dropped.
 //!
 //! Idempotency: a body without `event_id` takes the AMQP `message_id`
 //! property as its event id, so a redelivery after the commit (lost ack,
@@ -38,14 +38,16 @@ use serde_json::Value;
 use shared::amqp::{long_string, publish_confirmed, BrokerError, BrokerSession};
 use tokio::sync::Semaphore;
 
-use crate::{
+use super::{
+    body::{is_valid_event_id, InvalidEvent, PublishBody},
     budget::BudgetGuard,
-    extract::{from_json_value, BodyError, MAX_BODY_BYTES},
+    error::PublishError,
     fanout::EventToPublish,
-    fanout_batcher::PublishError,
-    publish::{is_valid_event_id, InvalidEvent, PublishBody},
-    state::AppState,
     storage_tries::{self, MAX_STORAGE_TRIES},
+};
+use crate::{
+    extract::{from_json_value, BodyError, MAX_BODY_BYTES},
+    state::AppState,
 };
 
 /// Header carrying why a message was rejected: `<code>: <message>`.
@@ -314,12 +316,19 @@ async fn reject_oversized(state: &AppState, publisher: &Channel, delivery: Deliv
 /// nothing). While the database is unreachable it tries again, with growing
 /// pauses, for as long as the consumer's channel lives.
 async fn accept(state: &AppState, channel: &Channel, event: EventToPublish) -> Outcome {
+    let prepared = match state.fanout.prepare(&event) {
+        Ok(prepared) => prepared,
+        Err(err) => return Outcome::Refused(err),
+    };
+    let event_type = event.event_type;
+    // The parsed data is not needed any more: only the envelope is kept.
+    drop(event.data);
     let mut pause = Duration::from_millis(250);
     loop {
-        match state.fanout.publish(&event).await {
+        match state.fanout.submit(&prepared).await {
             Ok(result) => {
                 if result.is_new {
-                    metrics::counter!("events_accepted_total", "source" => "amqp", "event_type" => event.event_type.clone())
+                    metrics::counter!("events_accepted_total", "source" => "amqp", "event_type" => event_type)
                         .increment(1);
                     metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
                 }
