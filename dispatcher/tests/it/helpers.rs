@@ -47,10 +47,16 @@ pub struct TestEnv {
 
 /// Starts a fresh environment (ingest only; start dispatchers as the test needs).
 pub async fn spawn_env() -> TestEnv {
+    spawn_env_with(&[]).await
+}
+
+/// Starts a fresh environment whose ingest has config `overrides` (pass the
+/// same to dispatchers where they must agree, e.g. `RETRY_SCHEDULE`).
+pub async fn spawn_env_with(overrides: &[(&str, &str)]) -> TestEnv {
     shared::telemetry::init_logging();
     let db = TestDb::create().await;
     let mut prefix = TestPrefix::new();
-    let config = test_config(&db.url, &prefix.prefix, &[]).expect("test config");
+    let config = test_config(&db.url, &prefix.prefix, overrides).expect("test config");
     prefix.track(Topology::from_config(&config));
     let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
     ingest.state.broker.wait_session(Duration::from_secs(10)).await.expect("broker connects");
