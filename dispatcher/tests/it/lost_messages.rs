@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapin::options::QueuePurgeOptions;
 use shared::testing::{amqp_url, eventually};
 
-use crate::helpers::{spawn_env_with, Reply, Receiver, SubSpec, TestEnv};
+use crate::helpers::{spawn_env_with, Receiver, Reply, SubSpec, TestEnv};
 
 /// Purges a queue of this environment's prefix; returns how many messages went.
 async fn purge(queue: &str) -> u32 {
@@ -52,10 +52,9 @@ async fn purging_the_dispatch_and_retry_queues_mid_run_still_ends_every_delivery
     let topology = &env.ingest.state.topology;
 
     // No dispatcher yet: every first message waits on the dispatch queue, and is lost.
-    let queued = eventually(Duration::from_secs(10), || async {
-        (count_where(&env, "enqueued").await == total).then_some(())
-    })
-    .await;
+    let queued =
+        eventually(Duration::from_secs(10), || async { (count_where(&env, "enqueued").await == total).then_some(()) })
+            .await;
     assert!(queued.is_some(), "the first messages were not all queued");
     assert_eq!(purge(&topology.dispatch_queue()).await as i64, total);
 

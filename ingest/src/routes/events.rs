@@ -4,9 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use shared::models::api_key::Principal;
 
-use crate::{
-    auth::Auth, error::ApiError, extract::BudgetedJson, publishing::body::PublishBody, state::AppState,
-};
+use crate::{auth::Auth, error::ApiError, extract::BudgetedJson, publishing::body::PublishBody, state::AppState};
 
 /// The publish answer: the event id and how many deliveries it has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -46,8 +44,7 @@ pub async fn publish_event(
     if !result.is_new {
         return Ok(HttpResponse::Ok().json(response));
     }
-    metrics::counter!("events_accepted_total", "source" => "http", "event_type" => event_type)
-        .increment(1);
+    metrics::counter!("events_accepted_total", "source" => "http", "event_type" => event_type).increment(1);
     metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
     Ok(HttpResponse::Accepted().json(response))
 }

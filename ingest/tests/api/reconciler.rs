@@ -112,9 +112,11 @@ async fn the_reconcilers_and_retentions_queries_use_their_indexes() {
     ))
     .await;
     app.sql("ANALYZE").await;
-    let reconcile =
-        explain(&app, ingest::publishing::reconciler::TAKE_OVERDUE_SQL.replace("$1", "interval '10 minutes'").replace("$2", "500"))
-            .await;
+    let reconcile = explain(
+        &app,
+        ingest::publishing::reconciler::TAKE_OVERDUE_SQL.replace("$1", "interval '10 minutes'").replace("$2", "500"),
+    )
+    .await;
     assert!(reconcile.contains("deliveries_due_idx"), "the reconciler scans deliveries:\n{reconcile}");
     let retention =
         explain(&app, ingest::retention::DELETE_BATCH_SQL.replace("$1", "interval '1 hour'").replace("$2", "500"))
