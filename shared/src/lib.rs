@@ -2,12 +2,14 @@
 //! the AMQP topology, signing, secrets and the event catalog.
 
 pub mod amqp;
+pub mod batcher;
 pub mod catalog;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod envelope;
 pub mod event_bus;
+pub mod headers;
 pub mod models;
 pub mod schema;
 pub mod signing;

@@ -39,10 +39,9 @@ use shared::amqp::{long_string, publish_confirmed, BrokerError, BrokerSession};
 use tokio::sync::Semaphore;
 
 use super::{
-    body::{is_valid_event_id, InvalidEvent, PublishBody},
+    body::{is_valid_event_id, EventToPublish, InvalidEvent, PublishBody},
     budget::BudgetGuard,
     error::PublishError,
-    fanout::EventToPublish,
     storage_tries::{self, MAX_STORAGE_TRIES},
 };
 use crate::{
