@@ -6,7 +6,9 @@
 #   scripts/rabbitmq-cluster.sh start    # 3 nodes, clustered; prints AMQP_URL
 #   scripts/rabbitmq-cluster.sh status   # members and running nodes
 #   scripts/rabbitmq-cluster.sh url      # the comma-separated AMQP_URL
-#   scripts/rabbitmq-cluster.sh stop-node 2    # stop one node (the fault)
+#   scripts/rabbitmq-cluster.sh leader Q       # the node leading quorum queue Q
+#   scripts/rabbitmq-cluster.sh stop-leader Q  # stop that node (the fault)
+#   scripts/rabbitmq-cluster.sh stop-node 2    # stop one node
 #   scripts/rabbitmq-cluster.sh start-node 2   # bring it back
 #   scripts/rabbitmq-cluster.sh stop     # stop every node and delete their data
 #
@@ -71,6 +73,16 @@ start_node() {
     ctl "$n" wait --timeout 60 "$home/rabbitmq.pid" >/dev/null
 }
 
+# The node leading a quorum queue, asked of any running node.
+leader_of() {
+    for n in $(seq 1 $NODES); do
+        if out=$(ctl "$n" list_queues name leader --no-table-headers --quiet 2>/dev/null); then
+            echo "$out" | awk -v q="$1" '$1 == q { print $2 }'
+            return 0
+        fi
+    done
+}
+
 url() {
     local urls=()
     for n in $(seq 1 $NODES); do
@@ -106,9 +118,16 @@ start-node)
     ;;
 leader)
     # The node that leads a quorum queue: leader <queue name>
-    ctl 1 list_queues name leader --no-table-headers --quiet 2>/dev/null \
-        | awk -v q="${2:?queue name}" '$1 == q { print $2 }' \
-        || true
+    leader_of "${2:?queue name}"
+    ;;
+stop-leader)
+    # Stop the node that leads a quorum queue (the fault of the node-loss run).
+    leader=$(leader_of "${2:?queue name}")
+    n=${leader#wh}
+    n=${n%%@*}
+    [ -n "$leader" ] && [ "$n" -ge 1 ] 2>/dev/null || { echo "no leader found for $2" >&2; exit 1; }
+    ctl "$n" stop >/dev/null
+    echo "stopped $leader, leader of $2"
     ;;
 status)
     for n in $(seq 1 $NODES); do
@@ -125,7 +144,7 @@ stop)
     rm -rf "$DIR"
     ;;
 *)
-    echo "usage: $0 start|stop|status|url|leader <queue>|stop-node <n>|start-node <n>" >&2
+    echo "usage: $0 start|stop|status|url|leader <queue>|stop-leader <queue>|stop-node <n>|start-node <n>" >&2
     exit 2
     ;;
 esac

@@ -8,6 +8,7 @@
 //! [`spawn`] with a fresh database; the smoke test starts them in-process.
 
 pub mod api;
+pub mod durability;
 pub mod error;
 pub mod machine;
 pub mod metrics;
