@@ -69,6 +69,7 @@ start_node() {
         RABBITMQ_PID_FILE="$home/rabbitmq.pid" \
         RABBITMQ_ENABLED_PLUGINS_FILE="$home/enabled_plugins" \
         ERL_EPMD_ADDRESS=127.0.0.1 \
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
         rabbitmq-server -detached
     ctl "$n" wait --timeout 60 "$home/rabbitmq.pid" >/dev/null
 }
@@ -104,7 +105,7 @@ start)
         ctl "$n" join_cluster "$(node_name 1)" >/dev/null
         ctl "$n" start_app >/dev/null
     done
-    ctl 1 cluster_status | sed -n '/Running Nodes/,/^$/p'
+    ctl 1 cluster_status | grep -A4 "Running Nodes" | grep "@" || true
     echo "AMQP_URL=$(url)"
     ;;
 stop-node)

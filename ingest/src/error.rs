@@ -11,6 +11,9 @@ pub enum ApiError {
     /// The body is not JSON at all, or the query string is malformed.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// A query parameter is malformed (`field` names it when known).
+    #[error("{message}")]
+    InvalidQuery { field: Option<String>, message: String },
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("{0}")]
@@ -55,6 +58,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } => code,
+            Self::InvalidQuery { .. } => "invalid_query",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
@@ -73,7 +77,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -107,6 +111,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             Self::RequestTimeout { seconds } => json!({ "timeout_seconds": seconds }),
             Self::Overloaded { retry_after_seconds } => json!({ "retry_after_seconds": retry_after_seconds }),
+            Self::InvalidQuery { field: Some(field), .. } => json!({ "field": field }),
             _ => json!({}),
         };
         let mut response = HttpResponse::build(status);

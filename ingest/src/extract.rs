@@ -60,7 +60,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for BudgetedJson<T> {
             let budget = budget.ok_or_else(|| ApiError::Internal("no byte budget in the app state".into()))?;
             // Taken before a byte is read: an unknown length may grow to the limit.
             let guard = budget.try_take(declared.unwrap_or(MAX_BODY_BYTES)).ok_or_else(|| {
-                metrics::counter!("webhooks_ingest_over_budget_total").increment(1);
+                metrics::counter!(crate::metric_names::OVER_BUDGET).increment(1);
                 ApiError::Overloaded { retry_after_seconds: OVER_BUDGET_RETRY_AFTER_SECONDS }
             })?;
             let body = read_body(&mut payload, declared, timeout).await?;
@@ -90,7 +90,7 @@ async fn read_body(
     loop {
         let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
             Err(_) => {
-                metrics::counter!("webhooks_ingest_body_timeouts_total").increment(1);
+                metrics::counter!(crate::metric_names::BODY_TIMEOUTS).increment(1);
                 return Err(ApiError::RequestTimeout { seconds: timeout.as_secs().max(1) });
             }
             Ok(None) => return Ok(body),
@@ -151,7 +151,7 @@ pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<
     })
 }
 
-/// A query string; a malformed one is a 400.
+/// A query string; a malformed one is a 400 `invalid_query` naming the parameter.
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest for Query<T> {
@@ -159,16 +159,23 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(
-            serde_urlencoded_query(req.query_string())
-                .map(Query)
-                .map_err(|message| ApiError::BadRequest { code: "invalid_query", message }),
-        )
+        std::future::ready(parse_query(req.query_string()).map(Query))
     }
 }
 
-fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, String> {
-    web::Query::<T>::from_query(query).map(web::Query::into_inner).map_err(|e| e.to_string())
+/// Deserializes a query string, naming the failing parameter.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        let field = (path != ".").then_some(path);
+        let message = match &field {
+            Some(field) => format!("query parameter `{field}`: {inner}"),
+            None => format!("malformed query string: {inner}"),
+        };
+        ApiError::InvalidQuery { field, message }
+    })
 }
 
 #[cfg(test)]
@@ -203,5 +210,25 @@ mod tests {
         assert_eq!(field_of(r#"{"url": "x", "nested": {}}"#), "nested.n");
         assert_eq!(field_of("[1]"), "body");
         assert!(matches!(parse_json::<Body>(b"{not json"), Err(ApiError::BadRequest { code: "invalid_json", .. })));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "fields are only deserialized")]
+    struct Params {
+        limit: Option<u16>,
+        cursor: Option<String>,
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        match parse_query::<Params>("cursor=x&limit=abc") {
+            Err(ApiError::InvalidQuery { field: Some(field), message }) => {
+                assert_eq!(field, "limit");
+                assert!(message.contains("`limit`"), "{message}");
+            }
+            other => panic!("expected invalid_query naming limit, got {other:?}"),
+        }
+        assert!(parse_query::<Params>("limit=5").is_ok());
+        assert!(parse_query::<Params>("").is_ok());
     }
 }

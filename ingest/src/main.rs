@@ -2,13 +2,29 @@
 
 use clap::{Args, Parser, Subcommand};
 use shared::{
-    config::Config,
+    config::{self, Config},
     db,
     models::api_key::{self, Principal},
 };
 
+/// Shown under `--help`: where the settings come from.
+const SETTINGS_HELP: &str = "\
+Settings come from environment variables:
+  DATABASE_URL        PostgreSQL (default postgres://postgres@127.0.0.1:5432/webhooks)
+  AMQP_URL            RabbitMQ (default amqp://guest:guest@127.0.0.1:5672/%2f)
+  AMQP_PREFIX         prefix of every exchange and queue (default webhooks)
+  INGEST_BIND         HTTP listener (default 127.0.0.1:8080)
+  WEBHOOK_SECRET_KEY  32 bytes, base64; required by `serve` (not by `migrate` or `api-key`)
+  RUST_LOG            log filter (default info)
+The README's Configuration table lists every setting.";
+
 #[derive(Parser)]
-#[command(name = "webhooks-ingest", version, about = "Webhook REST API, publishing and fan-out")]
+#[command(
+    name = "webhooks-ingest",
+    version,
+    about = "Webhook REST API, event publishing (HTTP and AMQP), fan-out and outbox relay",
+    after_help = SETTINGS_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -52,13 +68,20 @@ struct CreateKey {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     shared::telemetry::init_logging();
+    // `--help` and `--version` answer here, before any configuration is read.
     let cli = Cli::parse();
-    let config = Config::from_env()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    if let Err(err) = run(cli.command.unwrap_or(Command::Serve)).await {
+        log::error!("webhooks-ingest failed: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Migrate => {
-            let applied = db::run_migrations(&config.database_url).await?;
+            let applied = db::run_migrations(&config::database_url_from_env()).await?;
             println!("applied {applied} migration(s)");
         }
         Command::ApiKey(ApiKeyCommand::Create(args)) => {
@@ -70,8 +93,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 _ => Principal::Publisher,
             };
-            db::run_migrations(&config.database_url).await?;
-            let pool = db::pool(&config.database_url, 1, "webhooks-ingest-cli")?;
+            let database_url = config::database_url_from_env();
+            db::run_migrations(&database_url).await?;
+            let pool = db::pool(&database_url, 1, "webhooks-ingest-cli")?;
             let mut conn = db::conn(&pool).await?;
             let token = api_key::create(&mut conn, &principal, args.name.as_deref()).await?;
             match &principal {
@@ -81,11 +105,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
         }
         Command::Serve => {
+            let config = Config::from_env()?;
             let workers = std::thread::available_parallelism().map_or(2, usize::from);
             let ingest = ingest::server::start(config, workers).await?;
             wait_for_shutdown().await;
-            log::info!("shutting down");
+            log::info!("ingest shutting down: finishing requests in flight");
             ingest.stop().await;
+            log::info!("ingest stopped");
         }
     }
     Ok(())

@@ -148,9 +148,9 @@ impl Retention {
             };
             purged.events += counts.events as u64;
             purged.deliveries += counts.deliveries as u64;
-            metrics::counter!("webhooks_ingest_retention_deleted_total", "table" => "events")
+            metrics::counter!(crate::metric_names::RETENTION_DELETED, "table" => "events")
                 .increment(counts.events as u64);
-            metrics::counter!("webhooks_ingest_retention_deleted_total", "table" => "deliveries")
+            metrics::counter!(crate::metric_names::RETENTION_DELETED, "table" => "deliveries")
                 .increment(counts.deliveries as u64);
             if counts.events < BATCH {
                 break;
@@ -164,7 +164,7 @@ impl Retention {
                 .execute(&mut conn)
                 .await? as u64;
             purged.subscriptions += deleted;
-            metrics::counter!("webhooks_ingest_retention_deleted_total", "table" => "subscriptions").increment(deleted);
+            metrics::counter!(crate::metric_names::RETENTION_DELETED, "table" => "subscriptions").increment(deleted);
             if deleted < SUBSCRIPTION_BATCH as u64 {
                 break;
             }
@@ -194,12 +194,4 @@ async fn vacuum(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
     let result = conn.batch_execute("VACUUM delivery_attempts, deliveries, events, subscriptions").await;
     conn.batch_execute(&format!("SET statement_timeout = '{}s'", shared::db::STATEMENT_TIMEOUT.as_secs())).await?;
     Ok(result?)
-}
-
-/// Describes the retention metric (once per process).
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "webhooks_ingest_retention_deleted_total",
-        "Rows deleted by retention, by table (attempts go with their deliveries)"
-    );
 }

@@ -59,6 +59,7 @@ pub enum StartError {
 /// Applies migrations, connects, and serves on `config.ingest_bind`.
 pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError> {
     shared::telemetry::metrics_handle();
+    crate::metric_names::register();
     db::run_migrations(&config.database_url).await?;
     let pool = db::pool(&config.database_url, config.database_pool_size, "webhooks-ingest")?;
     let catalog = {
@@ -109,9 +110,6 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         Some(retention) => background.push(Retention { pool: state.pool.clone(), retention }.start()),
         None => log::info!("retention off (RETENTION=0): events are kept forever"),
     }
-    crate::publishing::reconciler::describe_metrics();
-    crate::publishing::budget::describe_metrics();
-    crate::retention::describe_metrics();
     let app_state = state.clone();
     let server = HttpServer::new(move || build_app(app_state.clone()))
         .workers(workers.max(1))
@@ -121,6 +119,11 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
-    log::info!("ingest listening addr={addr}");
+    log::info!(
+        "ingest started version={} addr={addr} amqp_prefix={} workers={}",
+        env!("CARGO_PKG_VERSION"),
+        state.config.amqp_prefix,
+        workers.max(1)
+    );
     Ok(Ingest { addr, state, server: handle, task, background })
 }

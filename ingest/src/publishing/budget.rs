@@ -60,7 +60,7 @@ impl ByteBudget {
     }
 
     fn record(&self) {
-        metrics::gauge!("webhooks_ingest_inflight_bytes").set(self.in_use() as f64);
+        metrics::gauge!(crate::metric_names::INFLIGHT_BYTES).set(self.in_use() as f64);
     }
 }
 
@@ -69,15 +69,6 @@ impl Drop for BudgetGuard {
         drop(self.permit.take());
         self.budget.record();
     }
-}
-
-/// Describes the budget's metrics (once per process).
-pub fn describe_metrics() {
-    metrics::describe_gauge!("webhooks_ingest_inflight_bytes", "Publish body bytes held by ingest right now");
-    metrics::describe_counter!(
-        "webhooks_ingest_over_budget_total",
-        "Publishes answered 503 because INGEST_MAX_INFLIGHT_BYTES was reached"
-    );
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ use super::{
 };
 use crate::{
     extract::{from_json_value, BodyError, MAX_BODY_BYTES},
+    metric_names,
     state::AppState,
 };
 
@@ -245,7 +246,7 @@ fn with_message_id(mut body: PublishBody, message_id: Option<String>) -> Result<
                 ),
             })
         }
-        None => metrics::counter!("webhooks_ingest_events_without_id_total").increment(1),
+        None => metrics::counter!(metric_names::EVENTS_WITHOUT_ID).increment(1),
     }
     Ok(body)
 }
@@ -265,7 +266,7 @@ async fn settle(state: &AppState, publisher: &Channel, delivery: &Delivery, outc
                 return reject(state, publisher, delivery, &rejection).await;
             }
             log::error!("storing published event failed; trying again later tries={tries} error={err}");
-            metrics::counter!("amqp_events_requeued_total").increment(1);
+            metrics::counter!(metric_names::AMQP_EVENTS_REQUEUED).increment(1);
             tokio::time::sleep(REQUEUE_DELAY).await;
             match storage_tries::put_back(publisher, &state.topology, delivery, tries).await {
                 Ok(()) => ack(delivery).await,
@@ -290,7 +291,7 @@ async fn reject(state: &AppState, publisher: &Channel, delivery: &Delivery, reje
     );
     match move_to_rejected(state, publisher, delivery, rejection).await {
         Ok(()) => {
-            metrics::counter!("events_rejected_total", "reason" => rejection.code).increment(1);
+            metrics::counter!(metric_names::EVENTS_REJECTED, "reason" => rejection.code).increment(1);
             ack(delivery).await;
         }
         Err(err) => {
@@ -327,9 +328,9 @@ async fn accept(state: &AppState, channel: &Channel, event: EventToPublish) -> O
         match state.fanout.submit(&prepared).await {
             Ok(result) => {
                 if result.is_new {
-                    metrics::counter!("events_accepted_total", "source" => "amqp", "event_type" => event_type)
+                    metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "amqp", "event_type" => event_type)
                         .increment(1);
-                    metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
+                    metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
                 }
                 return Outcome::Accepted;
             }
@@ -342,7 +343,7 @@ async fn accept(state: &AppState, channel: &Channel, event: EventToPublish) -> O
                     "database unavailable; holding a published event error={err} retry_in_ms={}",
                     pause.as_millis()
                 );
-                metrics::counter!("webhooks_ingest_amqp_outage_retries_total").increment(1);
+                metrics::counter!(metric_names::AMQP_OUTAGE_RETRIES).increment(1);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(OUTAGE_MAX_PAUSE);
             }

@@ -124,8 +124,8 @@ impl Reconciler {
             let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed.contains(b)).copied().collect();
             release(&mut conn, &unconfirmed).await;
         }
-        metrics::counter!("webhooks_ingest_reconciler_requeued_total").increment(confirmed.len() as u64);
-        metrics::counter!("dispatch_messages_published_total").increment(confirmed.len() as u64);
+        metrics::counter!(crate::metric_names::RECONCILER_REQUEUED).increment(confirmed.len() as u64);
+        metrics::counter!(crate::metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
         delivery::mark_enqueued(&mut conn, &confirmed).await?;
         log::warn!(
             "reconciler queued overdue deliveries again count={} taken={} grace_s={}",
@@ -135,14 +135,6 @@ impl Reconciler {
         );
         Ok(batch.len())
     }
-}
-
-/// Describes the reconciler's metric (once per process).
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "webhooks_ingest_reconciler_requeued_total",
-        "Unfinished deliveries queued again because they were overdue (their message lost or late)"
-    );
 }
 
 /// Lets rows whose publish failed be taken again at the next round.

@@ -4,7 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use shared::models::api_key::Principal;
 
-use crate::{auth::Auth, error::ApiError, extract::BudgetedJson, publishing::body::PublishBody, state::AppState};
+use crate::{
+    auth::Auth, error::ApiError, extract::BudgetedJson, metric_names, publishing::body::PublishBody, state::AppState,
+};
 
 /// The publish answer: the event id and how many deliveries it has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -44,8 +46,8 @@ pub async fn publish_event(
     if !result.is_new {
         return Ok(HttpResponse::Ok().json(response));
     }
-    metrics::counter!("events_accepted_total", "source" => "http", "event_type" => event_type).increment(1);
-    metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
+    metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "http", "event_type" => event_type).increment(1);
+    metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
     Ok(HttpResponse::Accepted().json(response))
 }
 
