@@ -11,6 +11,7 @@ pub mod api;
 pub mod durability;
 pub mod error;
 pub mod machine;
+pub mod memory;
 pub mod metrics;
 pub mod pgstats;
 pub mod procstat;

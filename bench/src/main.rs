@@ -87,6 +87,16 @@ struct Cli {
     /// BENCH_AMQP_PREFIX), e.g. stopping the broker node that leads the dispatch queue.
     #[arg(long, requires = "fault_after")]
     fault_command: Option<String>,
+    /// With --spawn: instead of a scenario, measure ingest's RSS under 200
+    /// concurrent 256 KiB publishes, then --memory-messages large AMQP messages.
+    #[arg(long, requires = "spawn")]
+    memory: bool,
+    /// Large AMQP messages the --memory run publishes.
+    #[arg(long, default_value_t = 10)]
+    memory_messages: usize,
+    /// Size in MB of each of them.
+    #[arg(long, default_value_t = 20)]
+    memory_message_mb: usize,
     /// Width in seconds of the per-window throughput and latency figures
     /// (default: soak 60, otherwise 5).
     #[arg(long)]
@@ -270,6 +280,26 @@ async fn bench_main(cli: Cli) -> anyhow::Result<bool> {
                 env
             },
         });
+        if cli.memory {
+            let measured = match spawned.boot().await {
+                Ok(()) => {
+                    bench::memory::run(
+                        bench::services::Services::target(&spawned),
+                        cli.memory_messages,
+                        cli.memory_message_mb * 1_000_000,
+                    )
+                    .await
+                }
+                Err(err) => Err(err),
+            };
+            spawned.shutdown(cli.keep_logs || measured.is_err()).await;
+            let report = measured?;
+            print!("{}", report.table());
+            if let Some(path) = &cli.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            return Ok(true);
+        }
         let result = tokio::select! {
             booted = spawned.boot() => match booted {
                 Ok(()) => run_until_interrupted(&mut spawned, &options).await,
