@@ -114,6 +114,16 @@ impl Drop for TestPrefix {
     }
 }
 
+/// Runs `future` to completion from synchronous code on a multi-thread tokio
+/// runtime, e.g. a test fixture's `Drop` stopping its services before its
+/// database goes. On any other runtime (or none) it does nothing.
+pub fn finish_in_drop(future: impl std::future::Future<Output = ()>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| handle.block_on(future));
+    }
+}
+
 /// A config for tests: http and private targets allowed, `RETRY_SCHEDULE=1s,2s,3s`,
 /// a random secret key, ports chosen by the OS; `overrides` wins.
 pub fn test_config(database_url: &str, amqp_prefix: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
