@@ -202,6 +202,7 @@ while true; do
 [run] ================================================================
 [run] ready
 [run]   ingest API        $ingest_url/api/v1   (OpenAPI: $ingest_url/api/v1/openapi.json)
+[run]   console           $ingest_url/console   (sign in with the tenant key below)
 [run]   dispatcher        $dispatcher_url/readyz, /metrics
 [run]   tenant key (dev)  $tenant_key $tenant_note
 [run]   publisher key     $publisher_key $publisher_note

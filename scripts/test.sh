@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
+bash scripts/chromium.sh
 
 # --- Python: ONE virtualenv for every Python check ------------------------------
 # Each requirements file a check needs is installed into it (fast when satisfied).

@@ -8,7 +8,7 @@ use actix_web::{
 };
 use shared::telemetry::{self, Readiness};
 
-use crate::{error::ApiError, metric_names, routes, state::AppState};
+use crate::{console, error::ApiError, metric_names, routes, state::AppState};
 
 /// The whole ingest HTTP application.
 pub fn build_app(
@@ -31,6 +31,7 @@ pub fn build_app(
         .wrap(middleware::from_fn(|req, next| telemetry::record_request(metric_names::SERVICE, req, next)))
         .configure(telemetry::health_routes)
         .configure(routes::configure)
+        .configure(console::configure)
         .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
 }
 
