@@ -48,7 +48,8 @@ const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 pub struct Rejection {
     /// `invalid_json`, `payload_too_large`, `missing_field`, `invalid_field`,
     /// `event_type_mismatch`, or an [`InvalidEvent`] code (`unknown_event_type`,
-    /// `missing_tenant`, `invalid_event_data`, `invalid_metadata`, `invalid_event_id`).
+    /// `missing_tenant`, `invalid_event_data`, `invalid_metadata`, `invalid_event_id`),
+    /// or `event_id_conflict` (an `event_id` published before with another body).
     pub code: &'static str,
     pub message: String,
 }
@@ -266,6 +267,10 @@ async fn accept(state: &AppState, event: &EventToPublish) -> Outcome {
                 metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
             }
             Outcome::Accepted
+        }
+        // Never acceptable as sent: retrying would not change the answer.
+        Err(err @ PublishError::EventIdReused { .. }) => {
+            Outcome::Rejected(Rejection { code: "event_id_conflict", message: err.to_string() })
         }
         Err(err) => Outcome::Retry(err),
     }
