@@ -56,6 +56,10 @@ struct FirstResult {
     same_body: bool,
 }
 
+/// The first publish of each repeated `(tenant_id, event_id)`: its delivery
+/// count, and whether the repeat's body is the same.
+type FirstResults = HashMap<(String, String), (i32, bool)>;
+
 /// One statement, so one transaction and one commit for the whole batch:
 /// match every event against its tenant's live subscriptions (or take the one
 /// subscription a test event names), insert the
@@ -147,7 +151,7 @@ pub(super) async fn store(
     // Published before: answer with the first result. The new events of the
     // batch are committed already, so a failure here fails only the repeats.
     let repeats: Vec<&&PreparedEvent> = events.iter().filter(|e| !inserted.contains(&e.event_ref)).collect();
-    let mut first_results: Result<HashMap<(String, String), (i32, bool)>, PublishError> = Ok(HashMap::new());
+    let mut first_results: Result<FirstResults, PublishError> = Ok(HashMap::new());
     if !repeats.is_empty() {
         let found: Result<Vec<FirstResult>, _> = shared::db::Prepared(
             diesel::sql_query(FIRST_RESULTS_SQL)
