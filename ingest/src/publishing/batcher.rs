@@ -219,7 +219,9 @@ async fn commit_batch(
             results
         }
         Err(err) => {
-            log::warn!("storing a batch of published events failed events={} error={err}", requests.len());
+            // Logged once, by each waiter where it handles the error (the HTTP
+            // answer, the AMQP requeue); here only the batch's size.
+            log::debug!("storing a batch of published events failed events={} error={err}", requests.len());
             to_store.iter().map(|_| Err(err.clone())).collect()
         }
     };
