@@ -24,6 +24,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    /// A conflict caused by one field's value (`details.field` names it).
+    #[error("{message}")]
+    ConflictOn { field: &'static str, message: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The request body did not arrive within `INGEST_BODY_TIMEOUT`.
@@ -63,7 +66,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::Conflict(_) => "conflict",
+            Self::Conflict(_) | Self::ConflictOn { .. } => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::Overloaded { .. } => "overloaded",
@@ -82,7 +85,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConflictOn { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -111,6 +114,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             Self::RequestTimeout { seconds } => json!({ "timeout_seconds": seconds }),
             Self::Overloaded { retry_after_seconds } => json!({ "retry_after_seconds": retry_after_seconds }),
+            Self::ConflictOn { field, .. } => json!({ "field": field }),
             Self::InvalidQuery { field: Some(field), .. } => json!({ "field": field }),
             _ => json!({}),
         };
@@ -150,6 +154,9 @@ impl From<diesel::result::Error> for ApiError {
 
 impl From<crate::publishing::error::PublishError> for ApiError {
     fn from(err: crate::publishing::error::PublishError) -> Self {
+        if let crate::publishing::error::PublishError::EventIdReused { .. } = &err {
+            return Self::ConflictOn { field: "event_id", message: err.to_string() };
+        }
         if err.is_unavailable() {
             Self::Unavailable(err.to_string())
         } else {

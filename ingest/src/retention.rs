@@ -105,11 +105,11 @@ impl Retention {
         (self.retention / 10).clamp(Duration::from_secs(1), MAX_INTERVAL)
     }
 
-    /// Runs rounds forever.
-    pub fn start(self) -> tokio::task::JoinHandle<()> {
+    /// Runs rounds until `stop` turns true.
+    pub fn start(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut last_vacuum: Option<tokio::time::Instant> = None;
-            loop {
+            while !*stop.borrow() {
                 match self.run_once().await {
                     Ok(purged) if purged != Purged::default() => {
                         log::info!(
@@ -128,7 +128,10 @@ impl Retention {
                     Ok(_) => {}
                     Err(err) => log::warn!("retention round failed error={err}"),
                 }
-                tokio::time::sleep(self.interval()).await;
+                tokio::select! {
+                    _ = crate::publishing::stopped(&mut stop) => {}
+                    _ = tokio::time::sleep(self.interval()) => {}
+                }
             }
         })
     }

@@ -52,6 +52,7 @@ diesel::table! {
         source -> Text,
         delivery_count -> Int4,
         created_at -> Timestamptz,
+        body_hash -> Nullable<Bytea>,
     }
 }
 

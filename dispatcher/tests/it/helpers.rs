@@ -120,6 +120,14 @@ pub struct TestSub {
     pub secret: String,
 }
 
+impl Drop for TestEnv {
+    /// Stops ingest's server, consumer and relay before the database and the
+    /// queues are dropped, so nothing keeps running against them.
+    fn drop(&mut self) {
+        shared::testing::finish_in_drop(self.ingest.halt());
+    }
+}
+
 impl TestEnv {
     /// Config for a dispatcher of this environment (same database, prefix and
     /// secret key), with `overrides`.

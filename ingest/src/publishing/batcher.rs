@@ -103,6 +103,16 @@ impl PreparedPublish {
     }
 }
 
+/// SHA-256 of the event's canonical body: its type, data and metadata, as
+/// compact JSON with object keys sorted (serde_json's map keeps keys sorted:
+/// its `preserve_order` feature is off). Two publishes of one `event_id` are a
+/// true repeat only when these match.
+fn body_hash(event: &EventToPublish) -> Vec<u8> {
+    let body = serde_json::json!([event.event_type, event.data, event.metadata]);
+    let canonical = serde_json::to_vec(&body).unwrap_or_default();
+    ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref().to_vec()
+}
+
 /// The envelope every subscriber of `event` receives, stamped now.
 fn envelope_body(event: &EventToPublish) -> Result<String, serde_json::Error> {
     let timestamp = shared::envelope::format_timestamp(Utc::now());
@@ -182,6 +192,7 @@ impl FanoutBatcher {
             source: event.source,
             patterns: self.catalog.matching_patterns(&event.event_type).join(PATTERN_SEPARATOR),
             only_subscription,
+            body_hash: body_hash(event),
         })))
     }
 
@@ -268,6 +279,9 @@ async fn commit_batch(
         .filter(|&(i, &first)| i != first)
         .map(|(i, &first)| {
             let answer = match &result_of[&first] {
+                Ok(_) if requests[i].body_hash != requests[first].body_hash => {
+                    Err(PublishError::EventIdReused { event_id: requests[i].event_id.clone() })
+                }
                 Ok(first) => Ok(FanoutResult {
                     event_id: first.event_id.clone(),
                     delivery_count: first.delivery_count,
@@ -299,6 +313,7 @@ mod tests {
             source: "http",
             patterns: "*".into(),
             only_subscription: None,
+            body_hash: Vec::new(),
         }
     }
 

@@ -36,7 +36,7 @@ use lapin::{
 };
 use serde_json::Value;
 use shared::amqp::{long_string, publish_confirmed, BrokerError, BrokerSession};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use super::{
     body::{is_valid_event_id, EventToPublish, InvalidEvent, PublishBody},
@@ -66,7 +66,8 @@ pub struct Rejection {
     /// `invalid_json`, `payload_too_large`, `missing_field`, `invalid_field`,
     /// `event_type_mismatch`, `invalid_message_id`, `storage_failed`, or an
     /// [`InvalidEvent`] code (`unknown_event_type`, `missing_tenant`,
-    /// `invalid_event_data`, `invalid_metadata`, `invalid_event_id`).
+    /// `invalid_event_data`, `invalid_metadata`, `invalid_event_id`), or
+    /// `event_id_conflict` (an `event_id` published before with another body).
     pub code: &'static str,
     pub message: String,
 }
@@ -122,20 +123,33 @@ pub fn parse_message(data: &[u8], routing_key: Option<&str>) -> Result<PublishBo
     })
 }
 
-/// Starts the consumer; it re-subscribes after every broker reconnect.
-pub fn start(state: AppState) -> tokio::task::JoinHandle<()> {
+/// How long a stopping consumer waits for the messages it is handling.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Starts the consumer; it re-subscribes after every broker reconnect, until
+/// `stop` turns true: then it takes no new message, lets those in hand finish
+/// (up to [`STOP_DRAIN`]) and closes its channel, which returns any unacked
+/// message to the queue.
+pub fn start(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
         loop {
-            let session = match state.broker.wait_session(Duration::from_secs(60)).await {
-                Ok(session) => session,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let session = tokio::select! {
+                _ = super::stopped(&mut stop) => return,
+                session = state.broker.wait_session(Duration::from_secs(60)) => match session {
+                    Ok(session) => session,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
             };
             let started = tokio::time::Instant::now();
-            match consume(&state, &session).await {
+            let result = consume(&state, &session, stop.clone()).await;
+            if *stop.borrow() {
+                return;
+            }
+            match result {
                 Ok(()) => log::warn!("event consumer stopped; re-subscribing"),
                 Err(err) => log::warn!("event consumer failed error={err}; re-subscribing"),
             }
@@ -151,8 +165,13 @@ pub fn start(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Consumes on a channel of its own until the channel or connection ends.
-async fn consume(state: &AppState, session: &BrokerSession) -> Result<(), BrokerError> {
+/// Consumes on a channel of its own until the channel or connection ends, or
+/// `stop` turns true.
+async fn consume(
+    state: &AppState,
+    session: &BrokerSession,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BrokerError> {
     let prefetch = state.config.ingest_prefetch.max(1);
     let channel = session.connection.create_channel().await?;
     channel.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
@@ -169,8 +188,20 @@ async fn consume(state: &AppState, session: &BrokerSession) -> Result<(), Broker
     // The prefetch already bounds what the broker hands us; the semaphore keeps
     // the spawned tasks to the same bound if the broker ever sends more.
     let slots = Arc::new(Semaphore::new(usize::from(prefetch)));
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery?;
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            _ = super::stopped(&mut stop) => {
+                // Let the messages in hand be acked (or requeued) before closing.
+                let permits = u32::from(prefetch);
+                let _ = tokio::time::timeout(STOP_DRAIN, slots.acquire_many(permits)).await;
+                break;
+            }
+            next = consumer.next() => match next {
+                Some(delivery) => delivery?,
+                None => break,
+            },
+        };
         if delivery.data.len() > MAX_BODY_BYTES {
             // Handled here, one at a time: never parsed, never held twice.
             reject_oversized(state, &session.publisher, delivery).await;
@@ -346,6 +377,10 @@ async fn accept(state: &AppState, channel: &Channel, event: EventToPublish) -> O
                 metrics::counter!(metric_names::AMQP_OUTAGE_RETRIES).increment(1);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(OUTAGE_MAX_PAUSE);
+            }
+            // Never acceptable as sent: retrying would not change the answer.
+            Err(err @ PublishError::EventIdReused { .. }) => {
+                return Outcome::Rejected(Rejection { code: "event_id_conflict", message: err.to_string() })
             }
             Err(err) => return Outcome::Refused(err),
         }

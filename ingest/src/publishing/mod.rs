@@ -22,3 +22,10 @@ pub mod outbox;
 pub mod reconciler;
 pub mod storage_tries;
 mod store;
+
+/// Resolves once `stop` is true (or its sender is gone): how the consumer and
+/// the relay learn that ingest is stopping.
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it here, not in the caller.
+    let _ = stop.wait_for(|stopped| *stopped).await.map(|_| ());
+}

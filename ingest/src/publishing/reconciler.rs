@@ -79,10 +79,10 @@ FROM overdue WHERE d.id = overdue.id \
 RETURNING d.id, d.attempt_count + 1 AS attempt";
 
 impl Reconciler {
-    /// Runs rounds forever, every `interval` (at once again after a full batch).
-    pub fn start(self) -> tokio::task::JoinHandle<()> {
+    /// Runs rounds every `interval` (at once again after a full batch) until `stop` turns true.
+    pub fn start(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            loop {
+            while !*stop.borrow() {
                 let full = match self.run_once().await {
                     Ok(requeued) => requeued as i64 >= BATCH,
                     Err(err) => {
@@ -91,7 +91,10 @@ impl Reconciler {
                     }
                 };
                 if !full {
-                    tokio::time::sleep(self.interval).await;
+                    tokio::select! {
+                        _ = super::stopped(&mut stop) => {}
+                        _ = tokio::time::sleep(self.interval) => {}
+                    }
                 }
             }
         })
