@@ -66,6 +66,9 @@ pub enum Scenario {
     /// Fan-out 1 over 100 subscriptions, first all healthy, then with 3 of
     /// them failing fast (500 at once, retries off).
     Failing,
+    /// Fan-out 1 at a steady 500 events/s for 10 minutes; spawned services get
+    /// `RETENTION=2m`, so cleanup runs all along (database size, latency per minute).
+    Soak,
 }
 
 /// In `neighbours`, every this many events one goes to a quiet subscription
@@ -87,14 +90,20 @@ impl Scenario {
             | Scenario::Scale
             | Scenario::Hot
             | Scenario::Neighbours
-            | Scenario::Failing => 1,
+            | Scenario::Failing
+            | Scenario::Soak => 1,
         }
     }
 
     pub fn default_subscriptions(self) -> usize {
         match self {
             Scenario::Broadcast => 1_000,
-            Scenario::Fanout1 | Scenario::Fanout10 | Scenario::Unhealthy | Scenario::Scale | Scenario::Failing => 100,
+            Scenario::Fanout1
+            | Scenario::Fanout10
+            | Scenario::Unhealthy
+            | Scenario::Scale
+            | Scenario::Failing
+            | Scenario::Soak => 100,
             Scenario::Hot => 1,
             Scenario::Neighbours => 1 + QUIET_NEIGHBOURS,
         }
@@ -109,6 +118,15 @@ impl Scenario {
             Scenario::Fanout10 => 2_000,
             Scenario::Broadcast => 10,
             Scenario::Scale => 5_000,
+            Scenario::Soak => 300_000,
+        }
+    }
+
+    /// Width of the per-window figures of the report.
+    pub fn default_window(self) -> Duration {
+        match self {
+            Scenario::Soak => Duration::from_secs(60),
+            _ => Duration::from_secs(5),
         }
     }
 
@@ -127,6 +145,7 @@ impl Scenario {
             Scenario::Fanout1 => vec![plain("fanout1")],
             Scenario::Fanout10 => vec![plain("fanout10")],
             Scenario::Broadcast => vec![plain("broadcast")],
+            Scenario::Soak => vec![plain("soak")],
             Scenario::Unhealthy => vec![
                 plain("baseline (all healthy)"),
                 PhaseSpec {

@@ -6,6 +6,7 @@ mod control;
 mod failures;
 mod flow;
 mod helpers;
+mod lost_messages;
 mod observability;
 mod resilience;
 mod retries;
