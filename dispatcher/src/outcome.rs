@@ -63,6 +63,12 @@ impl OutcomeKind {
             Self::Internal => "internal",
         }
     }
+
+    /// An outcome that cannot change by itself: retrying it is pointless, so
+    /// the delivery fails at once (the target resolves only to internal addresses).
+    pub fn is_permanent(self) -> bool {
+        matches!(self, Self::BlockedAddress)
+    }
 }
 
 /// The result of one attempt.
@@ -80,6 +86,8 @@ pub struct Outcome {
     pub request_headers: Option<serde_json::Value>,
     /// The answer's headers, up to [`crate::deliver::MAX_RESPONSE_HEADERS`] bytes.
     pub response_headers: Option<serde_json::Value>,
+    /// How long a 429 or 503 asked us to wait (`Retry-After`), unclamped.
+    pub retry_after: Option<Duration>,
 }
 
 impl Outcome {
@@ -93,6 +101,7 @@ impl Outcome {
             response_body: None,
             request_headers: None,
             response_headers: None,
+            retry_after: None,
         }
     }
 
@@ -120,6 +129,7 @@ impl Outcome {
             response_body,
             request_headers: None,
             response_headers: None,
+            retry_after: None,
         }
     }
 
@@ -127,6 +137,12 @@ impl Outcome {
     pub fn with_headers(mut self, sent: Option<serde_json::Value>, received: Option<serde_json::Value>) -> Self {
         self.request_headers = sent;
         self.response_headers = received;
+        self
+    }
+
+    /// The same outcome with the endpoint's `Retry-After`.
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
         self
     }
 

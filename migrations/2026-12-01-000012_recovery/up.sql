@@ -11,8 +11,8 @@ ALTER TABLE delivery_attempts
 -- The tenant-wide delivery log, newest first (and bulk retry by window).
 CREATE INDEX deliveries_tenant_created_idx ON deliveries (tenant_id, created_at DESC, id DESC);
 -- Every delivery of an event (event lookup; recovery's "has this subscription
--- a delivery of this event yet?").
-CREATE INDEX IF NOT EXISTS deliveries_event_ref_idx ON deliveries (event_ref);
+-- a delivery of this event yet?") uses deliveries_event_ref_idx, which
+-- migration 10 (retention) created.
 -- A tenant's events by time (recover with include_missed).
 CREATE INDEX events_tenant_created_idx ON events (tenant_id, created_at, id);
 

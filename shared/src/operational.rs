@@ -108,6 +108,7 @@ pub async fn emit(conn: &mut AsyncPgConnection, tenant_id: &str, event: &Operati
         source: "operational",
         patterns: catalog::operational_patterns(event_type).join(PATTERN_SEPARATOR),
         only_subscription: None,
+        body_hash: fanout::body_hash(event_type, &data, &metadata),
     };
     let stored = fanout::store_events(conn, &[&row]).await?;
     let deliveries = stored.iter().filter(|s| s.delivery_id.is_some()).count();

@@ -23,6 +23,7 @@ use diesel::{
 };
 use diesel_async::RunQueryDsl;
 use shared::{db, models::job};
+use tokio::sync::watch;
 
 use crate::state::AppState;
 
@@ -37,36 +38,56 @@ const RUNNERS: usize = 2;
 /// Longest wait for the dispatchers to take up a step's deliveries.
 pub const BACKLOG_WAIT: Duration = Duration::from_secs(8);
 
-/// Starts this ingest's runners.
-pub fn start(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..RUNNERS).map(|_| tokio::spawn(run(state.clone()))).collect()
+/// Starts this ingest's runners; they stop when `stop` turns true.
+pub fn start(state: AppState, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..RUNNERS).map(|_| tokio::spawn(run(state.clone(), stop.clone()))).collect()
 }
 
-async fn run(state: AppState) {
+async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let owner = uuid::Uuid::now_v7();
-    loop {
+    while !*stop.borrow() {
         let leased = match db::conn(&state.pool).await {
             Ok(mut conn) => job::lease_next(&mut conn, owner, LEASE).await.map_err(db::DbError::from),
             Err(err) => Err(err),
         };
-        match leased {
+        let idle = match leased {
             Ok(Some(job)) => {
                 log::info!("job started job_id={} tenant_id={} kind={}", job.id, job.tenant_id, job.kind);
-                run_job(&state, job.id, owner).await;
+                run_job(&state, job.id, owner, &mut stop).await;
+                continue;
             }
-            Ok(None) => tokio::time::sleep(POLL).await,
+            Ok(None) => POLL,
             Err(err) => {
                 log::warn!("looking for jobs failed error={err}");
-                tokio::time::sleep(POLL * 4).await;
+                POLL * 4
             }
-        }
+        };
+        pause(idle, &mut stop).await;
     }
 }
 
-/// Runs steps until the job is over.
-async fn run_job(state: &AppState, job_id: uuid::Uuid, owner: uuid::Uuid) {
+/// Sleeps for `duration`, or less if `stop` turns true meanwhile.
+async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = crate::publishing::stopped(stop) => {}
+        _ = tokio::time::sleep(duration) => {}
+    }
+}
+
+/// Runs steps until the job is over or ingest stops; on a stop the lease is
+/// given back, so another ingest carries the job on at once.
+async fn run_job(state: &AppState, job_id: uuid::Uuid, owner: uuid::Uuid, stop: &mut watch::Receiver<bool>) {
     let batch = i64::try_from(state.config.recovery_batch_size).unwrap_or(100);
     loop {
+        if *stop.borrow() {
+            if let Ok(mut conn) = db::conn(&state.pool).await {
+                if let Err(err) = job::release(&mut conn, job_id, owner).await {
+                    log::warn!("giving a job back failed job_id={job_id} error={err}");
+                }
+            }
+            log::info!("job given back: ingest stopping job_id={job_id}");
+            return;
+        }
         let result = match db::conn(&state.pool).await {
             Ok(mut conn) => {
                 step::run(&mut conn, &state.catalog, job_id, owner, batch, LEASE).await.map_err(db::DbError::from)
@@ -78,7 +99,7 @@ async fn run_job(state: &AppState, job_id: uuid::Uuid, owner: uuid::Uuid) {
             Err(err) => {
                 // The step rolled back; try again (another runner takes over if this one stays stuck).
                 log::warn!("job step failed job_id={job_id} error={err}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                pause(Duration::from_secs(1), stop).await;
                 continue;
             }
         };
@@ -94,8 +115,8 @@ async fn run_job(state: &AppState, job_id: uuid::Uuid, owner: uuid::Uuid) {
         }
         let mut step_ids: Vec<uuid::Uuid> = result.attempts.iter().map(|(id, _)| *id).collect();
         step_ids.extend(&result.created);
-        tokio::time::sleep(state.config.recovery_batch_pause).await;
-        wait_for_dispatchers(state, &step_ids).await;
+        pause(state.config.recovery_batch_pause, stop).await;
+        wait_for_dispatchers(state, &step_ids, stop).await;
     }
 }
 
@@ -123,12 +144,12 @@ struct Waiting {
 
 /// Waits (up to [`BACKLOG_WAIT`]) while more than half of `ids` are still
 /// `pending`: queued, not yet attempted.
-async fn wait_for_dispatchers(state: &AppState, ids: &[uuid::Uuid]) {
+async fn wait_for_dispatchers(state: &AppState, ids: &[uuid::Uuid], stop: &mut watch::Receiver<bool>) {
     if ids.is_empty() {
         return;
     }
     let deadline = tokio::time::Instant::now() + BACKLOG_WAIT;
-    while tokio::time::Instant::now() < deadline {
+    while tokio::time::Instant::now() < deadline && !*stop.borrow() {
         let waiting = match db::conn(&state.pool).await {
             Ok(mut conn) => {
                 diesel::sql_query("SELECT count(*) AS n FROM deliveries WHERE id = ANY($1) AND status = 'pending'")
@@ -143,6 +164,6 @@ async fn wait_for_dispatchers(state: &AppState, ids: &[uuid::Uuid]) {
         if waiting * 2 <= ids.len() as i64 {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pause(Duration::from_millis(100), stop).await;
     }
 }

@@ -108,6 +108,11 @@ pub struct Delivery {
 /// row is harmless: the dispatcher already has its message and sets `enqueued`
 /// when it records the attempt; at worst the outbox relay queues a duplicate
 /// message, which the dispatcher's claim drops.
+///
+/// A row whose due time is in the future is left alone too: a dispatcher got
+/// the message first and parked the delivery in the database (circuit open),
+/// so no message for it is queued any more, and marking it would hide it from
+/// the scheduler for good.
 pub async fn mark_enqueued(
     conn: &mut diesel_async::AsyncPgConnection,
     confirmed: &[(uuid::Uuid, i32)],
@@ -121,7 +126,8 @@ pub async fn mark_enqueued(
         "UPDATE deliveries d SET enqueued = true \
          FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), \
            (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) AS l \
-         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued",
+         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued \
+           AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())",
     )
     .bind::<Array<Uuid>, _>(ids)
     .bind::<Array<Int4>, _>(attempts);
@@ -233,6 +239,11 @@ pub struct Requeued {
 /// attempt) and `enqueued = false` until the broker confirms the message for
 /// its next attempt, so the outbox relay queues it if the caller cannot.
 ///
+/// The row also gets a short relay lease (`relay_lease_until`), so the
+/// dispatchers' due-row scheduler and the outbox relay leave it to the
+/// caller's publish instead of queueing a second message; should the caller
+/// fail, they take it over once the lease ends.
+///
 /// Skipped: deliveries with an attempt in flight (a live dispatcher claim —
 /// recording that attempt would overwrite the retry, so the caller answers
 /// 409 instead of accepting and dropping it), deliveries whose subscription
@@ -250,7 +261,7 @@ pub async fn request_retries(
     }
     let query = diesel::sql_query(
         "UPDATE deliveries d SET manual_retry = true, status = 'pending', enqueued = false, \
-           next_attempt_at = now(), updated_at = now() \
+           next_attempt_at = now(), relay_lease_until = now() + interval '30 seconds', updated_at = now() \
          FROM subscriptions s \
          WHERE d.id = ANY($1) AND d.tenant_id = $2 AND (NOT $3 OR d.status = 'failed') \
            AND (d.claimed_until IS NULL OR d.claimed_until < now()) \

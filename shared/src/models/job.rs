@@ -192,6 +192,16 @@ pub async fn lock_running(conn: &mut AsyncPgConnection, id: uuid::Uuid, owner: u
         .optional()
 }
 
+/// Gives a job runner `owner` holds back (its ingest is stopping): the lease
+/// ends now, so any runner may take the job on from its cursor.
+pub async fn release(conn: &mut AsyncPgConnection, id: uuid::Uuid, owner: uuid::Uuid) -> QueryResult<()> {
+    diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::lease_owner.eq(owner)))
+        .set(jobs::lease_until.eq(diesel::dsl::now))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// What one step did to a job.
 #[derive(Debug, Clone)]
 pub struct Progress {

@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod attempt;
 pub mod delivery;
+pub mod endpoint_health;
 pub mod event;
 pub mod job;
 pub mod subscription;

@@ -164,8 +164,10 @@ pub async fn rotate_secret(
 
 /// The one way a subscription is disabled by us rather than paused by its
 /// tenant (a 410 Gone, auto-disable): `is_active` false, `disabled_reason`
-/// set, and — unless `notify` is false (the trigger was a delivery of an
-/// operational event, which never causes another) — a
+/// set, its deliveries waiting in the database (retries, parked behind an open
+/// circuit) failed with "subscription disabled" (queued ones fail when their
+/// message arrives), and — unless `notify` is false (the trigger was a
+/// delivery of an operational event, which never causes another) — a
 /// `webhook.subscription.disabled` event for the tenant. Run it in the
 /// transaction of the change that caused it. Returns whether it was active
 /// until now (a second disable does nothing and tells nobody).
@@ -187,6 +189,19 @@ pub async fn disable(
             .await
             .optional()?;
     let Some((tenant_id, url, disabled_at)) = disabled else { return Ok(false) };
+    diesel::sql_query(
+        "WITH w AS ( \
+           SELECT id FROM deliveries \
+           WHERE subscription_id = $1 AND NOT enqueued AND next_attempt_at IS NOT NULL \
+             AND status IN ('pending', 'retrying') AND (claimed_until IS NULL OR claimed_until < now()) \
+           ORDER BY id FOR UPDATE SKIP LOCKED) \
+         UPDATE deliveries d SET status = 'failed', last_error = 'subscription disabled', \
+           next_attempt_at = NULL, manual_retry = false, updated_at = now() \
+         FROM w WHERE d.id = w.id",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .execute(conn)
+    .await?;
     if notify {
         let event = crate::operational::OperationalEvent::subscription_disabled(id, &url, reason, disabled_at);
         crate::operational::emit(conn, &tenant_id, &event).await?;
