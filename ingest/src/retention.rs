@@ -188,9 +188,10 @@ impl Retention {
             }
         }
         let mut conn = shared::db::conn(&self.pool).await?;
-        let jobs =
-            diesel::sql_query(PURGE_JOBS_SQL).bind::<Interval, _>(to_interval(self.retention)).execute(&mut conn).await?
-                as u64;
+        let jobs = diesel::sql_query(PURGE_JOBS_SQL)
+            .bind::<Interval, _>(to_interval(self.retention))
+            .execute(&mut conn)
+            .await? as u64;
         purged.jobs = jobs;
         metrics::counter!(crate::metric_names::RETENTION_DELETED, "table" => "jobs").increment(jobs);
         Ok(purged)

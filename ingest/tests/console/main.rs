@@ -13,6 +13,7 @@ mod env;
 mod layout;
 mod readme;
 mod receiver;
+mod recovery;
 mod safety;
 mod signin;
 mod subscriptions;
