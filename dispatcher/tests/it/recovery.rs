@@ -17,6 +17,11 @@ use shared::{models::delivery::DeliveryStatus, testing::eventually};
 
 use crate::helpers::{spawn_env, spawn_env_with, Receiver, Reply, SubSpec, TestEnv};
 
+/// Dispatcher settings that keep the circuit closed through an outage, so the
+/// deliveries fail on their schedule instead of waiting behind an open
+/// circuit (tests/it/circuit.rs covers that).
+const NO_CIRCUIT: &[(&str, &str)] = &[("CIRCUIT_FAILURE_THRESHOLD", "10000")];
+
 /// A receiver that answers 503 until `up` is set, then 200.
 async fn receiver_with_outage() -> (Receiver, Arc<AtomicBool>) {
     let up = Arc::new(AtomicBool::new(false));
@@ -67,7 +72,7 @@ async fn recover_after_an_outage_longer_than_the_schedule_delivers_every_failed_
     let env = spawn_env_with(&[("RECOVERY_BATCH_SIZE", "7"), ("RECOVERY_BATCH_PAUSE_MS", "10")]).await;
     let (receiver, up) = receiver_with_outage().await;
     let sub = env.subscription(SubSpec::new(&receiver.url("/hook")).retries(true, 1)).await;
-    let _dispatcher = env.start_dispatcher(&[]).await;
+    let _dispatcher = env.start_dispatcher(NO_CIRCUIT).await;
     let token = env.tenant_key("t1").await;
 
     // Failed before the window: recovery leaves it alone.
@@ -152,7 +157,7 @@ async fn include_missed_delivers_the_events_published_while_the_subscription_was
     let mut spec = SubSpec::new(&receiver.url("/hook")).events(&["invoice.*"]);
     spec.is_active = false;
     let sub = env.subscription(spec).await;
-    let _dispatcher = env.start_dispatcher(&[]).await;
+    let _dispatcher = env.start_dispatcher(NO_CIRCUIT).await;
     let token = env.tenant_key("t1").await;
 
     let since = Utc::now() - chrono::Duration::seconds(1);
@@ -193,7 +198,7 @@ async fn a_job_resumes_after_its_ingest_is_killed_mid_job_and_queues_nothing_twi
     let mut env = spawn_env_with(&[("RECOVERY_BATCH_SIZE", "3"), ("RECOVERY_BATCH_PAUSE_MS", "300")]).await;
     let (receiver, up) = receiver_with_outage().await;
     let sub = env.subscription(SubSpec::new(&receiver.url("/hook")).retries(false, 0)).await;
-    let _dispatcher = env.start_dispatcher(&[]).await;
+    let _dispatcher = env.start_dispatcher(NO_CIRCUIT).await;
     let token = env.tenant_key("t1").await;
 
     let since = Utc::now() - chrono::Duration::seconds(1);
@@ -235,7 +240,7 @@ async fn bulk_retry_queues_the_failed_deliveries_of_a_type_and_window() {
     let _sub_one = env.subscription(SubSpec::new(&first.url("/hook")).retries(false, 0)).await;
     let sub_two = env.subscription(SubSpec::new(&second.url("/hook")).retries(false, 0)).await;
     let foreign = env.subscription(SubSpec { tenant: "t2".into(), ..SubSpec::new(&second.url("/t2")) }).await;
-    let _dispatcher = env.start_dispatcher(&[]).await;
+    let _dispatcher = env.start_dispatcher(NO_CIRCUIT).await;
     let token = env.tenant_key("t1").await;
 
     let early = publish_many(&env, "invoice.created", 1).await;
