@@ -975,9 +975,10 @@
         });
     }
 
-    // Keep the first page fresh while nobody is paging or typing in it.
+    // Keep the first page fresh while nobody is paging or typing in its filters
+    // (focus on its buttons, e.g. back from the bulk-retry dialog, does not count).
     every(4000, () => {
-      if (retired || !stillOn(token) || pages !== 1 || document.hidden || container.contains(document.activeElement)) return;
+      if (retired || !stillOn(token) || pages !== 1 || document.hidden || filters.contains(document.activeElement)) return;
       reload();
     });
     start();
