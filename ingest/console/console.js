@@ -641,7 +641,8 @@
       replace(box,
         h('div', {}, badge(j.status || 'running'), ` ${queued} of ${total} queued`),
         h('progress', { max: Math.max(total, 1), value: total ? queued : (j.status === 'completed' ? 1 : 0) }),
-        j.finished_at ? h('div', { class: 'cell-sub' }, 'finished ', when(j.finished_at)) : null);
+        j.finished_at ? h('div', { class: 'cell-sub' }, 'finished ', when(j.finished_at)) : null,
+        j.error ? h('p', { class: 'inline-error' }, j.error) : null);
     };
     draw(job);
     if (features.jobs && job.id && job.status === 'running') {

@@ -16,6 +16,10 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+/// WebDriver's key codes.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
+
 /// How long a condition may take to become true in the page.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -271,6 +275,12 @@ impl Browser {
         let element = self.find(css).await;
         element.clear().await.unwrap_or_else(|e| panic!("clear {css}: {e}"));
         element.send_keys(text).await.unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    /// Sends keys to the focused element, as a user typing.
+    pub async fn press(&self, keys: &str) {
+        let focused = self.client.active_element().await.expect("a focused element");
+        focused.send_keys(keys).await.unwrap_or_else(|e| panic!("press {keys:?}: {e}"));
     }
 
     /// Runs JavaScript in the page (`return …` to get a value).
