@@ -1045,8 +1045,8 @@
       a.response_body
         ? h('details', { open: true }, h('summary', {}, 'Response body'), h('pre', { class: 'code wrap response-body' }, a.response_body))
         : h('p', { class: 'muted' }, 'No response body.'),
-      a.request_headers ? h('details', {}, h('summary', {}, 'Request headers'), headerTable(a.request_headers)) : null,
-      a.response_headers ? h('details', {}, h('summary', {}, 'Response headers'), headerTable(a.response_headers)) : null);
+      a.request_headers ? h('details', { class: 'request-headers' }, h('summary', {}, 'Request headers'), headerTable(a.request_headers)) : null,
+      a.response_headers ? h('details', { class: 'response-headers' }, h('summary', {}, 'Response headers'), headerTable(a.response_headers)) : null);
   }
 
   async function deliveryDetail(id) {
@@ -1075,7 +1075,7 @@
       replace(summary,
         h('dt', {}, 'Delivery ID'), h('dd', { class: 'mono' }, delivery.id),
         h('dt', {}, 'Event'), h('dd', {}, h('span', { class: 'mono' }, delivery.event_id),
-          features.eventLookup ? [' ', link(route('events', delivery.event_id), 'look up')] : null),
+          features.eventLookup ? [' ', link(route('events', delivery.event_id), 'look up', { id: 'event-lookup' })] : null),
         h('dt', {}, 'Subscription'), h('dd', {}, link(route('subscriptions', delivery.subscription_id), sub ? sub.url : delivery.subscription_id, { class: 'mono break' }),
           sub ? null : h('span', { class: 'muted' }, ' (deleted)')),
         h('dt', {}, 'Attempts'), h('dd', { id: 'attempt-count' }, String(delivery.attempt_count)),
