@@ -225,12 +225,12 @@ impl Browser {
         }
     }
 
-    /// Waits until the first element matching `css` contains `needle`; returns its text.
+    /// Waits until an element matching `css` contains `needle`; returns its text.
     pub async fn wait_text(&self, css: &str, needle: &str) -> String {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let mut last = String::new();
         loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+            for element in self.client.find_all(Locator::Css(css)).await.unwrap_or_default() {
                 if let Ok(text) = element.text().await {
                     if text.contains(needle) {
                         return text;

@@ -10,6 +10,7 @@
 
 mod browser;
 mod env;
+mod errors;
 mod layout;
 mod readme;
 mod receiver;

@@ -48,7 +48,8 @@ async fn a_wrong_key_is_refused_and_a_tenant_key_signs_in_for_this_tab_only() {
             }
         }
         assert_eq!(focused, "new-subscription", "Tab reaches the New subscription button");
-        let ring = b.js("const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]").await;
+        let ring =
+            b.js("const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]").await;
         assert!(ring[0] != "none" && ring[1] != "0px", "the focused control shows a focus ring: {ring}");
         b.shot("keyboard-focus").await;
         b.press(ENTER).await;
