@@ -58,6 +58,9 @@ pub enum Scenario {
     Unhealthy,
     /// Fan-out 1 with a slow receiver, first with one dispatcher, then two.
     Scale,
+    /// Fan-out 1 at a steady 500 events/s for 10 minutes; spawned services get
+    /// `RETENTION=2m`, so cleanup runs all along (database size, latency per minute).
+    Soak,
 }
 
 impl Scenario {
@@ -66,14 +69,14 @@ impl Scenario {
         match self {
             Scenario::Fanout10 => 10,
             Scenario::Broadcast => subscriptions,
-            Scenario::Fanout1 | Scenario::Unhealthy | Scenario::Scale => 1,
+            Scenario::Fanout1 | Scenario::Unhealthy | Scenario::Scale | Scenario::Soak => 1,
         }
     }
 
     pub fn default_subscriptions(self) -> usize {
         match self {
             Scenario::Broadcast => 1_000,
-            Scenario::Fanout1 | Scenario::Fanout10 | Scenario::Unhealthy | Scenario::Scale => 100,
+            Scenario::Fanout1 | Scenario::Fanout10 | Scenario::Unhealthy | Scenario::Scale | Scenario::Soak => 100,
         }
     }
 
@@ -84,6 +87,15 @@ impl Scenario {
             Scenario::Fanout10 => 2_000,
             Scenario::Broadcast => 10,
             Scenario::Scale => 5_000,
+            Scenario::Soak => 300_000,
+        }
+    }
+
+    /// Width of the per-window figures of the report.
+    pub fn default_window(self) -> Duration {
+        match self {
+            Scenario::Soak => Duration::from_secs(60),
+            _ => Duration::from_secs(5),
         }
     }
 
@@ -102,6 +114,7 @@ impl Scenario {
             Scenario::Fanout1 => vec![plain("fanout1")],
             Scenario::Fanout10 => vec![plain("fanout10")],
             Scenario::Broadcast => vec![plain("broadcast")],
+            Scenario::Soak => vec![plain("soak")],
             Scenario::Unhealthy => vec![
                 plain("baseline (all healthy)"),
                 PhaseSpec { name: "unhealthy (10% fail or hang)".into(), unhealthy: true, add_dispatcher: false },

@@ -45,6 +45,8 @@ pub struct SpawnOptions {
     pub dispatcher_concurrency: Option<usize>,
     /// Where the binaries are; default: the directory of this executable.
     pub bin_dir: Option<PathBuf>,
+    /// More environment for every service (`--service-env`), applied last.
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// Services this process started, and everything needed to remove them.
@@ -131,6 +133,7 @@ impl Spawned {
         if let Some(n) = self.options.dispatcher_concurrency {
             self.env.push(("DISPATCHER_CONCURRENCY".into(), n.to_string()));
         }
+        self.env.extend(self.options.extra_env.iter().cloned());
 
         // Ingest first: it applies the migrations, so two processes never race to.
         let port = free_port()?;
@@ -230,7 +233,7 @@ impl Spawned {
         if let Some(topology) = self.topology.take() {
             let url = self.options.amqp_url.clone();
             let deleted = tokio::time::timeout(Duration::from_secs(10), async move {
-                let connection = shared::amqp::connect(&url).await.ok()?;
+                let (connection, _) = shared::amqp::connect_any(&shared::config::split_urls(&url), 0).await.ok()?;
                 let channel = connection.create_channel().await.ok()?;
                 let _ = topology.delete(&channel).await;
                 let _ = connection.close(200, "bench done".into()).await;

@@ -11,6 +11,7 @@ pub mod metric_names;
 pub mod openapi;
 pub mod publishing;
 pub mod queue_depths;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod state;

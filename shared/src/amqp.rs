@@ -38,6 +38,10 @@ pub use webhooks_client::BROKER_TIMEOUT;
 /// behind a hanging endpoint does not churn through the broker every second.
 pub const DEFER_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(10)];
 
+/// Deliveries of one message from a quorum `{p}.events.ingest` before the
+/// broker dead-letters it to `{p}.events.rejected`.
+pub const INGEST_DELIVERY_LIMIT: i64 = 20;
+
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -143,6 +147,24 @@ impl Topology {
         args
     }
 
+    /// The ingest queue's arguments. On quorum queues the broker counts
+    /// deliveries itself: a message delivered [`INGEST_DELIVERY_LIMIT`] times
+    /// (say, one that crashes ingest each time, so it is never settled) is
+    /// dead-lettered to the rejected queue, at least once, rather than
+    /// redelivered forever. Ingest rejects a message the database refuses
+    /// itself, much earlier, with `x-rejection-code: storage_failed`.
+    fn ingest_queue_arguments(&self) -> FieldTable {
+        let mut args = self.queue_arguments();
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(INGEST_DELIVERY_LIMIT));
+            args.insert("x-dead-letter-exchange".into(), long_string(""));
+            args.insert("x-dead-letter-routing-key".into(), long_string(&self.rejected_queue()));
+            args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+            args.insert("x-overflow".into(), long_string("reject-publish"));
+        }
+        args
+    }
+
     /// Declares everything, idempotently. Both services call it at every
     /// (re)connection, so either may start first.
     pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
@@ -151,7 +173,7 @@ impl Topology {
 
         // Published events: topic exchange, one queue for all types.
         declare_events_exchange(channel, &self.events_exchange()).await?;
-        channel.queue_declare(self.ingest_queue().into(), durable_queue, self.queue_arguments()).await?;
+        channel.queue_declare(self.ingest_queue().into(), durable_queue, self.ingest_queue_arguments()).await?;
         channel
             .queue_bind(
                 self.ingest_queue().into(),
@@ -268,10 +290,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the supervisor; returns at once (the first connection may still be pending).
-    pub fn start(url: String, topology: Topology) -> Self {
+    /// Starts the supervisor; returns at once (the first connection may still be
+    /// pending). `urls` is `AMQP_URL`: one URL, or the comma-separated nodes of a cluster.
+    pub fn start(urls: String, topology: Topology) -> Self {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(supervise(url, topology, tx));
+        tokio::spawn(supervise(crate::config::split_urls(&urls), topology, tx));
         Self { session: rx }
     }
 
@@ -316,6 +339,7 @@ impl Broker {
 }
 
 /// Opens a connection with a timeout (lapin's connect can hang on a half-open peer).
+/// `url` is one broker URL; see [`connect_any`] for a cluster's list.
 pub async fn connect(url: &str) -> Result<Connection, BrokerError> {
     tokio::time::timeout(BROKER_TIMEOUT, Connection::connect(url, ConnectionProperties::default()))
         .await
@@ -323,24 +347,65 @@ pub async fn connect(url: &str) -> Result<Connection, BrokerError> {
         .map_err(BrokerError::from)
 }
 
-async fn open_session(url: &str, topology: &Topology) -> Result<BrokerSession, BrokerError> {
-    let connection = connect(url).await?;
+/// Connects to the first node of `urls` (comma-separated nodes of one cluster,
+/// as `AMQP_URL` may list them) that answers, trying them in turn from index
+/// `start`; returns the connection and the index of the node that answered.
+pub async fn connect_any(urls: &[String], start: usize) -> Result<(Connection, usize), BrokerError> {
+    let mut last = BrokerError::Disconnected;
+    for offset in 0..urls.len() {
+        let index = (start + offset) % urls.len();
+        match connect(&urls[index]).await {
+            Ok(connection) => return Ok((connection, index)),
+            Err(err) => {
+                log::warn!("broker node unreachable node={} error={err}", node_name(&urls[index]));
+                last = err;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// `host:port` of a broker URL, for logs (never the credentials).
+pub fn node_name(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => format!("{}:{}", parsed.host_str().unwrap_or("?"), parsed.port().unwrap_or(5672)),
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+async fn open_session(connection: Connection, topology: &Topology) -> Result<BrokerSession, BrokerError> {
     let setup = async {
         let channel = connection.create_channel().await?;
         topology.declare(&channel).await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok::<_, BrokerError>(channel)
     };
-    let publisher = tokio::time::timeout(BROKER_TIMEOUT, setup).await.map_err(|_| BrokerError::Timeout)??;
-    Ok(BrokerSession { connection: Arc::new(connection), publisher })
+    match tokio::time::timeout(BROKER_TIMEOUT, setup).await.map_err(|_| BrokerError::Timeout).and_then(|r| r) {
+        Ok(publisher) => Ok(BrokerSession { connection: Arc::new(connection), publisher }),
+        Err(err) => {
+            let _ = connection.close(200, "session setup failed".into()).await;
+            Err(err)
+        }
+    }
 }
 
-async fn supervise(url: String, topology: Topology, tx: watch::Sender<Option<BrokerSession>>) {
+/// Keeps a session up: connects to the first node that answers and, after a
+/// loss, starts with the next node of the list, so a cluster that lost the
+/// node we were on is rejoined through another one at once.
+async fn supervise(urls: Vec<String>, topology: Topology, tx: watch::Sender<Option<BrokerSession>>) {
     let mut backoff = Duration::from_millis(100);
+    let mut next = 0;
     loop {
-        match open_session(&url, &topology).await {
+        let opened = match connect_any(&urls, next).await {
+            Ok((connection, index)) => {
+                next = index;
+                open_session(connection, &topology).await
+            }
+            Err(err) => Err(err),
+        };
+        match opened {
             Ok(session) => {
-                log::info!("broker connected prefix={}", topology.prefix);
+                log::info!("broker connected prefix={} node={}", topology.prefix, node_name(&urls[next]));
                 backoff = Duration::from_millis(100);
                 let connection = session.connection.clone();
                 let publisher = session.publisher.clone();
@@ -352,7 +417,16 @@ async fn supervise(url: String, topology: Topology, tx: watch::Sender<Option<Bro
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 tx.send_replace(None);
-                log::warn!("broker connection lost prefix={}; reconnecting", topology.prefix);
+                log::warn!(
+                    "broker connection lost prefix={} node={}; reconnecting",
+                    topology.prefix,
+                    node_name(&urls[next])
+                );
+                if urls.len() > 1 {
+                    // Another node first: the one we were on may be the one that went away.
+                    next = (next + 1) % urls.len();
+                    continue;
+                }
             }
             Err(err) => {
                 if tx.is_closed() {

@@ -72,6 +72,18 @@ pub struct Config {
     /// How old an unqueued delivery must be before the relay takes it over from
     /// the publisher that created it (which normally queues it within milliseconds).
     pub outbox_grace: Duration,
+    /// How often the reconciler looks for unfinished deliveries whose message was lost.
+    pub reconcile_interval: Duration,
+    /// How long past due an unfinished delivery must be before the reconciler
+    /// queues it again (whatever its `enqueued` flag says).
+    pub reconcile_grace: Duration,
+    /// Events older than this are deleted with their deliveries and attempts
+    /// (`RETENTION`; `None` = keep everything).
+    pub retention: Option<Duration>,
+    /// Publish body bytes ingest holds at once, HTTP and AMQP together.
+    pub ingest_max_inflight_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub ingest_body_timeout: Duration,
 }
 
 /// `DATABASE_URL` when unset.
@@ -103,10 +115,14 @@ impl Config {
                 reason: "use letters, digits, '_', '-' and '.'".into(),
             });
         }
+        let amqp_url = var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        if split_urls(&amqp_url).is_empty() {
+            return Err(ConfigError::Invalid { name: "AMQP_URL", reason: "no URL given".into() });
+        }
         Ok(Self {
             database_url: var("DATABASE_URL", DEFAULT_DATABASE_URL),
             database_pool_size: parse_number("DATABASE_POOL_SIZE", &var("DATABASE_POOL_SIZE", "16"), 1, 1000)?,
-            amqp_url: var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp_url,
             amqp_prefix: prefix,
             amqp_queue_type: match var("AMQP_QUEUE_TYPE", "classic").as_str() {
                 "classic" => QueueType::Classic,
@@ -149,7 +165,25 @@ impl Config {
                 0,
                 86_400_000,
             )? as u64),
+            reconcile_interval: parse_duration("RECONCILE_INTERVAL", &var("RECONCILE_INTERVAL", "30s"))?,
+            reconcile_grace: parse_duration("RECONCILE_GRACE", &var("RECONCILE_GRACE", "10m"))?,
+            retention: match var("RETENTION", "30d").trim() {
+                "0" => None,
+                other => Some(parse_duration("RETENTION", other)?),
+            },
+            ingest_max_inflight_bytes: parse_number(
+                "INGEST_MAX_INFLIGHT_BYTES",
+                &var("INGEST_MAX_INFLIGHT_BYTES", "33554432"),
+                MIN_INFLIGHT_BYTES,
+                1 << 40,
+            )?,
+            ingest_body_timeout: parse_duration("INGEST_BODY_TIMEOUT", &var("INGEST_BODY_TIMEOUT", "10s"))?,
         })
+    }
+
+    /// The broker URLs of `AMQP_URL` (comma-separated nodes of one cluster), in order.
+    pub fn amqp_urls(&self) -> Vec<String> {
+        split_urls(&self.amqp_url)
     }
 
     /// The delay before retry number `retry` (1-based); past the list, its last entry.
@@ -157,6 +191,14 @@ impl Config {
         let index = (retry.max(1) as usize - 1).min(self.retry_schedule.len() - 1);
         self.retry_schedule[index]
     }
+}
+
+/// The smallest `INGEST_MAX_INFLIGHT_BYTES`: one publish body of the largest size.
+pub const MIN_INFLIGHT_BYTES: usize = 256 * 1024;
+
+/// Splits a comma-separated URL list, dropping blanks.
+pub fn split_urls(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
 }
 
 fn parse_addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -180,30 +222,33 @@ fn parse_number(name: &'static str, value: &str, min: usize, max: usize) -> Resu
     }
 }
 
-/// Parses `5m,1h,6h`: each entry a whole number with unit `ms`, `s`, `m`, `h` or `d`.
+/// Parses one duration: a whole number with unit `ms`, `s`, `m`, `h` or `d`,
+/// above 0 and at most 49 days.
+pub fn parse_duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { name, reason };
+    let entry = value.trim();
+    let split = entry.find(|c: char| !c.is_ascii_digit()).unwrap_or(entry.len());
+    let (digits, unit) = entry.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| invalid(format!("{entry:?} has no number")))?;
+    let millis = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1_000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(invalid(format!("{entry:?}: unit must be ms, s, m, h or d"))),
+    };
+    if millis == 0 || millis > u32::MAX as u64 {
+        return Err(invalid(format!("{entry:?} must be above 0 and at most 49 days")));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+/// Parses `5m,1h,6h`: each entry a duration (see [`parse_duration`]).
 pub fn parse_schedule(value: &str) -> Result<Vec<Duration>, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid { name: "RETRY_SCHEDULE", reason };
-    let delays = value
-        .split(',')
-        .map(|entry| {
-            let entry = entry.trim();
-            let split = entry.find(|c: char| !c.is_ascii_digit()).unwrap_or(entry.len());
-            let (digits, unit) = entry.split_at(split);
-            let n: u64 = digits.parse().map_err(|_| invalid(format!("{entry:?} has no number")))?;
-            let millis = match unit {
-                "ms" => n,
-                "s" => n * 1_000,
-                "m" => n * 60_000,
-                "h" => n * 3_600_000,
-                "d" => n * 86_400_000,
-                _ => return Err(invalid(format!("{entry:?}: unit must be ms, s, m, h or d"))),
-            };
-            if millis == 0 || millis > u32::MAX as u64 {
-                return Err(invalid(format!("{entry:?} must be above 0 and at most 49 days")));
-            }
-            Ok(Duration::from_millis(millis))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let delays =
+        value.split(',').map(|entry| parse_duration("RETRY_SCHEDULE", entry)).collect::<Result<Vec<_>, _>>()?;
     if delays.is_empty() {
         return Err(invalid("empty".into()));
     }
@@ -247,5 +292,27 @@ mod tests {
         assert_eq!(ok.outbox_interval, Duration::from_secs(1));
         assert_eq!(ok.outbox_grace, Duration::from_secs(5));
         assert!(!format!("{:?}", ok.secret_key).contains('7'));
+        assert_eq!(ok.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(ok.ingest_max_inflight_bytes, 32 << 20);
+    }
+
+    #[test]
+    fn retention_zero_keeps_everything_and_urls_split_on_commas() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let vars = |name: &str| match name {
+            "WEBHOOK_SECRET_KEY" => Some(key.clone()),
+            "RETENTION" => Some("0".to_owned()),
+            "AMQP_URL" => Some("amqp://a:5672/%2f, amqp://b:5673/%2f,".to_owned()),
+            _ => None,
+        };
+        let config = Config::from_lookup(vars).expect("valid");
+        assert_eq!(config.retention, None);
+        assert_eq!(config.amqp_urls(), vec!["amqp://a:5672/%2f".to_owned(), "amqp://b:5673/%2f".to_owned()]);
+        let bad = Config::from_lookup(|n| match n {
+            "WEBHOOK_SECRET_KEY" => Some(key.clone()),
+            "RETENTION" => Some("30x".to_owned()),
+            _ => None,
+        });
+        assert!(matches!(bad, Err(ConfigError::Invalid { name: "RETENTION", .. })));
     }
 }

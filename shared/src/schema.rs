@@ -52,6 +52,7 @@ diesel::table! {
         source -> Text,
         delivery_count -> Int4,
         created_at -> Timestamptz,
+        body_hash -> Nullable<Bytea>,
     }
 }
 
@@ -74,6 +75,7 @@ diesel::table! {
         claimed_until -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        requeued_at -> Nullable<Timestamptz>,
     }
 }
 

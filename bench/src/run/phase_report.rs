@@ -9,6 +9,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    durability::{windows, DbSizeSample, FaultReport, Window},
     metrics::{MetricDeltas, QueueDepths},
     pgstats::PgCounters,
     procstat::Usage,
@@ -55,6 +56,9 @@ pub struct DeliveryReport {
     /// End-to-end latency over the phase, by publish time: one bucket per
     /// [`TIMELINE_BUCKET`] from the first publish (stalls show up here).
     pub timeline: Vec<TimelineBucket>,
+    /// Deliveries and latency by publish time in [`RunOptions::window`]s
+    /// (throughput before, during and after a fault; latency while cleanup runs).
+    pub windows: Vec<Window>,
 }
 
 /// Width of a [`DeliveryReport::timeline`] bucket.
@@ -111,6 +115,10 @@ pub struct PhaseReport {
     pub ingest_metrics: MetricDeltas,
     /// One per dispatcher.
     pub dispatcher_metrics: Vec<MetricDeltas>,
+    /// `pg_database_size` of the services' database during the phase.
+    pub database_size: Vec<DbSizeSample>,
+    /// The fault injected during the phase, if any.
+    pub fault: Option<FaultReport>,
 }
 
 pub(super) fn publish_report(records: &[PublishRecord], layout: &Layout) -> PublishReport {
@@ -149,6 +157,7 @@ pub(super) fn delivery_report(
     receipts: &[Receipt],
     layout: &Layout,
     roles: &[Role],
+    window: Duration,
 ) -> DeliveryReport {
     let mut started: HashMap<u32, Instant> = HashMap::with_capacity(records.len());
     let mut expected = 0;
@@ -168,6 +177,7 @@ pub(super) fn delivery_report(
     let mut latencies = Vec::with_capacity(expected);
     let first_publish = records.iter().map(|r| r.started).min();
     let mut buckets: Vec<Vec<Duration>> = Vec::new();
+    let mut by_publish_time: Vec<(Duration, Duration)> = Vec::with_capacity(expected);
     let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
     for (&(event, sub), &(at, count)) in &arrivals {
         report.duplicated += count - 1;
@@ -187,6 +197,7 @@ pub(super) fn delivery_report(
                         buckets.resize_with(bucket + 1, Vec::new);
                     }
                     buckets[bucket].push(latency);
+                    by_publish_time.push((published.saturating_duration_since(origin), latency));
                 }
                 first = Some(first.map_or(at, |f| f.min(at)));
                 last = Some(last.map_or(at, |l| l.max(at)));
@@ -208,6 +219,7 @@ pub(super) fn delivery_report(
             }
         })
         .collect();
+    report.windows = windows(&by_publish_time, window);
     report.latency = Percentiles::of(&mut latencies);
     if let (Some(first), Some(last)) = (first, last) {
         report.seconds_first_to_last = (last - first).as_secs_f64();

@@ -46,7 +46,13 @@ pub struct TestEnv {
 
 /// Starts a fresh environment (ingest only; start dispatchers as the test needs).
 pub async fn spawn_env() -> TestEnv {
-    let TestEnvironment { config, prefix, db } = TestEnvironment::create(&[]).await;
+    spawn_env_with(&[]).await
+}
+
+/// Starts a fresh environment whose ingest has config `overrides` (pass the
+/// same to dispatchers where they must agree, e.g. `RETRY_SCHEDULE`).
+pub async fn spawn_env_with(overrides: &[(&str, &str)]) -> TestEnv {
+    let TestEnvironment { config, prefix, db } = TestEnvironment::create(overrides).await;
     let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
     ingest.state.broker.wait_session(Duration::from_secs(10)).await.expect("broker connects");
     let publisher = create_api_key(&ingest.state.pool, &Principal::Publisher, "test").await;
@@ -112,6 +118,14 @@ impl SubSpec {
 pub struct TestSub {
     pub id: uuid::Uuid,
     pub secret: String,
+}
+
+impl Drop for TestEnv {
+    /// Stops ingest's server, consumer and relay before the database and the
+    /// queues are dropped, so nothing keeps running against them.
+    fn drop(&mut self) {
+        shared::testing::finish_in_drop(self.ingest.halt());
+    }
 }
 
 impl TestEnv {

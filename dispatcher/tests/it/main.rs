@@ -4,6 +4,7 @@
 mod control;
 mod failures;
 mod helpers;
+mod lost_messages;
 mod observability;
 mod resilience;
 mod retries;

@@ -11,6 +11,8 @@
 
 use std::{sync::LazyLock, time::Duration};
 
+use tokio::sync::watch;
+
 use diesel::{
     sql_types::{Array, BigInt, Int4, Interval, Uuid as SqlUuid},
     QueryableByName,
@@ -75,10 +77,11 @@ struct Backlog {
 }
 
 impl OutboxRelay {
-    /// Runs rounds forever, every `interval` (at once again after a full batch).
-    pub fn start(self) -> tokio::task::JoinHandle<()> {
+    /// Runs rounds every `interval` (at once again after a full batch) until
+    /// `stop` turns true; a round in progress finishes first.
+    pub fn start(self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            loop {
+            while !*stop.borrow() {
                 let full = match self.run_once().await {
                     Ok(relayed) => relayed as i64 >= BATCH,
                     Err(err) => {
@@ -91,7 +94,10 @@ impl OutboxRelay {
                 }
                 crate::queue_depths::record(&self.broker, &self.topology).await;
                 if !full {
-                    tokio::time::sleep(self.interval).await;
+                    tokio::select! {
+                        _ = super::stopped(&mut stop) => {}
+                        _ = tokio::time::sleep(self.interval) => {}
+                    }
                 }
             }
         })
@@ -195,6 +201,7 @@ async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[(uuid::Uui
     }
 }
 
-fn to_interval(duration: Duration) -> diesel::data_types::PgInterval {
+/// A `Duration` as a PostgreSQL interval (microseconds, saturating).
+pub fn to_interval(duration: Duration) -> diesel::data_types::PgInterval {
     diesel::data_types::PgInterval::from_microseconds(duration.as_micros().min(i64::MAX as u128) as i64)
 }

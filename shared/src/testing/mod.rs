@@ -101,6 +101,16 @@ impl Drop for TestPrefix {
     }
 }
 
+/// Runs `future` to completion from synchronous code on a multi-thread tokio
+/// runtime, e.g. a test fixture's `Drop` stopping its services before its
+/// database goes. On any other runtime (or none) it does nothing.
+pub fn finish_in_drop(future: impl std::future::Future<Output = ()>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| handle.block_on(future));
+    }
+}
+
 /// What every integration test starts from: a fresh database, an AMQP prefix
 /// of its own (its queues deleted on drop) and a test config for both.
 /// Dropping it drops the database and the queues, so keep it alive, and drop
