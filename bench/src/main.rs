@@ -28,10 +28,11 @@ struct Cli {
     /// The load shape.
     #[arg(long, value_enum, default_value_t = Scenario::Fanout1)]
     scenario: Scenario,
-    /// Events per phase (default per scenario: fanout1 10000, fanout10 2000, broadcast 10, unhealthy 10000, scale 5000, soak 300000).
+    /// Events per phase (default per scenario: fanout1 10000, fanout10 2000, broadcast 10, unhealthy 10000, scale 5000,
+    /// soak 300000, hot 5000, neighbours 15000, failing 10000).
     #[arg(long)]
     events: Option<usize>,
-    /// Subscriptions (default per scenario: 100; broadcast 1000).
+    /// Subscriptions (default per scenario: 100; broadcast 1000; hot 1; neighbours 21).
     #[arg(long)]
     subscriptions: Option<usize>,
     /// Publish over HTTP (`POST /api/v1/events`) or AMQP (`{prefix}.events`).
@@ -267,7 +268,7 @@ async fn bench_main(cli: Cli) -> anyhow::Result<bool> {
             tenants: layout.tenants,
             dispatchers: 1,
             retry_schedule: cli.retry_schedule.clone().unwrap_or_else(|| match cli.scenario {
-                Scenario::Unhealthy => "1h".into(),
+                Scenario::Unhealthy | Scenario::Failing => "1h".into(),
                 _ => "5m,1h,6h".into(),
             }),
             dispatcher_concurrency: cli.dispatcher_concurrency.or((cli.scenario == Scenario::Scale).then_some(8)),

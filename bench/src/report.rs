@@ -99,6 +99,14 @@ impl Report {
             format!("{:.1} / {:.1} / {:.1}", l.p50_ms, l.p95_ms, l.p99_ms)
         });
         row("end-to-end max ms", &|p| format!("{:.1}", p.deliveries.latency.max_ms));
+        if phases.iter().any(|p| p.deliveries.quiet_latency.is_some()) {
+            row("quiet subscriptions: deliveries, e2e p50/p99/max ms", &|p| {
+                p.deliveries.quiet_latency.as_ref().map_or_else(
+                    || "-".into(),
+                    |l| format!("{} , {:.1} / {:.1} / {:.1}", l.count, l.p50_ms, l.p99_ms, l.max_ms),
+                )
+            });
+        }
         row("deliveries/s sustained (first→last)", &|p| format!("{:.0}", p.deliveries.per_sec_sustained));
         row("deliveries/s overall (publish→last)", &|p| format!("{:.0}", p.deliveries.per_sec_overall));
         if phases.iter().any(|p| p.unhealthy.is_some()) {
@@ -315,6 +323,53 @@ pub fn checks(options: &RunOptions, result: &RunResult) -> Vec<Check> {
                     "unhealthy: healthy p99 < 2× baseline",
                     format!("{:.1} vs {:.1} ms", sick.deliveries.latency.p99_ms, first.deliveries.latency.p99_ms),
                     p99 < 2.0,
+                ));
+            }
+        }
+        Scenario::Hot => {
+            if let Load::Rate(r) = options.load {
+                if r <= 200.0 {
+                    checks.push(check(
+                        "hot: end-to-end p99 ≤ 8 ms at 200 events/s",
+                        format!("{:.1} ms", first.deliveries.latency.p99_ms),
+                        first.deliveries.latency.p99_ms <= 8.0,
+                    ));
+                    checks.push(check(
+                        "hot: ≤ 3 CPU-s (services) per 1,000 deliveries at 200 events/s",
+                        format!("{:.2} CPU-s", first.cpu_per_1000_deliveries.services),
+                        first.cpu_per_1000_deliveries.services <= 3.0,
+                    ));
+                }
+            } else {
+                checks.push(check(
+                    "hot: ≥ 4× svix's 532 deliveries/s (and ≥ 90 % of fanout1: compare runs)",
+                    format!("{:.0} per s", first.deliveries.per_sec_sustained),
+                    first.deliveries.per_sec_sustained >= 4.0 * 532.0,
+                ));
+            }
+        }
+        Scenario::Neighbours => {
+            if let Some(quiet) = &first.deliveries.quiet_latency {
+                checks.push(check(
+                    "neighbours: quiet subscriptions' e2e p99 ≤ 50 ms",
+                    format!("{:.1} ms over {} deliveries", quiet.p99_ms, quiet.count),
+                    quiet.p99_ms <= 50.0 && quiet.count > 0,
+                ));
+            }
+        }
+        Scenario::Failing => {
+            if let Some(sick) = phases.get(1) {
+                let kept = ratio(sick.deliveries.per_sec_sustained, first.deliveries.per_sec_sustained);
+                checks.push(check(
+                    "failing: healthy keep ≥ 90% of throughput",
+                    format!("{:.0}%", kept * 100.0),
+                    kept >= 0.9,
+                ));
+                let p99 = ratio(sick.deliveries.latency.p99_ms, first.deliveries.latency.p99_ms);
+                checks.push(check(
+                    "failing: healthy p99 ≤ 2× baseline",
+                    format!("{:.1} vs {:.1} ms", sick.deliveries.latency.p99_ms, first.deliveries.latency.p99_ms),
+                    p99 <= 2.0,
                 ));
             }
         }

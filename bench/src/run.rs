@@ -26,7 +26,7 @@ use crate::{
     pgstats,
     procstat::{Sampler, Watch},
     publisher::{publish_all, Load, OutgoingEvent, Publisher, Via},
-    scenario::{unhealthy_role, Layout, PhaseSpec, Role, Scenario},
+    scenario::{Breakage, Layout, PhaseSpec, Role, Scenario},
     services::{Services, Target},
     sink::{event_id, SignatureReport, Sink, SinkSettings, StrayReport},
 };
@@ -87,6 +87,9 @@ impl RunOptions {
 
     /// The subscription layout these options ask for.
     pub fn layout(&self) -> Result<Layout, BenchError> {
+        if self.scenario == Scenario::Neighbours {
+            return Layout::neighbours(self.subscriptions.saturating_sub(1).max(1)).map_err(BenchError::Options);
+        }
         Layout::new(self.subscriptions, self.scenario.fanout(self.subscriptions)).map_err(BenchError::Options)
     }
 }
@@ -219,8 +222,8 @@ async fn run_phases<S: Services>(
             services.add_dispatcher().await?;
             dispatchers += 1;
         }
-        if phase.unhealthy {
-            make_unhealthy(api, services.target(), sink, subs, &mut roles).await?;
+        if phase.breakage != Breakage::None {
+            make_unhealthy(api, services.target(), sink, subs, &mut roles, phase.breakage).await?;
         }
         let phase_number = u16::try_from(index).map_err(|_| BenchError::Options("too many phases".into()))?;
         let mut report =
@@ -238,16 +241,17 @@ async fn run_phases<S: Services>(
     Ok(reports)
 }
 
-/// Points 10% of subscriptions at failing or hanging endpoints, retries off.
+/// Points the subscriptions `breakage` names at failing or hanging endpoints, retries off.
 async fn make_unhealthy(
     api: &Api,
     target: &Target,
     sink: &Sink,
     subs: &[BenchSubscription],
     roles: &mut [Role],
+    breakage: Breakage,
 ) -> Result<(), BenchError> {
     for (n, sub) in subs.iter().enumerate() {
-        let role = unhealthy_role(n);
+        let role = breakage.role(n);
         if role == Role::Ok {
             continue;
         }
@@ -358,7 +362,7 @@ async fn run_phase(
     let publish = publish_report(&records, layout);
     let mut deliveries = delivery_report(&records, &receipts, layout, roles, options.window);
     deliveries.timed_out = timed_out;
-    let unhealthy = phase.unhealthy.then(|| unhealthy_report(&records, &receipts, layout, roles));
+    let unhealthy = (phase.breakage != Breakage::None).then(|| unhealthy_report(&records, &receipts, layout, roles));
     let per_thousand = |seconds: f64| {
         if deliveries.received == 0 {
             0.0

@@ -110,13 +110,8 @@ impl Spawned {
         self.database = Some(name.clone());
         self.target.database_name = Some(name.clone());
 
-        let retry_schedule = shared::config::parse_schedule(&self.options.retry_schedule)
-            .map_err(|e| BenchError::Options(e.to_string()))?;
-        let mut retry_delays_ms: Vec<u64> = retry_schedule.iter().map(|d| d.as_millis() as u64).collect();
-        retry_delays_ms.sort_unstable();
-        retry_delays_ms.dedup();
-        self.topology =
-            Some(Topology { prefix: self.target.amqp_prefix.clone(), queue_type: QueueType::Classic, retry_delays_ms });
+        shared::config::parse_schedule(&self.options.retry_schedule).map_err(|e| BenchError::Options(e.to_string()))?;
+        self.topology = Some(Topology { prefix: self.target.amqp_prefix.clone(), queue_type: QueueType::Classic });
 
         let key = base64::engine::general_purpose::STANDARD
             .encode(shared::crypto::random_bytes::<32>().map_err(|e| BenchError::Spawn(e.to_string()))?);

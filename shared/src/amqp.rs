@@ -5,12 +5,11 @@
 //!  modules ──► {p}.events (topic) ──#──► {p}.events.ingest ──► ingest consumer
 //!                                                         └─ rejects ──► {p}.events.rejected
 //!  ingest ───► {p}.dispatch (direct) ──dispatch──► {p}.dispatch ──► dispatchers
-//!  dispatcher ─► "" ──► {p}.dispatch.retry.<ms>ms (TTL, no consumer)
-//!                         └─ expires ──► dead-letters to {p}.dispatch / dispatch
-//!  dispatcher ─► "" ──► {p}.dispatch.defer.<ms>ms (same, for messages put off
-//!                        without an attempt: subscription at its in-flight cap,
-//!                        attempt claimed by another dispatcher)
+//!  dispatchers (due retries and parked deliveries, from the database) ──► {p}.dispatch
 //! ```
+//!
+//! Nothing waits in the broker: a retry or a delivery that must wait waits in
+//! PostgreSQL with a due time, and the dispatchers' scheduler queues it when due.
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,10 +32,6 @@ pub const DISPATCH_ROUTING_KEY: &str = "dispatch";
 pub use webhooks_client::amqp::persistent_json;
 /// How long a connect, declare or publisher confirm may take before we give up on it.
 pub use webhooks_client::BROKER_TIMEOUT;
-/// Delays of the defer queues, shortest first: a message put off without an
-/// attempt waits the first a few times, then the longer one, so a backlog
-/// behind a hanging endpoint does not churn through the broker every second.
-pub const DEFER_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(10)];
 
 /// Deliveries of one message from a quorum `{p}.events.ingest` before the
 /// broker dead-letters it to `{p}.events.rejected`.
@@ -96,16 +91,11 @@ pub enum DispatchMessage {
 pub struct Topology {
     pub prefix: String,
     pub queue_type: QueueType,
-    /// Distinct retry delays, in milliseconds.
-    pub retry_delays_ms: Vec<u64>,
 }
 
 impl Topology {
     pub fn from_config(config: &Config) -> Self {
-        let mut delays: Vec<u64> = config.retry_schedule.iter().map(|d| d.as_millis() as u64).collect();
-        delays.sort_unstable();
-        delays.dedup();
-        Self { prefix: config.amqp_prefix.clone(), queue_type: config.amqp_queue_type, retry_delays_ms: delays }
+        Self { prefix: config.amqp_prefix.clone(), queue_type: config.amqp_queue_type }
     }
 
     /// Topic exchange modules publish events to (routing key = event type).
@@ -128,17 +118,6 @@ impl Topology {
     pub fn dispatch_queue(&self) -> String {
         format!("{}.dispatch", self.prefix)
     }
-    /// Delay queue holding messages for `delay` before they return to dispatch.
-    /// Named by its delay, so changing `RETRY_SCHEDULE` never redeclares a
-    /// queue with other arguments (which RabbitMQ refuses).
-    pub fn retry_queue(&self, delay: Duration) -> String {
-        format!("{}.dispatch.retry.{}ms", self.prefix, delay.as_millis())
-    }
-    /// Delay queue for a message put off without an attempt (see [`DEFER_DELAYS`]).
-    pub fn defer_queue(&self, delay: Duration) -> String {
-        format!("{}.dispatch.defer.{}ms", self.prefix, delay.as_millis())
-    }
-
     fn queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         if self.queue_type == QueueType::Quorum {
@@ -206,36 +185,12 @@ impl Topology {
             )
             .await?;
 
-        // One delay queue per retry delay and per defer delay: no consumer; a message waits out
-        // `x-message-ttl` at the head, then RabbitMQ dead-letters it back to
-        // the dispatch exchange. (Per-message TTL would only expire at the
-        // head, so each delay needs its own queue.)
-        let retry_queues = self.retry_delays_ms.iter().map(|&ms| (self.retry_queue(Duration::from_millis(ms)), ms));
-        let defer_queues = DEFER_DELAYS.iter().map(|&d| (self.defer_queue(d), d.as_millis() as u64));
-        for (queue, delay_ms) in retry_queues.chain(defer_queues) {
-            let mut args = self.queue_arguments();
-            // How long a message waits, in milliseconds (an integer argument).
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay_ms as i64));
-            // Where it goes when the wait is over. Strings must be LongString:
-            // RabbitMQ closes the channel on a ShortString argument.
-            args.insert("x-dead-letter-exchange".into(), long_string(&self.dispatch_exchange()));
-            args.insert("x-dead-letter-routing-key".into(), long_string(DISPATCH_ROUTING_KEY));
-            if self.queue_type == QueueType::Quorum {
-                // Quorum queues dead-letter at most once unless told otherwise.
-                args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
-                args.insert("x-overflow".into(), long_string("reject-publish"));
-            }
-            channel.queue_declare(queue.into(), durable_queue, args).await?;
-        }
         Ok(())
     }
 
     /// Deletes everything [`Topology::declare`] made (tests clean up with it).
     pub async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
-        let mut queues = vec![self.ingest_queue(), self.rejected_queue(), self.dispatch_queue()];
-        queues.extend(self.retry_delays_ms.iter().map(|&ms| self.retry_queue(Duration::from_millis(ms))));
-        queues.extend(DEFER_DELAYS.iter().map(|&delay| self.defer_queue(delay)));
-        for queue in queues {
+        for queue in [self.ingest_queue(), self.rejected_queue(), self.dispatch_queue()] {
             channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
         }
         for exchange in [self.events_exchange(), self.dispatch_exchange()] {

@@ -72,6 +72,18 @@ pub struct Config {
     /// How old an unqueued delivery must be before the relay takes it over from
     /// the publisher that created it (which normally queues it within milliseconds).
     pub outbox_grace: Duration,
+    /// Consecutive failed attempts that open a subscription's circuit.
+    pub circuit_failure_threshold: i32,
+    /// The first open period of a circuit; it doubles per failed probe.
+    pub circuit_open_base: Duration,
+    /// The longest open period.
+    pub circuit_open_max: Duration,
+    /// Each retry delay varies uniformly within ± this fraction (0 = exact).
+    pub retry_jitter: f64,
+    /// Cap on a 429/503 `Retry-After`.
+    pub retry_after_max: Duration,
+    /// A subscription whose every attempt failed for this long is disabled.
+    pub auto_disable_after: Duration,
     /// How often the reconciler looks for unfinished deliveries whose message was lost.
     pub reconcile_interval: Duration,
     /// How long past due an unfinished delivery must be before the reconciler
@@ -148,7 +160,7 @@ impl Config {
             )?,
             dispatcher_per_subscription: parse_number(
                 "DISPATCHER_PER_SUBSCRIPTION",
-                &var("DISPATCHER_PER_SUBSCRIPTION", "16"),
+                &var("DISPATCHER_PER_SUBSCRIPTION", "128"),
                 1,
                 10_000,
             )?,
@@ -165,6 +177,17 @@ impl Config {
                 0,
                 86_400_000,
             )? as u64),
+            circuit_failure_threshold: parse_number(
+                "CIRCUIT_FAILURE_THRESHOLD",
+                &var("CIRCUIT_FAILURE_THRESHOLD", "5"),
+                1,
+                10_000,
+            )? as i32,
+            circuit_open_base: parse_duration("CIRCUIT_OPEN_BASE", &var("CIRCUIT_OPEN_BASE", "30s"))?,
+            circuit_open_max: parse_duration("CIRCUIT_OPEN_MAX", &var("CIRCUIT_OPEN_MAX", "1h"))?,
+            retry_jitter: parse_fraction("RETRY_JITTER", &var("RETRY_JITTER", "0.2"))?,
+            retry_after_max: parse_duration("RETRY_AFTER_MAX", &var("RETRY_AFTER_MAX", "1h"))?,
+            auto_disable_after: parse_duration("AUTO_DISABLE_AFTER", &var("AUTO_DISABLE_AFTER", "5d"))?,
             reconcile_interval: parse_duration("RECONCILE_INTERVAL", &var("RECONCILE_INTERVAL", "30s"))?,
             reconcile_grace: parse_duration("RECONCILE_GRACE", &var("RECONCILE_GRACE", "10m"))?,
             retention: match var("RETENTION", "30d").trim() {
@@ -219,6 +242,14 @@ fn parse_number(name: &'static str, value: &str, min: usize, max: usize) -> Resu
     match value.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(ConfigError::Invalid { name, reason: format!("{value:?} is not a number from {min} to {max}") }),
+    }
+}
+
+/// A fraction from 0 to 1 (`RETRY_JITTER`).
+fn parse_fraction(name: &'static str, value: &str) -> Result<f64, ConfigError> {
+    match value.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(ConfigError::Invalid { name, reason: format!("{value:?} is not a number from 0 to 1") }),
     }
 }
 
@@ -291,6 +322,15 @@ mod tests {
         assert_eq!(ok.ingest_prefetch, 64);
         assert_eq!(ok.outbox_interval, Duration::from_secs(1));
         assert_eq!(ok.outbox_grace, Duration::from_secs(5));
+        assert_eq!((ok.circuit_failure_threshold, ok.circuit_open_base), (5, Duration::from_secs(30)));
+        assert_eq!((ok.circuit_open_max, ok.retry_after_max), (Duration::from_secs(3600), Duration::from_secs(3600)));
+        assert_eq!((ok.retry_jitter, ok.auto_disable_after), (0.2, Duration::from_secs(5 * 86_400)));
+        let bad_jitter = Config::from_lookup(|n| match n {
+            "WEBHOOK_SECRET_KEY" => Some(key.clone()),
+            "RETRY_JITTER" => Some("1.5".into()),
+            _ => None,
+        });
+        assert!(matches!(bad_jitter, Err(ConfigError::Invalid { name: "RETRY_JITTER", .. })));
         assert!(!format!("{:?}", ok.secret_key).contains('7'));
         assert_eq!(ok.retention, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(ok.ingest_max_inflight_bytes, 32 << 20);

@@ -48,6 +48,8 @@ pub struct DeliveryReport {
     pub timed_out: bool,
     /// Publish start → receipt.
     pub latency: Percentiles,
+    /// `neighbours`: publish start → receipt at the quiet subscriptions only.
+    pub quiet_latency: Option<Percentiles>,
     /// First receipt to last receipt.
     pub seconds_first_to_last: f64,
     pub per_sec_sustained: f64,
@@ -175,6 +177,7 @@ pub(super) fn delivery_report(
     }
     let mut report = DeliveryReport { expected, ..Default::default() };
     let mut latencies = Vec::with_capacity(expected);
+    let mut quiet_latencies = Vec::new();
     let first_publish = records.iter().map(|r| r.started).min();
     let mut buckets: Vec<Vec<Duration>> = Vec::new();
     let mut by_publish_time: Vec<(Duration, Duration)> = Vec::with_capacity(expected);
@@ -190,6 +193,9 @@ pub(super) fn delivery_report(
                 report.received += 1;
                 let latency = at.saturating_duration_since(published);
                 latencies.push(latency);
+                if layout.neighbours && sub > 0 {
+                    quiet_latencies.push(latency);
+                }
                 if let Some(origin) = first_publish {
                     let bucket = (published.saturating_duration_since(origin).as_millis() / TIMELINE_BUCKET.as_millis())
                         as usize;
@@ -219,6 +225,7 @@ pub(super) fn delivery_report(
             }
         })
         .collect();
+    report.quiet_latency = layout.neighbours.then(|| Percentiles::of(&mut quiet_latencies));
     report.windows = windows(&by_publish_time, window);
     report.latency = Percentiles::of(&mut latencies);
     if let (Some(first), Some(last)) = (first, last) {

@@ -21,7 +21,10 @@ use diesel_async::RunQueryDsl;
 use shared::{
     amqp::{Broker, BrokerError, Topology},
     db::{DbError, DbPool},
-    models::delivery::{self, UNFINISHED_SQL},
+    models::{
+        delivery::{self, UNFINISHED_SQL},
+        endpoint_health::NOT_PARKED,
+    },
 };
 
 use super::dispatch_queue::publish_batch;
@@ -158,11 +161,12 @@ static BACKLOG_SQL: LazyLock<String> = LazyLock::new(|| {
 static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH due AS ( \
-           SELECT id FROM deliveries \
+           SELECT id FROM deliveries d \
            WHERE NOT enqueued AND status IN {UNFINISHED_SQL} \
              AND updated_at < now() - $1 \
              AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
              AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
+             AND {NOT_PARKED} \
            ORDER BY updated_at \
            LIMIT $2 \
            FOR UPDATE SKIP LOCKED) \
@@ -172,7 +176,8 @@ static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Leases due rows in one statement: the CTE locks them (skipping rows another
+/// Leases due rows in one statement (rows parked behind a circuit that is not
+/// closed are not due, whatever their time): the CTE locks them (skipping rows another
 /// relay holds), the UPDATE sets the lease, and the commit of this statement
 /// makes the lease visible to every other relay. `updated_at` is left alone:
 /// it is the delivery's API-visible time.

@@ -1,7 +1,10 @@
 //! Create, list, read, update and delete a tenant's subscriptions.
 
 use actix_web::{web, HttpResponse};
-use shared::{crypto, db, models::subscription};
+use shared::{
+    crypto, db,
+    models::{endpoint_health, subscription},
+};
 use uuid::Uuid;
 
 use super::{
@@ -43,7 +46,7 @@ pub async fn create_subscription(
     log::info!("subscription created tenant_id={tenant_id} subscription_id={id}");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/webhooks/subscriptions/{id}")))
-        .json(SubscriptionWithSecret::new(row, secret)))
+        .json(SubscriptionWithSecret::new(row, None, secret)))
 }
 
 /// Lists the tenant's subscriptions, oldest first, a page at a time.
@@ -67,7 +70,15 @@ pub async fn list_subscriptions(
     let mut conn = db::conn(&state.pool).await?;
     let rows = subscription::list(&mut conn, tenant_id, after, limit).await?;
     let (rows, next_cursor) = page::split_page(rows, limit, |row| page::encode_cursor(row.id));
-    let items = rows.into_iter().map(SubscriptionView::from).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let health = endpoint_health::for_subscriptions(&mut conn, &ids).await?;
+    let items = rows
+        .into_iter()
+        .map(|row| {
+            let h = health.get(&row.id);
+            SubscriptionView::new(row, h)
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(SubscriptionPage { items, next_cursor }))
 }
 
@@ -84,7 +95,8 @@ pub async fn get_subscription(scope: TenantScope, state: web::Data<AppState>) ->
     let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     let row = super::live_subscription(&mut conn, tenant_id, id).await?;
-    Ok(HttpResponse::Ok().json(SubscriptionView::from(row)))
+    let health = endpoint_health::for_subscriptions(&mut conn, &[id]).await?;
+    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, health.get(&id))))
 }
 
 /// Changes any subset of the fields; absent fields stay as they are.
@@ -106,10 +118,16 @@ pub async fn update_subscription(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let changes = body.validate(&Rules::of(&state))?;
+    let reenabled = changes.is_active == Some(true);
     let mut conn = db::conn(&state.pool).await?;
     let row = subscription::update(&mut conn, tenant_id, id, changes).await?.ok_or(ApiError::NotFound)?;
+    if reenabled {
+        // Re-enabling is the user saying the endpoint works again: its health starts over.
+        endpoint_health::reset(&mut conn, id).await?;
+    }
     log::info!("subscription updated tenant_id={tenant_id} subscription_id={id}");
-    Ok(HttpResponse::Ok().json(SubscriptionView::from(row)))
+    let health = endpoint_health::for_subscriptions(&mut conn, &[id]).await?;
+    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, health.get(&id))))
 }
 
 /// Deletes a subscription: nothing more is delivered to it; its delivery log stays.
