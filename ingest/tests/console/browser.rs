@@ -11,10 +11,11 @@ use std::{
     time::Duration,
 };
 
-use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
+
+use crate::webdriver::{Client, Element};
 
 /// WebDriver's key codes.
 pub const TAB: &str = "\u{E004}";
@@ -133,8 +134,7 @@ impl Browser {
         let mut last_error = String::new();
         // chromedriver needs a moment to listen.
         for _ in 0..100 {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&webdriver).await {
+            match Client::connect(&webdriver, capabilities.clone()).await {
                 Ok(client) => {
                     return Self {
                         client,
@@ -163,7 +163,7 @@ impl Browser {
             }
             self.save_screenshots();
         }
-        let _ = self.client.clone().close().await;
+        let _ = self.client.close().await;
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
@@ -215,7 +215,7 @@ impl Browser {
     pub async fn wait_for(&self, css: &str) -> Element {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+            if let Ok(element) = self.client.find(css).await {
                 if element.is_displayed().await.unwrap_or(false) {
                     return element;
                 }
@@ -230,7 +230,7 @@ impl Browser {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let mut last = String::new();
         loop {
-            for element in self.client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+            for element in self.client.find_all(css).await.unwrap_or_default() {
                 if let Ok(text) = element.text().await {
                     if text.contains(needle) {
                         return text;

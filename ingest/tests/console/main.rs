@@ -18,3 +18,4 @@ mod safety;
 mod signin;
 mod subscriptions;
 mod troubleshooting;
+mod webdriver;
