@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 /// The key of an element reference in WebDriver's JSON.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52f-4d6e5d44d4e4";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A WebDriver error: the protocol's error code (`no such element`, …) and message.
 #[derive(Debug)]
