@@ -10,6 +10,7 @@
 
 mod browser;
 mod env;
+mod errors;
 mod layout;
 mod readme;
 mod receiver;
@@ -18,3 +19,4 @@ mod safety;
 mod signin;
 mod subscriptions;
 mod troubleshooting;
+mod webdriver;
