@@ -52,7 +52,7 @@ async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         };
         let idle = match leased {
             Ok(Some(job)) => {
-                log::info!("job started job_id={} tenant_id={} kind={}", job.id, job.tenant_id, job.kind);
+                log::info!("job started job_id={} tenant_id={} kind={}", job.id, job.tenant_id, job.kind.as_str());
                 run_job(&state, job.id, owner, &mut stop).await;
                 continue;
             }
@@ -121,17 +121,14 @@ async fn run_job(state: &AppState, job_id: uuid::Uuid, owner: uuid::Uuid, stop: 
 }
 
 async fn log_finished(state: &AppState, job_id: uuid::Uuid) {
-    use diesel::QueryDsl as _;
-    use shared::schema::jobs::dsl as j;
     let Ok(mut conn) = db::conn(&state.pool).await else { return };
-    let found: Result<(String, String, i64, i64), _> =
-        j::jobs.find(job_id).select((j::tenant_id, j::status, j::total, j::queued)).get_result(&mut conn).await;
-    if let Ok((tenant_id, status, total, queued)) = found {
-        if status == "running" {
+    if let Ok((tenant_id, status, total, queued)) = job::outcome(&mut conn, job_id).await {
+        if status == job::JobStatus::Running {
             log::info!("job taken over by another runner job_id={job_id}");
             return;
         }
-        metrics::counter!(crate::metric_names::JOBS_FINISHED, "status" => status.clone()).increment(1);
+        let status = status.as_str();
+        metrics::counter!(crate::metric_names::JOBS_FINISHED, "status" => status).increment(1);
         log::info!("job finished job_id={job_id} tenant_id={tenant_id} status={status} total={total} queued={queued}");
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(
             Progress { queued: 0, phase: JobPhase::Failed, cursor, finished: None, error: None, lease_until };
         // A recovery is for a subscription that can receive: stop if it was paused or deleted meanwhile.
         let mut events_wanted = Vec::new();
-        if let (Some(JobKind::Recover), Some(subscription_id)) = (JobKind::parse(&job.kind), job.subscription_id) {
+        if let (JobKind::Recover, Some(subscription_id)) = (job.kind, job.subscription_id) {
             match subscription::find(conn, &job.tenant_id, subscription_id).await? {
                 Some(sub) if sub.is_active => events_wanted = sub.events,
                 _ => {
@@ -65,7 +65,7 @@ pub async fn run(
             }
         }
         let mut result = StepResult::default();
-        match JobPhase::parse(&job.phase).unwrap_or(JobPhase::Failed) {
+        match job.phase {
             JobPhase::Failed => {
                 let rows = candidates::next_failed(conn, &FailedFilter::of(&job), cursor, batch).await?;
                 let ids: Vec<uuid::Uuid> = rows.iter().map(|(_, id)| *id).collect();

@@ -77,9 +77,8 @@ impl From<Job> for JobView {
     fn from(row: Job) -> Self {
         Self {
             id: row.id,
-            // Both columns have CHECK constraints; other values cannot be stored.
-            kind: JobKind::parse(&row.kind).unwrap_or(JobKind::Retry),
-            status: JobStatus::parse(&row.status).unwrap_or(JobStatus::Failed),
+            kind: row.kind,
+            status: row.status,
             total: row.total,
             queued: row.queued,
             created_at: row.created_at,
@@ -137,7 +136,7 @@ pub async fn recover_subscription(
     let new = NewJob {
         id: Uuid::now_v7(),
         tenant_id: tenant_id.to_owned(),
-        kind: JobKind::Recover.as_str().to_owned(),
+        kind: JobKind::Recover,
         since,
         until,
         subscription_id: Some(subscription_id),
@@ -197,7 +196,7 @@ pub async fn retry_deliveries(
     let new = NewJob {
         id: Uuid::now_v7(),
         tenant_id: tenant_id.to_owned(),
-        kind: JobKind::Retry.as_str().to_owned(),
+        kind: JobKind::Retry,
         since,
         until,
         subscription_id: body.subscription_id,

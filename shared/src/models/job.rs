@@ -3,14 +3,22 @@
 //! its own progress (a keyset cursor), so any ingest can carry it on.
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
+use diesel::{
+    deserialize::{FromSql, FromSqlRow},
+    expression::AsExpression,
+    pg::{Pg, PgValue},
+    prelude::*,
+    serialize::{Output, ToSql},
+    sql_types::Text,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
 use crate::schema::jobs;
 
-/// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// What a job does (`jobs.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// `POST /webhooks/subscriptions/{id}/recover`.
@@ -36,8 +44,9 @@ impl JobKind {
     }
 }
 
-/// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// Where a job is (`jobs.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Running,
@@ -64,9 +73,10 @@ impl JobStatus {
     }
 }
 
-/// Which rows a job walks: the failed deliveries, then (recover with
-/// `include_missed`) the tenant's events without a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which rows a job walks (`jobs.phase`): the failed deliveries, then
+/// (recover with `include_missed`) the tenant's events without a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 pub enum JobPhase {
     Failed,
     Missed,
@@ -89,14 +99,37 @@ impl JobPhase {
     }
 }
 
+/// Stored as the word `as_str` gives (each column's CHECK constraint lists the
+/// same words); reading any other word is an error, never a silent default.
+macro_rules! text_column {
+    ($name:ident, $what:literal) => {
+        impl ToSql<Text, Pg> for $name {
+            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> diesel::serialize::Result {
+                <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
+            }
+        }
+
+        impl FromSql<Text, Pg> for $name {
+            fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
+                let word = <String as FromSql<Text, Pg>>::from_sql(value)?;
+                Self::parse(&word).ok_or_else(|| format!(concat!("unknown job ", $what, " {:?}"), word).into())
+            }
+        }
+    };
+}
+
+text_column!(JobKind, "kind");
+text_column!(JobStatus, "status");
+text_column!(JobPhase, "phase");
+
 /// A job row.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = jobs)]
 pub struct Job {
     pub id: uuid::Uuid,
     pub tenant_id: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: JobKind,
+    pub status: JobStatus,
     pub since: DateTime<Utc>,
     pub until: DateTime<Utc>,
     pub subscription_id: Option<uuid::Uuid>,
@@ -104,7 +137,7 @@ pub struct Job {
     pub include_missed: bool,
     pub total: i64,
     pub queued: i64,
-    pub phase: String,
+    pub phase: JobPhase,
     pub cursor_created_at: Option<DateTime<Utc>>,
     pub cursor_id: Option<uuid::Uuid>,
     pub lease_owner: Option<uuid::Uuid>,
@@ -120,7 +153,7 @@ pub struct Job {
 pub struct NewJob {
     pub id: uuid::Uuid,
     pub tenant_id: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub since: DateTime<Utc>,
     pub until: DateTime<Utc>,
     pub subscription_id: Option<uuid::Uuid>,
@@ -153,7 +186,7 @@ pub async fn lease_next(
 ) -> QueryResult<Option<Job>> {
     let lease_until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(10));
     let free = jobs::table
-        .filter(jobs::status.eq(JobStatus::Running.as_str()))
+        .filter(jobs::status.eq(JobStatus::Running))
         .filter(jobs::lease_until.is_null().or(jobs::lease_until.lt(diesel::dsl::now)))
         .order(jobs::created_at.asc())
         .select(jobs::id)
@@ -166,7 +199,7 @@ pub async fn lease_next(
     diesel::update(
         jobs::table
             .filter(jobs::id.eq(id))
-            .filter(jobs::status.eq(JobStatus::Running.as_str()))
+            .filter(jobs::status.eq(JobStatus::Running))
             .filter(jobs::lease_until.is_null().or(jobs::lease_until.lt(diesel::dsl::now))),
     )
     .set((jobs::lease_owner.eq(owner), jobs::lease_until.eq(lease_until)))
@@ -183,13 +216,18 @@ pub async fn lease_next(
 pub async fn lock_running(conn: &mut AsyncPgConnection, id: uuid::Uuid, owner: uuid::Uuid) -> QueryResult<Option<Job>> {
     jobs::table
         .filter(jobs::id.eq(id))
-        .filter(jobs::status.eq(JobStatus::Running.as_str()))
+        .filter(jobs::status.eq(JobStatus::Running))
         .filter(jobs::lease_owner.eq(owner))
         .select(Job::as_select())
         .for_update()
         .first(conn)
         .await
         .optional()
+}
+
+/// The status of job `id` and its tenant, totals (for the runner's log line).
+pub async fn outcome(conn: &mut AsyncPgConnection, id: uuid::Uuid) -> QueryResult<(String, JobStatus, i64, i64)> {
+    jobs::table.find(id).select((jobs::tenant_id, jobs::status, jobs::total, jobs::queued)).get_result(conn).await
 }
 
 /// Gives a job runner `owner` holds back (its ingest is stopping): the lease
@@ -221,10 +259,10 @@ pub async fn save_progress(conn: &mut AsyncPgConnection, id: uuid::Uuid, progres
     diesel::update(jobs::table.filter(jobs::id.eq(id)))
         .set((
             jobs::queued.eq(jobs::queued + progress.queued),
-            jobs::phase.eq(progress.phase.as_str()),
+            jobs::phase.eq(progress.phase),
             jobs::cursor_created_at.eq(progress.cursor.map(|c| c.0)),
             jobs::cursor_id.eq(progress.cursor.map(|c| c.1)),
-            jobs::status.eq(progress.finished.unwrap_or(JobStatus::Running).as_str()),
+            jobs::status.eq(progress.finished.unwrap_or(JobStatus::Running)),
             jobs::error.eq(progress.error),
             jobs::finished_at.eq(finished_at),
             jobs::lease_until.eq(if progress.finished.is_some() { None } else { Some(progress.lease_until) }),
@@ -232,4 +270,23 @@ pub async fn save_progress(conn: &mut AsyncPgConnection, id: uuid::Uuid, progres
         .execute(conn)
         .await
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_reads_back() {
+        for kind in [JobKind::Recover, JobKind::Retry] {
+            assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
+        }
+        for status in [JobStatus::Running, JobStatus::Completed, JobStatus::Failed] {
+            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+        }
+        for phase in [JobPhase::Failed, JobPhase::Missed] {
+            assert_eq!(JobPhase::parse(phase.as_str()), Some(phase));
+        }
+        assert_eq!(JobStatus::parse("Running"), None);
+    }
 }
