@@ -193,7 +193,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
     counted(Disposition::Ack, outcome.kind.code())
 }
 
-/// Decrypts the secrets and builds the job; an undecryptable secret is an
+/// Decrypts the secrets and header values and builds the job; an undecryptable one is an
 /// `internal` outcome (recorded like any failed attempt, so it shows in the log).
 fn job_of(ctx: &Context, claimed: Claimed, attempt: i32) -> Result<Job, Outcome> {
     let secret = ctx.secrets.open(&claimed.subscription_id, &claimed.secret_encrypted).map_err(|err| {
@@ -212,6 +212,16 @@ fn job_of(ctx: &Context, claimed: Claimed, attempt: i32) -> Result<Job, Outcome>
         },
         _ => None,
     };
+    let custom_headers = shared::header_values::open(
+        &ctx.secrets,
+        &claimed.subscription_id,
+        &claimed.headers,
+        claimed.headers_encrypted,
+    )
+    .map_err(|err| {
+        log::error!("custom header values unusable subscription_id={} error={err}", claimed.subscription_id);
+        Outcome::failed(OutcomeKind::Internal, "the custom header values could not be decrypted", Duration::ZERO)
+    })?;
     Ok(Job {
         delivery_id: claimed.delivery_id,
         attempt,
@@ -219,7 +229,7 @@ fn job_of(ctx: &Context, claimed: Claimed, attempt: i32) -> Result<Job, Outcome>
         event_id: claimed.event_id,
         event_type: claimed.event_type,
         url: claimed.url,
-        custom_headers: claimed.headers,
+        custom_headers,
         timeout: Duration::from_secs(u64::try_from(claimed.timeout_seconds.max(1)).unwrap_or(30)),
         secret,
         previous_secret,

@@ -38,8 +38,11 @@ pub struct Claimed {
     pub manual_retry: bool,
     #[diesel(sql_type = Text)]
     pub url: String,
+    /// Values sealed unless `headers_encrypted` is false (see `shared::header_values`).
     #[diesel(sql_type = Jsonb)]
     pub headers: serde_json::Value,
+    #[diesel(sql_type = Bool)]
+    pub headers_encrypted: bool,
     #[diesel(sql_type = Int4)]
     pub timeout_seconds: i32,
     #[diesel(sql_type = Bool)]
@@ -109,7 +112,7 @@ pub async fn claim_many(conn: &mut AsyncPgConnection, wanted: &[(uuid::Uuid, i32
            AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
            AND s.id = d.subscription_id AND e.id = d.event_ref \
          RETURNING m.attempt AS claimed_attempt, d.id AS delivery_id, d.subscription_id, d.event_id, \
-           d.event_type, d.manual_retry, s.url, s.headers, s.timeout_seconds, s.retry_enabled, \
+           d.event_type, d.manual_retry, s.url, s.headers, s.headers_encrypted, s.timeout_seconds, s.retry_enabled, \
            s.max_retries, s.is_active, s.deleted_at IS NOT NULL AS is_deleted, s.secret_encrypted, \
            s.previous_secret_encrypted, s.secret_rotated_at, e.payload",
         )

@@ -46,7 +46,8 @@ const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 pub struct Rejection {
     /// `invalid_json`, `payload_too_large`, `missing_field`, `invalid_field`,
     /// `event_type_mismatch`, or an [`InvalidEvent`] code (`unknown_event_type`,
-    /// `missing_tenant`, `invalid_event_data`, `invalid_metadata`, `invalid_event_id`).
+    /// `reserved_event_type`, `missing_tenant`, `invalid_event_data`, `invalid_metadata`,
+    /// `invalid_event_id`).
     pub code: &'static str,
     pub message: String,
 }

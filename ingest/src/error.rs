@@ -23,6 +23,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request line and headers together exceed what the server reads.
+    #[error("the request line and headers are larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    /// The request line and headers did not arrive in time.
+    #[error("the request line and headers did not arrive in time")]
+    RequestTimeout,
     /// A field is missing, of the wrong type, or out of its allowed range.
     #[error("{field}: {message}")]
     Validation { field: String, message: String, details: Value },
@@ -55,6 +61,8 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::HeadTooLarge { .. } => "request_header_fields_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::Validation { .. } => "validation_failed",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -72,6 +80,8 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,7 +89,17 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(self.body())
+    }
+}
+
+impl ApiError {
+    /// The contract's error body; logs internal causes (once, here).
+    pub fn body(&self) -> Value {
         // Internal causes are logged once here and never shown to the caller.
         let message = match self {
             Self::Internal(cause) => {
@@ -94,14 +114,10 @@ impl ResponseError for ApiError {
         };
         let details = match self {
             Self::Validation { details, .. } => details.clone(),
-            Self::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            Self::PayloadTooLarge { limit } | Self::HeadTooLarge { limit } => json!({ "limit_bytes": limit }),
             _ => json!({}),
         };
-        let mut response = HttpResponse::build(status);
-        if matches!(self, Self::Unauthorized) {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
-        }
-        response.json(json!({ "error": { "code": self.code(), "message": message, "details": details } }))
+        json!({ "error": { "code": self.code(), "message": message, "details": details } })
     }
 }
 

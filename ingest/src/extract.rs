@@ -1,6 +1,6 @@
 //! Request extractors that turn bad input into the contract's errors:
 //! JSON bodies (400 not JSON, 422 naming the field, 413 too large) and query
-//! strings (400).
+//! strings (400 malformed, 422 naming a parameter with a control character).
 
 use std::{future::Future, pin::Pin};
 
@@ -8,7 +8,10 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::{
+    domain::text::{self, TextKind},
+    error::ApiError,
+};
 
 /// Largest body any route takes (publishing's limit, from the contract).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -63,10 +66,16 @@ pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError>
     from_json_value(value)
 }
 
-/// Deserializes an already parsed JSON object into `T`, naming the failing field.
+/// Deserializes an already parsed JSON object into `T`, naming the failing
+/// field. No string anywhere in it may hold a NUL (PostgreSQL refuses it).
 pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, BodyError> {
-    if !value.is_object() {
+    let Some(object) = value.as_object() else {
         return Err(BodyError::Field { field: "body".into(), message: "must be a JSON object".into(), missing: false });
+    };
+    for (key, item) in object {
+        text::check(key, key, TextKind::Data)
+            .and_then(|()| text::check_json(key, item))
+            .map_err(|invalid| BodyError::Field { field: invalid.field, message: invalid.message, missing: false })?;
     }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
@@ -83,7 +92,8 @@ pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<
     })
 }
 
-/// A query string; a malformed one is a 400.
+/// A query string: a malformed one is a 400 `invalid_query`; a parameter
+/// whose value holds a control character is a 422 naming it.
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest for Query<T> {
@@ -91,16 +101,73 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(
-            serde_urlencoded_query(req.query_string())
-                .map(Query)
-                .map_err(|message| ApiError::BadRequest { code: "invalid_query", message }),
-        )
+        std::future::ready(parse_query(req.query_string()).map(Query))
     }
 }
 
-fn serde_urlencoded_query<T: DeserializeOwned>(query: &str) -> Result<T, String> {
-    web::Query::<T>::from_query(query).map(web::Query::into_inner).map_err(|e| e.to_string())
+/// Parses a query string strictly (see [`query_pairs`]), checks every value
+/// with [`TextKind::Line`], then deserializes it.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    for (name, value) in query_pairs(query)? {
+        text::check(&name, &value, TextKind::Line)?;
+    }
+    web::Query::<T>::from_query(query)
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest { code: "invalid_query", message: e.to_string() })
+}
+
+/// The decoded `name=value` pairs of a query string. Unlike the lenient
+/// `application/x-www-form-urlencoded` parsers, a `%` not followed by two hex
+/// digits, or an escape that decodes to invalid UTF-8, is a 400: guessing
+/// what such a query meant is how two parsers come to disagree.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let malformed = |message: String| ApiError::BadRequest { code: "invalid_query", message };
+    let decode = |part: &str| -> Result<String, ApiError> {
+        let bytes = part.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'%' => {
+                    let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                    let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
+                        malformed(format!("the query string has a `%` not followed by two hex digits at byte {i}"))
+                    })?;
+                    decoded.push(byte);
+                    i += 3;
+                }
+                b'+' => {
+                    decoded.push(b' ');
+                    i += 1;
+                }
+                other => {
+                    decoded.push(other);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(decoded).map_err(|_| malformed("the query string decodes to invalid UTF-8".into()))
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
+}
+
+/// Middleware: a malformed query string is a 400 on every route, whether or
+/// not its handler reads the query.
+pub async fn reject_malformed_query(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if let Err(err) = query_pairs(req.query_string()) {
+        return Ok(req.error_response(err));
+    }
+    next.call(req).await.map(actix_web::dev::ServiceResponse::map_into_boxed_body)
 }
 
 #[cfg(test)]
@@ -135,5 +202,28 @@ mod tests {
         assert_eq!(field_of(r#"{"url": "x", "nested": {}}"#), "nested.n");
         assert_eq!(field_of("[1]"), "body");
         assert!(matches!(parse_json::<Body>(b"{not json"), Err(ApiError::BadRequest { code: "invalid_json", .. })));
+        assert_eq!(field_of(r#"{"url": "a\u0000b"}"#), "url");
+        assert_eq!(field_of(r#"{"url": "x", "nested": {"n": 1, "s\u0000": 2}}"#), "nested.s\u{0}");
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Params {
+        limit: Option<i64>,
+        event_type: Option<String>,
+    }
+
+    #[test]
+    fn query_strings_are_parsed_strictly() {
+        let parsed: Params = parse_query("limit=5&event_type=invoice.created&other=x%20y+z").expect("valid");
+        assert_eq!(parsed, Params { limit: Some(5), event_type: Some("invoice.created".into()) });
+        assert_eq!(query_pairs("a=%C3%A9&b&=c").expect("valid"), [("a".into(), "é".into()), ("b".into(), String::new()), (String::new(), "c".into())]);
+        for bad in ["%", "x=%", "x=%4", "x=%zz", "x=%FF", "%G0=1"] {
+            assert!(matches!(parse_query::<Params>(bad), Err(ApiError::BadRequest { code: "invalid_query", .. })), "{bad}");
+        }
+        match parse_query::<Params>("event_type=%00") {
+            Err(ApiError::Validation { field, .. }) => assert_eq!(field, "event_type"),
+            other => panic!("expected a 422, got {:?}", other.err()),
+        }
+        assert!(matches!(parse_query::<Params>("limit=ten"), Err(ApiError::BadRequest { code: "invalid_query", .. })));
     }
 }

@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod fanout_batcher;
 pub mod openapi;
 pub mod outbox;
+pub mod protocol_errors;
 pub mod publish;
 pub mod routes;
 pub mod server;

@@ -3,7 +3,8 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use actix_web::HttpServer;
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt as _};
+use actix_web::dev::AppConfig;
 use shared::{
     amqp::{Broker, Topology},
     catalog::Catalog,
@@ -14,8 +15,11 @@ use shared::{
 
 use crate::{
     app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher,
-    outbox::OutboxRelay, state::AppState,
+    outbox::OutboxRelay, protocol_errors::ContractErrors, state::AppState,
 };
+
+/// Pending connections the listener queues (actix-web's default).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// A running ingest: its address, state and server handle.
 pub struct Ingest {
@@ -88,15 +92,48 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         }
         .start(),
     ];
-    let app_state = state.clone();
-    let server = HttpServer::new(move || build_app(app_state.clone()))
-        .workers(workers.max(1))
-        .disable_signals()
-        .bind(state.config.ingest_bind)?;
-    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no listen address"))?;
-    let server = server.run();
+    let (server, addr) = serve(state.clone(), workers)?;
     let handle = server.handle();
     let task = tokio::spawn(server);
     log::info!("ingest listening addr={addr}");
     Ok(Ingest { addr, state, server: handle, task, background })
+}
+
+/// Binds `config.ingest_bind` and builds the HTTP server: actix-web's
+/// `HttpServer` with its defaults, except that each connection goes through
+/// [`ContractErrors`], so protocol errors answer in the contract's shape.
+fn serve(state: AppState, workers: usize) -> std::io::Result<(actix_server::Server, SocketAddr)> {
+    let socket = match state.config.ingest_bind {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(state.config.ingest_bind)?;
+    let listener = socket.listen(LISTEN_BACKLOG)?.into_std()?;
+    let addr = listener.local_addr()?;
+    let builder = actix_server::Server::build().workers(workers.max(1)).disable_signals();
+    // Lets keep-alive connections close at once when the server stops gracefully.
+    let shutdown = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("webhooks-ingest", listener, move || {
+            let shutdown = shutdown.clone();
+            let app = build_app(state.clone()).into_factory().map_err(|err| err.error_response());
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .client_request_timeout(std::time::Duration::from_secs(5))
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .local_addr(addr)
+                .finish(map_config(app, move |_| AppConfig::default()));
+            fn_service(|io: tokio::net::TcpStream| async move {
+                let _ = io.set_nodelay(true);
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((ContractErrors::new(io), actix_http::Protocol::Http1, peer))
+            })
+            .and_then(http)
+        })?
+        .run();
+    Ok((server, addr))
 }

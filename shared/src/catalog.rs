@@ -9,6 +9,15 @@ use serde::Serialize;
 
 use crate::schema::event_types;
 
+/// Event types only the service itself publishes (`webhook.test` and the
+/// operational events): `POST /events` and AMQP publishing refuse them.
+pub const RESERVED_PREFIX: &str = "webhook.";
+
+/// Whether `event_type` is reserved for the service ([`RESERVED_PREFIX`]).
+pub fn is_reserved(event_type: &str) -> bool {
+    event_type.starts_with(RESERVED_PREFIX)
+}
+
 /// One catalog entry, as `GET /webhooks/events` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = event_types)]

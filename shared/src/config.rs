@@ -46,8 +46,9 @@ pub enum QueueType {
     Quorum,
 }
 
-/// Settings shared by ingest and the dispatcher.
-#[derive(Debug, Clone)]
+/// Settings shared by ingest and the dispatcher. Its `Debug` hides the
+/// passwords in `database_url` and `amqp_url` and the secret key.
+#[derive(Clone)]
 pub struct Config {
     pub database_url: String,
     pub database_pool_size: usize,
@@ -150,6 +151,65 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured without `..`: a new field cannot be added without deciding here how it prints.
+        let Self {
+            database_url,
+            database_pool_size,
+            amqp_url,
+            amqp_prefix,
+            amqp_queue_type,
+            ingest_bind,
+            dispatcher_bind,
+            secret_key,
+            retry_schedule,
+            allow_http_targets,
+            allow_private_targets,
+            dispatcher_concurrency,
+            dispatcher_per_subscription,
+            ingest_prefetch,
+            outbox_interval,
+            outbox_grace,
+        } = self;
+        f.debug_struct("Config")
+            .field("database_url", &redact_urls(database_url))
+            .field("database_pool_size", database_pool_size)
+            .field("amqp_url", &redact_urls(amqp_url))
+            .field("amqp_prefix", amqp_prefix)
+            .field("amqp_queue_type", amqp_queue_type)
+            .field("ingest_bind", ingest_bind)
+            .field("dispatcher_bind", dispatcher_bind)
+            .field("secret_key", secret_key)
+            .field("retry_schedule", retry_schedule)
+            .field("allow_http_targets", allow_http_targets)
+            .field("allow_private_targets", allow_private_targets)
+            .field("dispatcher_concurrency", dispatcher_concurrency)
+            .field("dispatcher_per_subscription", dispatcher_per_subscription)
+            .field("ingest_prefetch", ingest_prefetch)
+            .field("outbox_interval", outbox_interval)
+            .field("outbox_grace", outbox_grace)
+            .finish()
+    }
+}
+
+/// One or more comma-separated URLs with every password replaced by `***`,
+/// for logs and `Debug`. Text that does not parse as a URL is hidden whole.
+pub fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|raw| match url::Url::parse(raw.trim()) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "<unparsable URL>".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn parse_addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     value
         .parse()
@@ -238,5 +298,24 @@ mod tests {
         assert_eq!(ok.outbox_interval, Duration::from_secs(1));
         assert_eq!(ok.outbox_grace, Duration::from_secs(5));
         assert!(!format!("{:?}", ok.secret_key).contains('7'));
+    }
+
+    #[test]
+    fn debug_hides_passwords_and_the_secret_key() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let config = Config::from_lookup(|n| match n {
+            "WEBHOOK_SECRET_KEY" => Some(key.clone()),
+            "DATABASE_URL" => Some("postgres://app:pg-hunter2@db.example:5432/webhooks".to_owned()),
+            "AMQP_URL" => Some("amqp://app:mq-hunter2@mq1:5672/%2f,amqps://app:mq-hunter3@mq2/%2f".to_owned()),
+            _ => None,
+        })
+        .expect("valid");
+        let printed = format!("{config:?}");
+        for secret in ["pg-hunter2", "mq-hunter2", "mq-hunter3", key.as_str()] {
+            assert!(!printed.contains(secret), "{secret} printed in {printed}");
+        }
+        assert!(printed.contains("postgres://app:***@db.example:5432/webhooks"), "{printed}");
+        assert!(printed.contains("amqps://app:***@mq2/%2f"), "{printed}");
+        assert_eq!(redact_urls("not a url with a password"), "<unparsable URL>");
     }
 }

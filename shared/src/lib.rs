@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod envelope;
 pub mod event_bus;
+pub mod header_values;
 pub mod models;
 pub mod schema;
 pub mod signing;

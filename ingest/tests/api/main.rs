@@ -4,6 +4,7 @@
 mod amqp_publishing;
 mod deliveries;
 mod fanout_batching;
+mod hardening;
 mod health;
 mod helpers;
 mod migrations;

@@ -1,7 +1,8 @@
 //! Create, list, read, update and delete a tenant's subscriptions.
 
 use actix_web::{web, HttpResponse};
-use shared::{crypto, db, models::subscription};
+use diesel_async::AsyncConnection;
+use shared::{crypto, db, header_values, models::subscription};
 use uuid::Uuid;
 
 use super::{
@@ -43,7 +44,7 @@ pub async fn create_subscription(
     log::info!("subscription created tenant_id={tenant_id} subscription_id={id}");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/webhooks/subscriptions/{id}")))
-        .json(SubscriptionWithSecret::new(row, secret)))
+        .json(SubscriptionWithSecret::new(row, secret, &state.secrets)?))
 }
 
 /// Lists the tenant's subscriptions, oldest first, a page at a time.
@@ -67,7 +68,7 @@ pub async fn list_subscriptions(
     let mut conn = db::conn(&state.pool).await?;
     let rows = subscription::list(&mut conn, tenant_id, after, limit).await?;
     let (rows, next_cursor) = page::split_page(rows, limit, |row| page::encode_cursor(row.id));
-    let items = rows.into_iter().map(SubscriptionView::from).collect();
+    let items = rows.into_iter().map(|row| SubscriptionView::new(row, &state.secrets)).collect::<Result<_, _>>()?;
     Ok(HttpResponse::Ok().json(SubscriptionPage { items, next_cursor }))
 }
 
@@ -89,7 +90,7 @@ pub async fn get_subscription(
     let id = parse_id(&path)?;
     let mut conn = db::conn(&state.pool).await?;
     let row = subscription::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(SubscriptionView::from(row)))
+    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, &state.secrets)?))
 }
 
 /// Changes any subset of the fields; absent fields stay as they are.
@@ -112,11 +113,28 @@ pub async fn update_subscription(
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = auth.tenant()?;
     let id = parse_id(&path)?;
-    let changes = body.validate(&Rules::of(&state))?;
+    let (mut changes, headers) = body.validate(&Rules::of(&state))?;
+    let secrets = &state.secrets;
     let mut conn = db::conn(&state.pool).await?;
-    let row = subscription::update(&mut conn, tenant_id, id, changes).await?.ok_or(ApiError::NotFound)?;
+    let row = conn
+        .transaction(async move |conn| {
+            if let Some(mut headers) = headers {
+                // `"***"` keeps a stored value: read it under a row lock, so a
+                // concurrent PATCH cannot slip in between.
+                if headers.has_masked() {
+                    let current =
+                        subscription::find_for_update(conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
+                    let stored = header_values::open(secrets, &id, &current.headers, current.headers_encrypted)?;
+                    headers = headers.keep_masked(&stored)?;
+                }
+                changes.headers = Some(header_values::seal(secrets, &id, headers.as_map())?);
+                changes.headers_encrypted = Some(true);
+            }
+            subscription::update(conn, tenant_id, id, changes).await?.ok_or(ApiError::NotFound)
+        })
+        .await?;
     log::info!("subscription updated tenant_id={tenant_id} subscription_id={id}");
-    Ok(HttpResponse::Ok().json(SubscriptionView::from(row)))
+    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, &state.secrets)?))
 }
 
 /// Deletes a subscription: nothing more is delivered to it; its delivery log stays.

@@ -28,5 +28,5 @@ pub async fn rotate_secret(
     let mut conn = db::conn(&state.pool).await?;
     let row = subscription::rotate_secret(&mut conn, tenant_id, id, sealed).await?.ok_or(ApiError::NotFound)?;
     log::info!("subscription secret rotated tenant_id={tenant_id} subscription_id={id}");
-    Ok(HttpResponse::Ok().json(SubscriptionWithSecret::new(row, secret)))
+    Ok(HttpResponse::Ok().json(SubscriptionWithSecret::new(row, secret, &state.secrets)?))
 }

@@ -1,0 +1,4 @@
+//! Hardening: hostile inputs answer contract 4xx (never 5xx), secrets in
+//! custom headers are sealed and masked, API keys can be listed and revoked.
+
+mod inputs;
