@@ -216,9 +216,15 @@ mod tests {
     fn query_strings_are_parsed_strictly() {
         let parsed: Params = parse_query("limit=5&event_type=invoice.created&other=x%20y+z").expect("valid");
         assert_eq!(parsed, Params { limit: Some(5), event_type: Some("invoice.created".into()) });
-        assert_eq!(query_pairs("a=%C3%A9&b&=c").expect("valid"), [("a".into(), "é".into()), ("b".into(), String::new()), (String::new(), "c".into())]);
+        assert_eq!(
+            query_pairs("a=%C3%A9&b&=c").expect("valid"),
+            [("a".into(), "é".into()), ("b".into(), String::new()), (String::new(), "c".into())]
+        );
         for bad in ["%", "x=%", "x=%4", "x=%zz", "x=%FF", "%G0=1"] {
-            assert!(matches!(parse_query::<Params>(bad), Err(ApiError::BadRequest { code: "invalid_query", .. })), "{bad}");
+            assert!(
+                matches!(parse_query::<Params>(bad), Err(ApiError::BadRequest { code: "invalid_query", .. })),
+                "{bad}"
+            );
         }
         match parse_query::<Params>("event_type=%00") {
             Err(ApiError::Validation { field, .. }) => assert_eq!(field, "event_type"),

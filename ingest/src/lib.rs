@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod fanout;
 pub mod fanout_batcher;
+pub mod key_cache;
 pub mod openapi;
 pub mod outbox;
 pub mod protocol_errors;

@@ -1,11 +1,9 @@
-//! `webhooks-ingest`: serve (default), `migrate`, `api-key create`.
+//! `webhooks-ingest`: serve (default), `migrate`, `api-key create|list|revoke`.
+
+mod key_commands;
 
 use clap::{Args, Parser, Subcommand};
-use shared::{
-    config::Config,
-    db,
-    models::api_key::{self, Principal},
-};
+use shared::{config::Config, crypto::SecretBox, db, models::subscription};
 
 #[derive(Parser)]
 #[command(name = "webhooks-ingest", version, about = "Webhook REST API, publishing and fan-out")]
@@ -29,6 +27,10 @@ enum Command {
 enum ApiKeyCommand {
     /// Create a key; prints the token alone on the last line.
     Create(CreateKey),
+    /// List keys (never their tokens): id, kind, tenant, name, created, last used, revoked.
+    List(ListKeys),
+    /// Revoke a key: every running ingest refuses it within 2 seconds.
+    Revoke(RevokeKey),
 }
 
 #[derive(Args)]
@@ -51,6 +53,25 @@ struct CreateKey {
     name: Option<String>,
 }
 
+#[derive(Args)]
+struct ListKeys {
+    /// Only this tenant's keys.
+    #[arg(long, conflicts_with = "publisher")]
+    tenant: Option<String>,
+    /// Only publisher keys.
+    #[arg(long)]
+    publisher: bool,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RevokeKey {
+    /// The key's id (from `api-key list`).
+    id: String,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init_logging();
@@ -60,25 +81,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let applied = db::run_migrations(&config.database_url).await?;
             println!("applied {applied} migration(s)");
-        }
-        Command::ApiKey(ApiKeyCommand::Create(args)) => {
-            let principal = match (args.scope.tenant, args.scope.publisher) {
-                (Some(tenant), false) => {
-                    let tenant = tenant.trim().to_owned();
-                    anyhow::ensure!(!tenant.is_empty() && tenant.len() <= 128, "--tenant must be 1 to 128 characters");
-                    Principal::Tenant(tenant)
-                }
-                _ => Principal::Publisher,
-            };
-            db::run_migrations(&config.database_url).await?;
             let pool = db::pool(&config.database_url, 1, "webhooks-ingest-cli")?;
             let mut conn = db::conn(&pool).await?;
-            let token = api_key::create(&mut conn, &principal, args.name.as_deref()).await?;
-            match &principal {
-                Principal::Tenant(tenant) => eprintln!("created a tenant key for {tenant}; it is shown only once:"),
-                Principal::Publisher => eprintln!("created a publisher key; it is shown only once:"),
+            let sealed = subscription::seal_clear_headers(&mut conn, &SecretBox::new(&config.secret_key)).await?;
+            if sealed > 0 {
+                println!("sealed the custom header values of {sealed} subscription(s)");
             }
-            println!("{token}");
+        }
+        Command::ApiKey(ApiKeyCommand::Create(args)) => {
+            key_commands::create(&config, args.scope.tenant.as_deref(), args.name.as_deref()).await?;
+        }
+        Command::ApiKey(ApiKeyCommand::List(args)) => {
+            key_commands::list(&config, args.tenant.as_deref(), args.publisher, args.json).await?;
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke(args)) => {
+            key_commands::revoke(&config, &args.id).await?;
         }
         Command::Serve => {
             let workers = std::thread::available_parallelism().map_or(2, usize::from);

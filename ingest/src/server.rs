@@ -11,10 +11,11 @@ use shared::{
     config::Config,
     crypto::SecretBox,
     db,
+    models::subscription,
 };
 
 use crate::{
-    app::build_app, auth::AuthCache, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher,
+    app::build_app, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher, key_cache::KeyCache,
     outbox::OutboxRelay, protocol_errors::ContractErrors, state::AppState,
 };
 
@@ -59,8 +60,13 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     shared::telemetry::metrics_handle();
     db::run_migrations(&config.database_url).await?;
     let pool = db::pool(&config.database_url, config.database_pool_size, "webhooks-ingest")?;
+    let secrets = SecretBox::new(&config.secret_key);
     let catalog = {
         let mut conn = db::conn(&pool).await?;
+        let sealed = subscription::seal_clear_headers(&mut conn, &secrets).await?;
+        if sealed > 0 {
+            log::info!("custom header values sealed at rest subscriptions={sealed}");
+        }
         Catalog::load(&mut conn).await?
     };
     let topology = Topology::from_config(&config);
@@ -73,15 +79,16 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let state = AppState {
         dispatch,
         fanout,
-        secrets: SecretBox::new(&config.secret_key),
+        secrets,
         config: Arc::new(config),
         pool,
         broker,
         topology: Arc::new(topology),
         catalog,
-        auth_cache: AuthCache::default(),
+        key_cache: KeyCache::default(),
     };
     let background = vec![
+        state.key_cache.start_listener(state.config.database_url.clone()),
         consumer::start(state.clone()),
         OutboxRelay {
             broker: state.broker.clone(),

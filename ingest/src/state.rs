@@ -10,7 +10,7 @@ use shared::{
     db::DbPool,
 };
 
-use crate::{auth::AuthCache, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher};
+use crate::{dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher, key_cache::KeyCache};
 
 /// Shared application state, cheap to clone.
 #[derive(Clone)]
@@ -21,7 +21,8 @@ pub struct AppState {
     pub topology: Arc<Topology>,
     pub catalog: Arc<Catalog>,
     pub secrets: SecretBox,
-    pub auth_cache: AuthCache,
+    /// Looked-up API keys; dropped whenever a key is revoked.
+    pub key_cache: KeyCache,
     /// Queues committed deliveries on the broker, off the request path.
     pub dispatch: DispatchQueue,
     /// Stores published events in shared transactions (group commit).

@@ -69,10 +69,7 @@ impl SecretBox {
         let (nonce, sealed) = stored.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Decrypt)?;
         let mut buffer = sealed.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(context), &mut buffer)
-            .map_err(|_| CryptoError::Decrypt)?;
+        let plain = self.key.open_in_place(nonce, Aad::from(context), &mut buffer).map_err(|_| CryptoError::Decrypt)?;
         String::from_utf8(plain.to_vec()).map_err(|_| CryptoError::Decrypt)
     }
 }

@@ -92,16 +92,16 @@ const fn v6(segments: [u16; 8], prefix_len: u8) -> Ipv6Net {
 
 /// IPv6 ranges that are never public targets, whatever follows the prefix.
 const NON_PUBLIC_V6: &[Ipv6Net] = &[
-    v6([0, 0, 0, 0, 0, 0, 0, 0], 128),          // unspecified
-    v6([0, 0, 0, 0, 0, 0, 0, 1], 128),          // loopback
-    v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),   // NAT64 local-use (RFC 8215): translates to local IPv4
-    v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),       // discard-only
-    v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),  // documentation
-    v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),      // documentation (RFC 9637)
-    v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),       // unique local
-    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),      // link-local
-    v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),      // site-local (deprecated)
-    v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),       // multicast
+    v6([0, 0, 0, 0, 0, 0, 0, 0], 128),         // unspecified
+    v6([0, 0, 0, 0, 0, 0, 0, 1], 128),         // loopback
+    v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),  // NAT64 local-use (RFC 8215): translates to local IPv4
+    v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),      // discard-only
+    v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation
+    v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),     // documentation (RFC 9637)
+    v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),      // unique local
+    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),     // link-local
+    v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),     // site-local (deprecated)
+    v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),      // multicast
 ];
 
 /// Where an IPv6 form carries an IPv4 address, and which bits hold it.
@@ -118,12 +118,12 @@ enum Embedded {
 /// judged by the IPv4 it carries, so `::ffff:127.0.0.1`, `2002:7f00:1::` or
 /// `64:ff9b::a00:1` reach no further than `127.0.0.1` or `10.0.0.1` would.
 const EMBEDDING_V6: &[(Ipv6Net, Embedded)] = &[
-    (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), Embedded::Last32),    // IPv4-mapped
-    (v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), Embedded::Last32),    // IPv4-translated (SIIT)
-    (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), Embedded::Last32),         // IPv4-compatible (deprecated)
+    (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), Embedded::Last32), // IPv4-mapped
+    (v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), Embedded::Last32), // IPv4-translated (SIIT)
+    (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), Embedded::Last32),      // IPv4-compatible (deprecated)
     (v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96), Embedded::Last32), // NAT64 well-known prefix
-    (v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16), Embedded::After16),   // 6to4
-    (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32), Embedded::Teredo),    // Teredo
+    (v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16), Embedded::After16), // 6to4
+    (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32), Embedded::Teredo), // Teredo
 ];
 
 /// Whether `ip` is a public unicast address: not in [`NON_PUBLIC_V4`] or
@@ -192,22 +192,22 @@ mod tests {
     #[test]
     fn ipv6_forms_carrying_a_private_ipv4_are_judged_by_it() {
         for ip in [
-            "2002:7f00:1::",            // 6to4 of 127.0.0.1
-            "2002:a00:1::1",            // 6to4 of 10.0.0.1
-            "2002:a9fe:a9fe::",         // 6to4 of 169.254.169.254
-            "2001:0:7f00:1::1",         // Teredo, server 127.0.0.1
+            "2002:7f00:1::",             // 6to4 of 127.0.0.1
+            "2002:a00:1::1",             // 6to4 of 10.0.0.1
+            "2002:a9fe:a9fe::",          // 6to4 of 169.254.169.254
+            "2001:0:7f00:1::1",          // Teredo, server 127.0.0.1
             "2001:0:808:808::80ff:fffe", // Teredo, client 127.0.0.1 (inverted)
-            "::ffff:0:7f00:1",          // IPv4-translated 127.0.0.1
-            "::ffff:0:a00:1",           // IPv4-translated 10.0.0.1
-            "64:ff9b::7f00:1",          // NAT64 of 127.0.0.1
-            "64:ff9b:1::808:808",       // NAT64 local-use: local by definition
+            "::ffff:0:7f00:1",           // IPv4-translated 127.0.0.1
+            "::ffff:0:a00:1",            // IPv4-translated 10.0.0.1
+            "64:ff9b::7f00:1",           // NAT64 of 127.0.0.1
+            "64:ff9b:1::808:808",        // NAT64 local-use: local by definition
             "64:ff9b:1:ffff::1",
         ] {
             assert!(!is_public_ip(ip.parse().expect("ip")), "{ip}");
         }
         for ip in [
-            "2002:808:808::1",          // 6to4 of 8.8.8.8
-            "64:ff9b::808:808",         // NAT64 of 8.8.8.8
+            "2002:808:808::1",           // 6to4 of 8.8.8.8
+            "64:ff9b::808:808",          // NAT64 of 8.8.8.8
             "2001:0:808:808::f7f7:f7f7", // Teredo, server and client 8.8.8.8
             "::ffff:0:808:808",
         ] {

@@ -3,6 +3,7 @@
 
 mod control;
 mod failures;
+mod hardening;
 mod helpers;
 mod resilience;
 mod retries;

@@ -30,7 +30,8 @@ pub fn check(field: &str, value: &str, kind: TextKind) -> Result<(), InvalidFiel
     match value.chars().enumerate().find(|(_, c)| forbidden(*c)) {
         None => Ok(()),
         Some((index, c)) => {
-            let what = if c == '\0' { "a NUL character".to_owned() } else { format!("control character U+{:04X}", c as u32) };
+            let what =
+                if c == '\0' { "a NUL character".to_owned() } else { format!("control character U+{:04X}", c as u32) };
             Err(InvalidField::new(field, format!("must not contain {what} (found at character {index})")))
         }
     }
@@ -42,7 +43,9 @@ pub fn check_json(field: &str, value: &serde_json::Value) -> Result<(), InvalidF
     use serde_json::Value;
     match value {
         Value::String(text) => check(field, text, TextKind::Data),
-        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| check_json(&format!("{field}[{i}]"), item)),
+        Value::Array(items) => {
+            items.iter().enumerate().try_for_each(|(i, item)| check_json(&format!("{field}[{i}]"), item))
+        }
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
             let path = format!("{field}.{key}");
             check(&path, key, TextKind::Data)?;

@@ -35,7 +35,8 @@ async fn a_nul_in_a_query_parameter_is_a_422_naming_it() {
     let app = spawn_app().await;
     let token = app.tenant_key("t1").await;
     let id = id_of(&create(&app, &token, &minimal_body()).await);
-    for (query, field) in [("event_type=%00", "event_type"), ("status=pending%00", "status"), ("cursor=%0A", "cursor")] {
+    for (query, field) in [("event_type=%00", "event_type"), ("status=pending%00", "status"), ("cursor=%0A", "cursor")]
+    {
         let (status, body) = app.get(&format!("{}/deliveries?{query}", item_path(&id)), &token).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query} → {body}");
         assert_eq!(assert_error(&body, "validation_failed")["field"], field, "{query} → {body}");
@@ -63,8 +64,12 @@ async fn a_malformed_query_string_is_a_400_on_every_route() {
     let app = spawn_app().await;
     let token = app.tenant_key("t1").await;
     let id = id_of(&create(&app, &token, &minimal_body()).await);
-    let paths =
-        [COLLECTION.to_owned(), item_path(&id), format!("{}/deliveries", item_path(&id)), "/api/v1/webhooks/events".into()];
+    let paths = [
+        COLLECTION.to_owned(),
+        item_path(&id),
+        format!("{}/deliveries", item_path(&id)),
+        "/api/v1/webhooks/events".into(),
+    ];
     for path in &paths {
         for query in ["%", "x=%", "x=%zz", "limit=1&x=%4", "x=%FF"] {
             let (status, body) = app.get(&format!("{path}?{query}"), &token).await;
@@ -127,8 +132,14 @@ async fn a_nul_anywhere_in_a_published_event_is_a_422_naming_its_path() {
     let app = spawn_app().await;
     let publisher = app.publisher_key().await;
     let cases = [
-        (json!({"event_type": "invoice.created", "event_data": {"note": "a\u{0}b"}, "tenant_id": "t1"}), "event_data.note"),
-        (json!({"event_type": "invoice.created", "event_data": {}, "metadata": {"k\u{0}": 1}, "tenant_id": "t1"}), "metadata.k\u{0}"),
+        (
+            json!({"event_type": "invoice.created", "event_data": {"note": "a\u{0}b"}, "tenant_id": "t1"}),
+            "event_data.note",
+        ),
+        (
+            json!({"event_type": "invoice.created", "event_data": {}, "metadata": {"k\u{0}": 1}, "tenant_id": "t1"}),
+            "metadata.k\u{0}",
+        ),
         (json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t\u{0}1"}), "tenant_id"),
         (json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t\n1"}), "tenant_id"),
     ];
@@ -143,7 +154,9 @@ async fn a_nul_anywhere_in_a_published_event_is_a_422_naming_its_path() {
 async fn ipv6_forms_of_private_ipv4_addresses_are_refused_at_create() {
     let app = crate::helpers::spawn_app_with(&[("ALLOW_PRIVATE_TARGETS", "false")]).await;
     let token = app.tenant_key("t1").await;
-    for host in ["[2002:7f00:1::]", "[2001:0:7f00:1::1]", "[::ffff:0:7f00:1]", "[64:ff9b:1::a00:1]", "[64:ff9b::7f00:1]"] {
+    for host in
+        ["[2002:7f00:1::]", "[2001:0:7f00:1::1]", "[::ffff:0:7f00:1]", "[64:ff9b:1::a00:1]", "[64:ff9b::7f00:1]"]
+    {
         let body = json!({"url": format!("https://{host}/hook"), "events": ["*"]});
         assert_rejected(&app, Method::POST, COLLECTION, &token, &body, "url").await;
     }

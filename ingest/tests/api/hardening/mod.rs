@@ -1,4 +1,6 @@
 //! Hardening: hostile inputs answer contract 4xx (never 5xx), secrets in
 //! custom headers are sealed and masked, API keys can be listed and revoked.
 
+mod api_keys;
+mod headers;
 mod inputs;
