@@ -15,8 +15,8 @@ use shared::amqp::{BrokerSession, BROKER_TIMEOUT};
 use tokio::sync::{watch, Semaphore};
 
 use crate::{
+    context::Context,
     process::{self, Disposition},
-    server::Context,
 };
 
 /// Pause before a message goes back to the queue, so an outage (database

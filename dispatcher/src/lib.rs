@@ -9,6 +9,7 @@ pub mod batched_store;
 pub mod batcher;
 pub mod client;
 pub mod consumer;
+pub mod context;
 pub mod deliver;
 pub mod limits;
 pub mod outcome;

@@ -18,11 +18,11 @@ use shared::{
 };
 
 use crate::{
+    context::Context,
     deliver::{deliver_one, Job},
     limits::SlotGuard,
     outcome::{Outcome, OutcomeKind},
     retry::{self, RetryPolicy},
-    server::Context,
     stats::Stats,
     store::{self, Claim, Claimed, Recorded},
 };

@@ -8,31 +8,12 @@ use shared::{
     amqp::{Broker, Topology},
     config::Config,
     crypto::SecretBox,
-    db::{self, DbPool},
+    db,
     telemetry::{self, Readiness},
 };
 use tokio::sync::{watch, Semaphore};
 
-use crate::{batched_store, client, consumer, deliver::DeliverContext, limits::SubscriptionSlots, stats::Stats};
-
-/// What the dispatcher's tasks share.
-#[derive(Clone)]
-pub struct Context {
-    pub config: Arc<Config>,
-    pub pool: DbPool,
-    pub broker: Broker,
-    pub topology: Arc<Topology>,
-    pub secrets: SecretBox,
-    /// The shared HTTP client and target policy.
-    pub deliver: DeliverContext,
-    /// Per-subscription in-flight cap.
-    pub slots: SubscriptionSlots,
-    pub stats: Arc<Stats>,
-    /// Claims, batched across the attempts in flight.
-    pub claims: batched_store::ClaimBatcher,
-    /// Outcome records, batched across the attempts in flight.
-    pub records: batched_store::RecordBatcher,
-}
+use crate::{batched_store, client, consumer, context::Context, deliver::DeliverContext, limits::SubscriptionSlots};
 
 /// A running dispatcher.
 pub struct Dispatcher {

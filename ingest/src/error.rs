@@ -137,8 +137,8 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
-impl From<crate::fanout_batcher::PublishError> for ApiError {
-    fn from(err: crate::fanout_batcher::PublishError) -> Self {
+impl From<crate::publishing::error::PublishError> for ApiError {
+    fn from(err: crate::publishing::error::PublishError) -> Self {
         if err.is_unavailable() {
             Self::Unavailable(err.to_string())
         } else {

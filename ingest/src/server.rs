@@ -15,8 +15,11 @@ use shared::{
 };
 
 use crate::{
-    app::build_app, consumer, dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher, key_cache::KeyCache,
-    outbox::OutboxRelay, protocol_errors::ContractErrors, state::AppState,
+    app::build_app,
+    key_cache::KeyCache,
+    protocol_errors::ContractErrors,
+    publishing::{batcher::FanoutBatcher, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay},
+    state::AppState,
 };
 
 /// Pending connections the listener queues (actix-web's default).

@@ -10,7 +10,10 @@ use shared::{
     db::DbPool,
 };
 
-use crate::{dispatch_queue::DispatchQueue, fanout_batcher::FanoutBatcher, key_cache::KeyCache};
+use crate::{
+    key_cache::KeyCache,
+    publishing::{batcher::FanoutBatcher, dispatch_queue::DispatchQueue},
+};
 
 /// Shared application state, cheap to clone.
 #[derive(Clone)]

@@ -1,10 +1,10 @@
 //! The delivery log and its controls: a subscription's deliveries, one
-//! delivery with its attempts, a manual retry, and the test event.
+//! delivery with its attempts, and a manual retry.
 //!
 //! Tenant-scoped in every query. The log of a deleted subscription answers
 //! 404 like the subscription itself; its deliveries stay readable one by one
-//! (`GET /webhooks/deliveries/{id}`). A retry or a test event for a paused or
-//! deleted subscription is a 409: nothing would be sent.
+//! (`GET /webhooks/deliveries/{id}`). A retry for a paused or deleted
+//! subscription is a 409: nothing would be sent.
 
 use actix_web::{web, HttpResponse};
 
@@ -24,13 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    auth::Auth,
-    error::ApiError,
-    extract::Query,
-    fanout::{self, Audience, EventToPublish},
-    openapi::ErrorBody,
-    routes::subscriptions::page,
-    state::AppState,
+    auth::Auth, error::ApiError, extract::Query, openapi::ErrorBody, routes::subscriptions::page, state::AppState,
 };
 
 /// A delivery: one event to one subscription.
@@ -131,13 +125,6 @@ pub struct DeliveryLogParams {
     pub cursor: Option<String>,
 }
 
-/// What the test endpoint queued.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TestEventQueued {
-    pub event_id: String,
-    pub delivery_id: Uuid,
-}
-
 /// Cursor: base64url of the last row's `created_at` (microseconds) and id.
 fn encode_cursor(row: &Delivery) -> String {
     let mut bytes = row.created_at.timestamp_micros().to_be_bytes().to_vec();
@@ -160,7 +147,11 @@ fn decode_cursor(cursor: &str) -> Result<LogPosition, ApiError> {
 }
 
 /// The tenant's live subscription, or 404.
-async fn live_subscription(conn: &mut db::DbConn, tenant_id: &str, id: Uuid) -> Result<Subscription, ApiError> {
+pub(crate) async fn live_subscription(
+    conn: &mut db::DbConn,
+    tenant_id: &str,
+    id: Uuid,
+) -> Result<Subscription, ApiError> {
     subscription::find(conn, tenant_id, id).await?.ok_or(ApiError::NotFound)
 }
 
@@ -263,48 +254,8 @@ pub async fn retry_delivery(
     Ok(HttpResponse::Accepted().json(DeliveryView::from(row)))
 }
 
-/// Sends a `webhook.test` event to this one subscription, whatever its `events`.
-#[utoipa::path(post, path = "/api/v1/webhooks/subscriptions/{id}/test", tag = "deliveries",
-    params(("id" = Uuid, Path, description = "Subscription id")),
-    responses(
-        (status = 202, body = TestEventQueued),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
-        (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
-        (status = 409, body = ErrorBody, description = "The subscription is paused"),
-    ),
-    security(("bearer" = [])))]
-pub async fn send_test_event(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let subscription_id = parse_id(&path)?;
-    let mut conn = db::conn(&state.pool).await?;
-    let sub = live_subscription(&mut conn, tenant_id, subscription_id).await?;
-    if !sub.is_active {
-        return Err(ApiError::Conflict("the subscription is paused (is_active is false); activate it first".into()));
-    }
-    let event = EventToPublish {
-        event_id: format!("evt_{}", Uuid::now_v7().simple()),
-        event_type: "webhook.test".to_owned(),
-        tenant_id: tenant_id.to_owned(),
-        data: serde_json::json!({ "message": "test event", "subscription_id": subscription_id }),
-        metadata: serde_json::json!({}),
-        source: "test",
-    };
-    let result = fanout::fan_out(&mut conn, &state.catalog, &event, Audience::Subscription(subscription_id)).await?;
-    drop(conn);
-    // Deleted between the check and the fan-out: nothing was created.
-    let delivery_id = *result.created.first().ok_or(ApiError::NotFound)?;
-    state.dispatch.enqueue_new(&result.created);
-    log::info!("test event queued tenant_id={tenant_id} subscription_id={subscription_id} delivery_id={delivery_id}");
-    Ok(HttpResponse::Accepted().json(TestEventQueued { event_id: result.event_id, delivery_id }))
-}
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/webhooks/subscriptions/{id}/deliveries").route(web::get().to(list_deliveries)))
-        .service(web::resource("/webhooks/subscriptions/{id}/test").route(web::post().to(send_test_event)))
         .service(web::resource("/webhooks/deliveries/{id}").route(web::get().to(get_delivery)))
         .service(web::resource("/webhooks/deliveries/{id}/retry").route(web::post().to(retry_delivery)));
 }

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use shared::models::api_key::Principal;
 
-use crate::{auth::Auth, error::ApiError, extract::Json, publish::PublishBody, state::AppState};
+use crate::{auth::Auth, error::ApiError, extract::Json, publishing::body::PublishBody, state::AppState};
 
 /// The publish answer: the event id and how many deliveries it has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -12,8 +12,8 @@ use shared::{
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
-fn relay_of(app: &TestApp) -> ingest::outbox::OutboxRelay {
-    ingest::outbox::OutboxRelay {
+fn relay_of(app: &TestApp) -> ingest::publishing::outbox::OutboxRelay {
+    ingest::publishing::outbox::OutboxRelay {
         broker: app.ingest.state.broker.clone(),
         topology: (*app.ingest.state.topology).clone(),
         pool: app.ingest.state.pool.clone(),

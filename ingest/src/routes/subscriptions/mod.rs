@@ -1,10 +1,11 @@
-//! `/webhooks/subscriptions`: a tenant's subscriptions (CRUD, secret rotation).
-//! `/{id}/test` and `/{id}/deliveries` live with the delivery routes.
+//! `/webhooks/subscriptions`: a tenant's subscriptions (CRUD, secret rotation,
+//! test events). `/{id}/deliveries` lives with the delivery routes.
 
 pub mod crud;
 pub mod dto;
 pub mod page;
 pub mod secret;
+pub mod test_event;
 
 use actix_web::web;
 
@@ -22,5 +23,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(crud::update_subscription))
             .route(web::delete().to(crud::delete_subscription)),
     )
-    .service(web::resource("/webhooks/subscriptions/{id}/rotate-secret").route(web::post().to(secret::rotate_secret)));
+    .service(web::resource("/webhooks/subscriptions/{id}/rotate-secret").route(web::post().to(secret::rotate_secret)))
+    .service(web::resource("/webhooks/subscriptions/{id}/test").route(web::post().to(test_event::send_test_event)));
 }

@@ -25,11 +25,13 @@ use serde_json::Value;
 use shared::amqp::{long_string, publish_confirmed, BrokerError, BrokerSession};
 use tokio::sync::Semaphore;
 
+use super::{
+    body::{InvalidEvent, PublishBody},
+    error::PublishError,
+    fanout::EventToPublish,
+};
 use crate::{
     extract::{from_json_value, BodyError, MAX_BODY_BYTES},
-    fanout::EventToPublish,
-    fanout_batcher::PublishError,
-    publish::{InvalidEvent, PublishBody},
     state::AppState,
 };
 

@@ -22,7 +22,7 @@ use shared::{
     models::delivery,
 };
 
-use crate::dispatch_queue::publish_batch;
+use super::dispatch_queue::publish_batch;
 
 /// Most rows leased and published per round.
 pub const BATCH: i64 = 500;

@@ -67,7 +67,7 @@ pub fn envelope_body(event: &EventToPublish) -> Result<String, serde_json::Error
 }
 
 /// Stores the event and its deliveries in one transaction. Publishing goes
-/// through [`crate::fanout_batcher::FanoutBatcher`], which does the same for
+/// through [`super::batcher::FanoutBatcher`], which does the same for
 /// many events at once; this serves the test endpoint (one subscription).
 pub async fn fan_out(
     conn: &mut AsyncPgConnection,

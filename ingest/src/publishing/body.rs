@@ -4,7 +4,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use shared::catalog::Catalog;
 
-use crate::{domain::TenantId, error::ApiError, fanout::EventToPublish};
+use super::fanout::EventToPublish;
+use crate::{domain::TenantId, error::ApiError};
 
 /// Largest `event_id`, in characters.
 const MAX_ID_LEN: usize = 128;

@@ -1,0 +1,32 @@
+//! What every task of a dispatcher shares: config, pool, broker, HTTP client,
+//! limits, counters and the batched queries.
+
+use std::sync::Arc;
+
+use shared::{
+    amqp::{Broker, Topology},
+    config::Config,
+    crypto::SecretBox,
+    db::DbPool,
+};
+
+use crate::{batched_store, deliver::DeliverContext, limits::SubscriptionSlots, stats::Stats};
+
+/// What the dispatcher's tasks share.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub pool: DbPool,
+    pub broker: Broker,
+    pub topology: Arc<Topology>,
+    pub secrets: SecretBox,
+    /// The shared HTTP client and target policy.
+    pub deliver: DeliverContext,
+    /// Per-subscription in-flight cap.
+    pub slots: SubscriptionSlots,
+    pub stats: Arc<Stats>,
+    /// Claims, batched across the attempts in flight.
+    pub claims: batched_store::ClaimBatcher,
+    /// Outcome records, batched across the attempts in flight.
+    pub records: batched_store::RecordBatcher,
+}

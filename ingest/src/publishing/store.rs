@@ -1,0 +1,162 @@
+//! The batch statement of [`super::batcher`]: stores many published events,
+//! their deliveries and delivery counts in one statement (one commit).
+
+use std::collections::{HashMap, HashSet};
+
+use diesel::{
+    sql_types::{Array, Integer, Nullable, Text, Uuid as SqlUuid},
+    QueryableByName,
+};
+use diesel_async::{pooled_connection::PoolableConnection, RunQueryDsl};
+use shared::db::DbPool;
+
+use super::{error::PublishError, fanout::FanoutResult};
+
+/// Separates the patterns of one event in the text sent to PostgreSQL (a
+/// pattern never contains it: patterns are catalog names and `*`).
+pub(super) const PATTERN_SEPARATOR: &str = "\u{1f}";
+
+/// An event ready for the batch statement: envelope serialized, patterns listed.
+#[derive(Debug, Clone)]
+pub(super) struct PreparedEvent {
+    pub(super) event_ref: uuid::Uuid,
+    pub(super) tenant_id: String,
+    pub(super) event_id: String,
+    pub(super) event_type: String,
+    pub(super) payload: String,
+    pub(super) source: &'static str,
+    /// Every subscription pattern matching the type, joined by [`PATTERN_SEPARATOR`].
+    pub(super) patterns: String,
+}
+
+#[derive(QueryableByName)]
+struct StoredRow {
+    #[diesel(sql_type = SqlUuid)]
+    event_ref: uuid::Uuid,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    delivery_id: Option<uuid::Uuid>,
+}
+
+#[derive(QueryableByName)]
+struct FirstResult {
+    #[diesel(sql_type = Text)]
+    tenant_id: String,
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    #[diesel(sql_type = Integer)]
+    delivery_count: i32,
+}
+
+/// One statement, so one transaction and one commit for the whole batch:
+/// match every event against its tenant's live subscriptions, insert the
+/// events that are new (with their delivery count), then one delivery per
+/// match of each inserted event. Returns a row per inserted event (no
+/// delivery id) and a row per delivery. `matched` is read once, so the
+/// count and the deliveries agree. Events are inserted in array order,
+/// which the caller sorts by `(tenant_id, event_id)`.
+const STORE_BATCH_SQL: &str = "\
+WITH input AS ( \
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+    WITH ORDINALITY AS v(id, tenant_id, event_id, event_type, payload, source, patterns, ord)), \
+matched AS ( \
+  SELECT v.id AS event_ref, s.id AS subscription_id \
+  FROM input v JOIN subscriptions s \
+    ON s.tenant_id = v.tenant_id AND s.is_active AND s.deleted_at IS NULL \
+   AND s.events && string_to_array(v.patterns, $8)), \
+counts AS ( \
+  SELECT event_ref, count(*)::int AS n FROM matched GROUP BY event_ref), \
+inserted AS ( \
+  INSERT INTO events (id, tenant_id, event_id, event_type, payload, source, delivery_count) \
+  SELECT v.id, v.tenant_id, v.event_id, v.event_type, v.payload, v.source, coalesce(c.n, 0) \
+  FROM input v LEFT JOIN counts c ON c.event_ref = v.id \
+  ORDER BY v.ord \
+  ON CONFLICT (tenant_id, event_id) DO NOTHING \
+  RETURNING id), \
+created AS ( \
+  INSERT INTO deliveries (id, tenant_id, subscription_id, event_ref, event_id, event_type) \
+  SELECT gen_random_uuid(), v.tenant_id, m.subscription_id, v.id, v.event_id, v.event_type \
+  FROM inserted i JOIN input v ON v.id = i.id JOIN matched m ON m.event_ref = i.id \
+  RETURNING id, event_ref) \
+SELECT i.id AS event_ref, NULL::uuid AS delivery_id FROM inserted i \
+UNION ALL \
+SELECT c.event_ref, c.id AS delivery_id FROM created c";
+
+/// The first result of events that were published before (committed by
+/// another transaction, which the insert waited for, so this statement sees it).
+const FIRST_RESULTS_SQL: &str = "\
+SELECT e.tenant_id, e.event_id, e.delivery_count FROM events e \
+JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, event_id) \
+  ON e.tenant_id = k.tenant_id AND e.event_id = k.event_id";
+
+/// Stores events with distinct keys, sorted by key; returns their results in order.
+pub(super) async fn store(
+    pool: &DbPool,
+    events: &[&PreparedEvent],
+) -> Result<Vec<Result<FanoutResult, PublishError>>, PublishError> {
+    let mut conn = shared::db::conn(pool).await.map_err(|e| PublishError::from_db(e, false))?;
+    let column = |f: fn(&PreparedEvent) -> &str| events.iter().map(|e| f(e).to_owned()).collect::<Vec<String>>();
+    let rows: Result<Vec<StoredRow>, _> = shared::db::Prepared(
+        diesel::sql_query(STORE_BATCH_SQL)
+            .bind::<Array<SqlUuid>, _>(events.iter().map(|e| e.event_ref).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(column(|e| &e.tenant_id))
+            .bind::<Array<Text>, _>(column(|e| &e.event_id))
+            .bind::<Array<Text>, _>(column(|e| &e.event_type))
+            .bind::<Array<Text>, _>(column(|e| &e.payload))
+            .bind::<Array<Text>, _>(column(|e| e.source))
+            .bind::<Array<Text>, _>(column(|e| &e.patterns))
+            .bind::<Text, _>(PATTERN_SEPARATOR),
+    )
+    .load(&mut conn)
+    .await;
+    let rows = rows.map_err(|e| PublishError::from_db(e.into(), conn.is_broken()))?;
+
+    let mut inserted = HashSet::with_capacity(events.len());
+    let mut created: HashMap<uuid::Uuid, Vec<uuid::Uuid>> = HashMap::new();
+    for row in rows {
+        match row.delivery_id {
+            None => {
+                inserted.insert(row.event_ref);
+            }
+            Some(delivery_id) => created.entry(row.event_ref).or_default().push(delivery_id),
+        }
+    }
+
+    // Published before: answer with the first result. The new events of the
+    // batch are committed already, so a failure here fails only the repeats.
+    let repeats: Vec<&&PreparedEvent> = events.iter().filter(|e| !inserted.contains(&e.event_ref)).collect();
+    let mut first_results: Result<HashMap<(String, String), i32>, PublishError> = Ok(HashMap::new());
+    if !repeats.is_empty() {
+        let found: Result<Vec<FirstResult>, _> = shared::db::Prepared(
+            diesel::sql_query(FIRST_RESULTS_SQL)
+                .bind::<Array<Text>, _>(repeats.iter().map(|e| e.tenant_id.clone()).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(repeats.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>()),
+        )
+        .load(&mut conn)
+        .await;
+        first_results = match found {
+            Ok(found) => Ok(found.into_iter().map(|f| ((f.tenant_id, f.event_id), f.delivery_count)).collect()),
+            Err(err) => Err(PublishError::from_db(err.into(), conn.is_broken())),
+        };
+    }
+
+    Ok(events
+        .iter()
+        .map(|event| {
+            if inserted.contains(&event.event_ref) {
+                let created = created.remove(&event.event_ref).unwrap_or_default();
+                return Ok(FanoutResult {
+                    event_id: event.event_id.clone(),
+                    delivery_count: created.len() as i32,
+                    created,
+                    is_new: true,
+                });
+            }
+            let firsts = first_results.as_ref().map_err(Clone::clone)?;
+            let key = (event.tenant_id.clone(), event.event_id.clone());
+            let delivery_count = *firsts
+                .get(&key)
+                .ok_or_else(|| PublishError::Failed(format!("event {} of a repeat was not found", event.event_id)))?;
+            Ok(FanoutResult { event_id: event.event_id.clone(), delivery_count, created: Vec::new(), is_new: false })
+        })
+        .collect())
+}
