@@ -1,35 +1,50 @@
-//! The claim and record queries of [`crate::store`] behind micro-batchers, so
-//! hundreds of attempts in flight cost a few statements, not two per attempt.
+//! The claim and record queries of [`crate::store`] behind the shared
+//! micro-batcher, so hundreds of attempts in flight cost a few statements,
+//! not two per attempt.
+
+use std::sync::Arc;
 
 use shared::{
+    batcher::{BatchSettings, Batcher},
     db::{self, DbError, DbPool},
     models::attempt::NewAttempt,
 };
 
-use crate::{
-    batcher::Batcher,
-    store::{self, Claim, NextState, Recorded},
-};
+use crate::store::{self, Claim, NextState, Recorded};
 
 /// Most requests one statement carries.
 const MAX_BATCH: usize = 256;
 /// Batches of one kind in flight at once (each on its own connection).
 const LANES: usize = 2;
 
+/// A batched query's failure, shared by every request of the batch.
+pub type BatchError = Arc<DbError>;
 /// Batched `(delivery, attempt)` claims.
-pub type ClaimBatcher = Batcher<(uuid::Uuid, i32), Result<Claim, String>>;
+pub type ClaimBatcher = Batcher<(uuid::Uuid, i32), Result<Claim, BatchError>>;
 /// Batched outcome records: `(subscription, attempt row, next state)`.
-pub type RecordBatcher = Batcher<(uuid::Uuid, NewAttempt, NextState), Result<Recorded, String>>;
+pub type RecordBatcher = Batcher<(uuid::Uuid, NewAttempt, NextState), Result<Recorded, BatchError>>;
+
+fn settings(batch: &'static str) -> BatchSettings {
+    BatchSettings {
+        max_batch: MAX_BATCH,
+        lanes: LANES,
+        queue_capacity: MAX_BATCH * 4,
+        size_histogram: metrics::histogram!("dispatcher_batch_size", "batch" => batch),
+    }
+}
 
 /// Starts the claim batcher.
 pub fn claims(pool: DbPool) -> ClaimBatcher {
-    Batcher::start("claim", MAX_BATCH, LANES, move |wanted: Vec<(uuid::Uuid, i32)>| {
+    Batcher::start(settings("claim"), move |wanted: Vec<(uuid::Uuid, i32)>| {
         let pool = pool.clone();
         async move {
             let count = wanted.len();
             let claimed = async {
                 let mut conn = db::conn(&pool).await?;
-                Ok::<_, DbError>(store::claim_many(&mut conn, &wanted).await?)
+                match store::claim_many(&mut conn, &wanted).await {
+                    Ok(claims) => Ok(claims),
+                    Err(err) => Err(db::statement_failed(&mut conn, err).await),
+                }
             }
             .await;
             answer_all(claimed, count)
@@ -39,13 +54,16 @@ pub fn claims(pool: DbPool) -> ClaimBatcher {
 
 /// Starts the record batcher.
 pub fn records(pool: DbPool) -> RecordBatcher {
-    Batcher::start("record", MAX_BATCH, LANES, move |outcomes: Vec<(uuid::Uuid, NewAttempt, NextState)>| {
+    Batcher::start(settings("record"), move |outcomes: Vec<(uuid::Uuid, NewAttempt, NextState)>| {
         let pool = pool.clone();
         async move {
             let count = outcomes.len();
             let recorded = async {
                 let mut conn = db::conn(&pool).await?;
-                Ok::<_, DbError>(store::record_many(&mut conn, outcomes).await?)
+                match store::record_many(&mut conn, outcomes).await {
+                    Ok(recorded) => Ok(recorded),
+                    Err(err) => Err(db::statement_failed(&mut conn, err).await),
+                }
             }
             .await;
             answer_all(recorded, count)
@@ -54,13 +72,11 @@ pub fn records(pool: DbPool) -> RecordBatcher {
 }
 
 /// One answer per request: the results, or the error for every request.
-fn answer_all<T>(result: Result<Vec<T>, DbError>, count: usize) -> Vec<Result<T, String>> {
-    match result {
-        Ok(answers) if answers.len() == count => answers.into_iter().map(Ok).collect(),
-        Ok(_) => (0..count).map(|_| Err("batch answered the wrong number of requests".to_owned())).collect(),
-        Err(err) => {
-            let message = err.to_string();
-            (0..count).map(|_| Err(message.clone())).collect()
-        }
-    }
+fn answer_all<T>(result: Result<Vec<T>, DbError>, count: usize) -> Vec<Result<T, BatchError>> {
+    let err = match result {
+        Ok(answers) if answers.len() == count => return answers.into_iter().map(Ok).collect(),
+        Ok(answers) => Arc::new(DbError::Miscounted { asked: count, answered: answers.len() }),
+        Err(err) => Arc::new(err),
+    };
+    (0..count).map(|_| Err(err.clone())).collect()
 }

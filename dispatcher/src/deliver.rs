@@ -9,7 +9,7 @@ use std::{
 };
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
-use shared::{header_values::NamesOnly, signing, targets::is_public_ip};
+use shared::{header_values::NamesOnly, headers::is_reserved_header, signing, targets::is_public_ip};
 
 use crate::outcome::{classify_error, Outcome, OutcomeKind};
 
@@ -68,21 +68,6 @@ pub struct DeliverContext {
     /// `ALLOW_PRIVATE_TARGETS`: skip the IP-literal check.
     pub allow_private_targets: bool,
 }
-
-/// Headers that carry HTTP framing or routing; a subscription may not set them.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-connection",
-    "expect",
-];
 
 /// Makes one attempt and reports its outcome; never panics, never retries.
 pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
@@ -193,7 +178,7 @@ pub fn request_headers(job: &Job, now: i64) -> Result<HeaderMap, String> {
             log::debug!("custom header skipped: invalid subscription_id={} header={name}", job.subscription_id);
             continue;
         };
-        if headers.contains_key(&name) || RESERVED_HEADERS.contains(&name.as_str()) {
+        if headers.contains_key(&name) || is_reserved_header(name.as_str()) {
             continue;
         }
         headers.insert(name, value);

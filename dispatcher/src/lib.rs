@@ -6,7 +6,6 @@
 //! ack. [`server::start`] wires it up; [`shutdown`] stops it.
 
 pub mod batched_store;
-pub mod batcher;
 pub mod client;
 pub mod consumer;
 pub mod context;

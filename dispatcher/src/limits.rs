@@ -62,7 +62,8 @@ impl SubscriptionSlots {
     }
 
     /// Attempts in flight for `subscription_id`.
-    pub fn in_flight(&self, subscription_id: uuid::Uuid) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self, subscription_id: uuid::Uuid) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         counts.get(&subscription_id).copied().unwrap_or(0)
     }
@@ -72,12 +73,6 @@ impl SubscriptionSlots {
 pub struct SlotGuard {
     slots: SubscriptionSlots,
     subscription_id: uuid::Uuid,
-}
-
-impl SlotGuard {
-    pub fn subscription_id(&self) -> uuid::Uuid {
-        self.subscription_id
-    }
 }
 
 impl Drop for SlotGuard {

@@ -18,6 +18,7 @@ use shared::{
 };
 
 use crate::{
+    batched_store::BatchError,
     context::Context,
     deliver::{deliver_one, Job},
     limits::SlotGuard,
@@ -73,7 +74,7 @@ pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
     }
 
     let claim =
-        ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err("claim batcher stopped".to_owned()));
+        ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
     let claimed = match claim {
         Ok(Claim::Claimed(claimed)) => claimed,
         Ok(Claim::Stale) => {
@@ -244,7 +245,7 @@ async fn record_with_retries(
     subscription_id: uuid::Uuid,
     row: NewAttempt,
     next: store::NextState,
-) -> Result<Recorded, db::DbError> {
+) -> Result<Recorded, BatchError> {
     let mut pause = Duration::from_millis(250);
     let mut tries = 0;
     loop {
@@ -252,8 +253,7 @@ async fn record_with_retries(
             .records
             .call((subscription_id, row.clone(), next.clone()))
             .await
-            .unwrap_or_else(|| Err("record batcher stopped".to_owned()))
-            .map_err(db::DbError::Unavailable);
+            .unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
         match result {
             Ok(recorded) => return Ok(recorded),
             Err(err) if tries < 4 => {

@@ -7,6 +7,7 @@ use chrono::Utc;
 use shared::{
     amqp::{persistent_json, Broker, BrokerError, DispatchMessage, Topology},
     config::Config,
+    models::delivery::DeliveryStatus,
 };
 
 use crate::{outcome::Outcome, store::NextState};
@@ -35,19 +36,28 @@ pub fn next_state(
     config: &Config,
 ) -> (NextState, Option<Duration>) {
     if outcome.is_success() {
-        return (NextState { status: "succeeded", next_attempt_at: None, disable_subscription: None }, None);
+        return (
+            NextState { status: DeliveryStatus::Succeeded, next_attempt_at: None, disable_subscription: None },
+            None,
+        );
     }
     if outcome.is_gone() {
-        let next =
-            NextState { status: "failed", next_attempt_at: None, disable_subscription: Some(GONE_REASON.into()) };
+        let next = NextState {
+            status: DeliveryStatus::Failed,
+            next_attempt_at: None,
+            disable_subscription: Some(GONE_REASON.into()),
+        };
         return (next, None);
     }
     if policy.retry_enabled && !policy.manual_retry && attempt <= policy.max_retries {
         let delay = config.retry_delay(u32::try_from(attempt).unwrap_or(1));
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        return (NextState { status: "retrying", next_attempt_at: Some(at), disable_subscription: None }, Some(delay));
+        return (
+            NextState { status: DeliveryStatus::Retrying, next_attempt_at: Some(at), disable_subscription: None },
+            Some(delay),
+        );
     }
-    (NextState { status: "failed", next_attempt_at: None, disable_subscription: None }, None)
+    (NextState { status: DeliveryStatus::Failed, next_attempt_at: None, disable_subscription: None }, None)
 }
 
 /// Publishes `attempt` of the delivery to the delay queue for `delay` (through
@@ -86,17 +96,23 @@ mod tests {
         let auto = RetryPolicy { retry_enabled: true, max_retries: 3, manual_retry: false };
         let fail = Outcome::answered(500, None, d, None);
         let (next, delay) = next_state(&fail, 1, auto, &config);
-        assert_eq!((next.status, delay), ("retrying", Some(Duration::from_secs(1))));
+        assert_eq!((next.status, delay), (DeliveryStatus::Retrying, Some(Duration::from_secs(1))));
         assert_eq!(next_state(&fail, 3, auto, &config).1, Some(Duration::from_secs(3)));
-        assert_eq!(next_state(&fail, 4, auto, &config).0.status, "failed");
+        assert_eq!(next_state(&fail, 4, auto, &config).0.status, DeliveryStatus::Failed);
         let off = RetryPolicy { retry_enabled: false, ..auto };
-        assert_eq!(next_state(&fail, 1, off, &config).0.status, "failed");
+        assert_eq!(next_state(&fail, 1, off, &config).0.status, DeliveryStatus::Failed);
         let manual = RetryPolicy { manual_retry: true, ..auto };
-        assert_eq!(next_state(&fail, 1, manual, &config).0.status, "failed");
+        assert_eq!(next_state(&fail, 1, manual, &config).0.status, DeliveryStatus::Failed);
         let timeout = Outcome::failed(OutcomeKind::Timeout, "slow", d);
-        assert_eq!(next_state(&timeout, 2, auto, &config).0.status, "retrying");
+        assert_eq!(next_state(&timeout, 2, auto, &config).0.status, DeliveryStatus::Retrying);
         let (gone, delay) = next_state(&Outcome::answered(410, None, d, None), 1, auto, &config);
-        assert_eq!((gone.status, gone.disable_subscription.as_deref(), delay), ("failed", Some(GONE_REASON), None));
-        assert_eq!(next_state(&Outcome::answered(200, None, d, None), 1, manual, &config).0.status, "succeeded");
+        assert_eq!(
+            (gone.status, gone.disable_subscription.as_deref(), delay),
+            (DeliveryStatus::Failed, Some(GONE_REASON), None)
+        );
+        assert_eq!(
+            next_state(&Outcome::answered(200, None, d, None), 1, manual, &config).0.status,
+            DeliveryStatus::Succeeded
+        );
     }
 }

@@ -112,9 +112,4 @@ impl Dispatcher {
         self.health_server.stop(true).await;
         drained
     }
-
-    /// Attempts in flight right now.
-    pub fn in_flight(&self) -> usize {
-        self.context.config.dispatcher_concurrency - self.in_flight.available_permits()
-    }
 }

@@ -9,14 +9,20 @@
 //! instead of deadlocking.
 
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use diesel::{
     sql_types::{Array, Bool, Bytea, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid},
     QueryableByName,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use shared::models::attempt::NewAttempt;
+use shared::models::{
+    attempt::NewAttempt,
+    delivery::{DeliveryStatus, UNFINISHED_SQL},
+};
 
 /// How long a claim outlives the subscription's timeout: time to record the outcome.
 pub const CLAIM_MARGIN_SECONDS: i32 = 5;
@@ -82,12 +88,30 @@ struct ClaimState {
     #[diesel(sql_type = Int4)]
     attempt_count: i32,
     #[diesel(sql_type = Text)]
-    status: String,
+    status: DeliveryStatus,
     #[diesel(sql_type = Bool)]
     manual_retry: bool,
     #[diesel(sql_type = Bool)]
     claim_live: bool,
 }
+
+/// The claim statement (see [`claim_many`]).
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+         UPDATE deliveries d \
+         SET claimed_until = now() + make_interval(secs => s.timeout_seconds + $3) \
+         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), locked l, subscriptions s, events e \
+         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 \
+           AND (d.status IN {UNFINISHED_SQL} OR d.manual_retry) \
+           AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
+           AND s.id = d.subscription_id AND e.id = d.event_ref \
+         RETURNING m.attempt AS claimed_attempt, d.id AS delivery_id, d.subscription_id, d.event_id, \
+           d.event_type, d.manual_retry, s.url, s.headers, s.headers_encrypted, s.timeout_seconds, s.retry_enabled, \
+           s.max_retries, s.is_active, s.deleted_at IS NOT NULL AS is_deleted, s.secret_encrypted, \
+           s.previous_secret_encrypted, s.secret_rotated_at, e.payload"
+    )
+});
 
 /// Claims attempt `attempt` of a delivery (see [`claim_many`]).
 pub async fn claim(conn: &mut AsyncPgConnection, delivery_id: uuid::Uuid, attempt: i32) -> diesel::QueryResult<Claim> {
@@ -102,23 +126,10 @@ pub async fn claim(conn: &mut AsyncPgConnection, delivery_id: uuid::Uuid, attemp
 pub async fn claim_many(conn: &mut AsyncPgConnection, wanted: &[(uuid::Uuid, i32)]) -> diesel::QueryResult<Vec<Claim>> {
     let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = wanted.iter().copied().unzip();
     let claimed: Vec<Claimed> = shared::db::Prepared(
-        diesel::sql_query(
-            "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
-         UPDATE deliveries d \
-         SET claimed_until = now() + make_interval(secs => s.timeout_seconds + $3) \
-         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), locked l, subscriptions s, events e \
-         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 \
-           AND (d.status IN ('pending', 'retrying') OR d.manual_retry) \
-           AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
-           AND s.id = d.subscription_id AND e.id = d.event_ref \
-         RETURNING m.attempt AS claimed_attempt, d.id AS delivery_id, d.subscription_id, d.event_id, \
-           d.event_type, d.manual_retry, s.url, s.headers, s.headers_encrypted, s.timeout_seconds, s.retry_enabled, \
-           s.max_retries, s.is_active, s.deleted_at IS NOT NULL AS is_deleted, s.secret_encrypted, \
-           s.previous_secret_encrypted, s.secret_rotated_at, e.payload",
-        )
-        .bind::<Array<SqlUuid>, _>(&ids)
-        .bind::<Array<Int4>, _>(&attempts)
-        .bind::<Int4, _>(CLAIM_MARGIN_SECONDS),
+        diesel::sql_query(CLAIM_SQL.as_str())
+            .bind::<Array<SqlUuid>, _>(&ids)
+            .bind::<Array<Int4>, _>(&attempts)
+            .bind::<Int4, _>(CLAIM_MARGIN_SECONDS),
     )
     .load(conn)
     .await?;
@@ -146,11 +157,7 @@ pub async fn claim_many(conn: &mut AsyncPgConnection, wanted: &[(uuid::Uuid, i32
             continue;
         }
         *answer = Some(match states.get(&id) {
-            Some(s)
-                if s.attempt_count == attempt - 1
-                    && s.claim_live
-                    && (matches!(s.status.as_str(), "pending" | "retrying") || s.manual_retry) =>
-            {
+            Some(s) if s.attempt_count == attempt - 1 && s.claim_live && (!s.status.is_final() || s.manual_retry) => {
                 Claim::Busy
             }
             _ => Claim::Stale,
@@ -177,13 +184,14 @@ pub async fn close_without_attempt(
     reason: &str,
 ) -> diesel::QueryResult<()> {
     diesel::sql_query(
-        "UPDATE deliveries SET status = 'failed', last_error = $3, next_attempt_at = NULL, \
+        "UPDATE deliveries SET status = $4, last_error = $3, next_attempt_at = NULL, \
            claimed_until = NULL, manual_retry = false, updated_at = now() \
          WHERE id = $1 AND attempt_count = $2 - 1",
     )
     .bind::<SqlUuid, _>(delivery_id)
     .bind::<Int4, _>(attempt)
     .bind::<Text, _>(reason)
+    .bind::<Text, _>(DeliveryStatus::Failed)
     .execute(conn)
     .await
     .map(drop)
@@ -193,7 +201,7 @@ pub async fn close_without_attempt(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NextState {
     /// `succeeded`, `retrying` or `failed`.
-    pub status: &'static str,
+    pub status: DeliveryStatus,
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Disable the subscription with this reason (410 Gone).
     pub disable_subscription: Option<String>,
@@ -218,7 +226,7 @@ pub async fn record(
     next: NextState,
 ) -> diesel::QueryResult<Recorded> {
     conn.transaction(async move |conn| {
-        let retrying = next.status == "retrying";
+        let retrying = next.status == DeliveryStatus::Retrying;
         let updated = diesel::sql_query(
             "UPDATE deliveries SET attempt_count = $2, status = $3, next_attempt_at = $4, \
                    last_status_code = $5, last_error = $6, claimed_until = NULL, manual_retry = false, \
@@ -309,7 +317,9 @@ pub async fn record_many(
             )
             .bind::<Array<Nullable<Int4>>, _>(batch.iter().map(|(_, r, _)| r.status_code).collect::<Vec<_>>())
             .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|(_, r, _)| r.error.clone()).collect::<Vec<_>>())
-            .bind::<Array<Bool>, _>(batch.iter().map(|(_, _, n)| n.status == "retrying").collect::<Vec<_>>())
+            .bind::<Array<Bool>, _>(
+                batch.iter().map(|(_, _, n)| n.status == DeliveryStatus::Retrying).collect::<Vec<_>>(),
+            )
             .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.id).collect::<Vec<_>>())
             .bind::<Array<Text>, _>(batch.iter().map(|(_, r, _)| r.outcome.clone()).collect::<Vec<_>>())
             .bind::<Array<Int4>, _>(batch.iter().map(|(_, r, _)| r.duration_ms).collect::<Vec<_>>())

@@ -6,6 +6,7 @@ use std::{future::Future, pin::Pin};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use shared::models::api_key::{self, Principal};
+use uuid::Uuid;
 
 use crate::{error::ApiError, state::AppState};
 
@@ -22,6 +23,46 @@ impl Auth {
                 "publisher keys can only publish events; use a tenant key to manage webhooks".into(),
             )),
         }
+    }
+}
+
+/// The caller of a tenant route: the tenant of a tenant API key. Extracting
+/// it answers 401 without a valid key and 403 for a publisher key.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub String);
+
+impl FromRequest for Tenant {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let auth = Auth::from_request(req, payload);
+        Box::pin(async move { Ok(Tenant(auth.await?.tenant()?.to_owned())) })
+    }
+}
+
+/// A tenant route on one resource (`…/{id}`): the tenant, as [`Tenant`], and
+/// the id from the path. A malformed id is simply not found (404).
+#[derive(Debug, Clone)]
+pub struct TenantScope {
+    pub tenant_id: String,
+    pub id: Uuid,
+}
+
+impl FromRequest for TenantScope {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let tenant = Tenant::from_request(req, payload);
+        let id = req.match_info().get("id").map(Uuid::parse_str);
+        Box::pin(async move {
+            let Tenant(tenant_id) = tenant.await?;
+            match id {
+                Some(Ok(id)) => Ok(TenantScope { tenant_id, id }),
+                _ => Err(ApiError::NotFound),
+            }
+        })
     }
 }
 

@@ -123,7 +123,7 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
-        if err.is_unavailable() {
+        if err.is_transient() {
             Self::Unavailable(err.to_string())
         } else {
             Self::Internal(err.to_string())

@@ -68,6 +68,19 @@ pub struct ErrorDetail {
     details: serde_json::Value,
 }
 
+/// The answers every tenant route may give before it reads anything else:
+/// 401 without a valid key, 403 for a publisher key. Each tenant route lists
+/// it in its `responses(...)`, beside its own.
+#[derive(utoipa::IntoResponses)]
+pub enum TenantAuthErrors {
+    /// Missing or wrong API key.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Not a tenant key.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
 /// Declares the `bearer` scheme the paths' `security(("bearer" = []))` refers to.
 struct BearerAuth;
 

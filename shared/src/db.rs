@@ -27,21 +27,64 @@ pub enum DbError {
     Unavailable(String),
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
+    /// The statement failed because its connection went away (the server shut
+    /// it down, or the network broke): see [`statement_failed`].
+    #[error("database connection lost: {0}")]
+    ConnectionLost(diesel::result::Error),
+    /// A batched statement answered another number of requests than it got.
+    #[error("a batched statement answered {answered} of {asked} requests")]
+    Miscounted { asked: usize, answered: usize },
+    /// The batcher that runs the statement has stopped (the service is stopping).
+    #[error("the database batcher has stopped")]
+    BatcherStopped,
     #[error("migration failed: {0}")]
     Migration(String),
 }
 
 impl DbError {
-    /// Whether the error means the database could not be reached (answer 503, retry later).
-    pub fn is_unavailable(&self) -> bool {
+    /// Whether the failure says "not now" rather than "never": answer 503,
+    /// requeue, retry later. The one place that classifies database errors.
+    ///
+    /// Decided by SQLSTATE, as far as diesel-async passes it on: it maps
+    /// 40001 (`serialization_failure`) and 25006 (`read_only_sql_transaction`,
+    /// e.g. a primary that became a standby) to error kinds, and a failure
+    /// without SQLSTATE (the connection broke) to `UnableToSendCommand` or
+    /// `ClosedConnection`. Other SQLSTATEs reach us only as `Unknown`, so a
+    /// connection the server shut (57P01–57P03) is recognised by the
+    /// connection being gone ([`statement_failed`]), never by the server's
+    /// message, whose language depends on `lc_messages`.
+    pub fn is_transient(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind as Kind, Error};
         match self {
-            DbError::Unavailable(_) => true,
-            DbError::Query(diesel::result::Error::DatabaseError(kind, _)) => {
-                matches!(kind, diesel::result::DatabaseErrorKind::ClosedConnection)
-            }
-            DbError::Query(diesel::result::Error::BrokenTransactionManager) => true,
-            _ => false,
+            Self::Unavailable(_) | Self::ConnectionLost(_) | Self::BatcherStopped => true,
+            Self::Query(Error::DatabaseError(kind, _)) => matches!(
+                kind,
+                Kind::UnableToSendCommand
+                    | Kind::ClosedConnection
+                    | Kind::SerializationFailure
+                    | Kind::ReadOnlyTransaction
+            ),
+            Self::Query(Error::BrokenTransactionManager) => true,
+            Self::Query(_) | Self::Miscounted { .. } | Self::Migration(_) => false,
         }
+    }
+}
+
+/// Classifies a failed statement on `conn`: [`DbError::ConnectionLost`] when
+/// the connection is gone (checked with a round trip, since the failure can
+/// arrive before the client notices the closed socket), else
+/// [`DbError::Query`].
+pub async fn statement_failed(conn: &mut AsyncPgConnection, err: diesel::result::Error) -> DbError {
+    use diesel_async::pooled_connection::PoolableConnection;
+    let query = DbError::Query(err);
+    if query.is_transient() {
+        return query;
+    }
+    let DbError::Query(err) = query else { return query };
+    if conn.is_broken() || conn.batch_execute("SELECT 1").await.is_err() {
+        DbError::ConnectionLost(err)
+    } else {
+        DbError::Query(err)
     }
 }
 
@@ -181,4 +224,34 @@ impl<Q> diesel::query_builder::QueryId for Prepared<Q> {
 /// How many migrations `migrations/` holds (tests check that all ran once).
 pub fn migration_count() -> usize {
     diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS).map_or(0, |m| m.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+
+    use super::*;
+
+    fn database_error(kind: Kind, message: &str) -> DbError {
+        DbError::Query(Error::DatabaseError(kind, Box::new(message.to_owned())))
+    }
+
+    #[test]
+    fn only_failures_that_say_not_now_are_transient() {
+        assert!(database_error(Kind::UnableToSendCommand, "connection closed").is_transient());
+        assert!(database_error(Kind::ClosedConnection, "closed").is_transient());
+        assert!(database_error(Kind::SerializationFailure, "could not serialize").is_transient());
+        assert!(DbError::Unavailable("pool".into()).is_transient());
+        assert!(DbError::ConnectionLost(Error::NotFound).is_transient(), "a lost connection is transient");
+        assert!(!DbError::Query(Error::NotFound).is_transient());
+        assert!(!database_error(Kind::CheckViolation, "new row violates check constraint").is_transient());
+        assert!(!DbError::Miscounted { asked: 2, answered: 1 }.is_transient());
+    }
+
+    #[test]
+    fn the_server_message_decides_nothing() {
+        // The same text in another `lc_messages` would read differently: only
+        // the kind (SQLSTATE) and the state of the connection count.
+        assert!(!database_error(Kind::Unknown, "terminating connection due to administrator command").is_transient());
+    }
 }

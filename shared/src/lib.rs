@@ -2,6 +2,7 @@
 //! the AMQP topology, signing, secrets and the event catalog.
 
 pub mod amqp;
+pub mod batcher;
 pub mod catalog;
 pub mod config;
 pub mod crypto;
@@ -9,6 +10,7 @@ pub mod db;
 pub mod envelope;
 pub mod event_bus;
 pub mod header_values;
+pub mod headers;
 pub mod models;
 pub mod schema;
 pub mod signing;

@@ -6,6 +6,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use shared::models::delivery::DeliveryStatus;
+
 use crate::helpers::{spawn_env, Receiver, SubSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +19,7 @@ async fn a_manual_retry_makes_one_more_attempt_without_automatic_retries_after_i
     let token = env.tenant_key("t1").await;
 
     let delivery = env.publish_one().await;
-    env.wait_status(delivery.id, "failed", Duration::from_secs(20)).await;
+    env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(20)).await;
     // Retries on from now: a manual attempt is still never followed by an automatic one.
     env.sql(&format!("UPDATE subscriptions SET retry_enabled = true WHERE id = '{}'", sub.id)).await;
 
@@ -25,14 +27,14 @@ async fn a_manual_retry_makes_one_more_attempt_without_automatic_retries_after_i
     let (status, body) = env.api(Method::POST, &retry, &token).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     receiver.wait_count(2, Duration::from_secs(20)).await;
-    let row = env.wait_status(delivery.id, "failed", Duration::from_secs(20)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(20)).await;
     assert_eq!((row.attempt_count, row.next_attempt_at), (2, None));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.count(), 2, "no automatic retry after a failed manual one");
 
     let (status, _) = env.api(Method::POST, &retry, &token).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let row = env.wait_status(delivery.id, "succeeded", Duration::from_secs(20)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     assert_eq!((row.attempt_count, row.last_status_code), (3, Some(200)));
 
     let (status, detail) = env.api(Method::GET, &format!("/api/v1/webhooks/deliveries/{}", delivery.id), &token).await;
@@ -61,7 +63,7 @@ async fn the_test_endpoint_delivers_a_webhook_test_event_to_a_subscription_that_
         env.api(Method::POST, &format!("/api/v1/webhooks/subscriptions/{}/test", sub.id), &token).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let delivery_id: uuid::Uuid = body["delivery_id"].as_str().expect("delivery_id").parse().expect("uuid");
-    env.wait_status(delivery_id, "succeeded", Duration::from_secs(20)).await;
+    env.wait_status(delivery_id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     let request = &receiver.received()[0];
     let envelope = request.json();
     assert_eq!(envelope["type"], "webhook.test");
@@ -89,7 +91,7 @@ async fn deliveries_of_a_paused_or_deleted_subscription_fail_without_being_sent(
     let _dispatcher = env.start_dispatcher(&[]).await;
 
     for delivery in env.deliveries_of(&event_id).await {
-        let row = env.wait_status(delivery.id, "failed", Duration::from_secs(20)).await;
+        let row = env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(20)).await;
         let expected = if row.subscription_id == paused.id { "subscription disabled" } else { "subscription deleted" };
         assert_eq!(row.last_error.as_deref(), Some(expected));
         assert_eq!(row.attempt_count, 0, "nothing was attempted");

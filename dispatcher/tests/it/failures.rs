@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use shared::models::delivery::DeliveryStatus;
+
 use crate::helpers::{refused_url, spawn_env, Receiver, Reply, SubSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,7 +29,7 @@ async fn timeouts_refused_connections_tls_dns_and_redirects_fail_the_attempt_wit
     let deliveries = env.deliveries_of(&event_id).await;
     assert_eq!(deliveries.len(), 5);
     for delivery in &deliveries {
-        env.wait_status(delivery.id, "failed", Duration::from_secs(30)).await;
+        env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(30)).await;
     }
     for delivery in deliveries {
         let attempts = env.attempts(delivery.id).await;
@@ -69,7 +71,7 @@ async fn internal_addresses_are_blocked_unless_private_targets_are_allowed() {
 
     let event_id = env.publish("t1", "invoice.created", serde_json::json!({})).await;
     for delivery in env.deliveries_of(&event_id).await {
-        let row = env.wait_status(delivery.id, "failed", Duration::from_secs(20)).await;
+        let row = env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(20)).await;
         let attempts = env.attempts(delivery.id).await;
         assert_eq!(attempts.len(), 1);
         assert_eq!(attempts[0].outcome, "blocked_address", "{:?}", attempts[0]);

@@ -27,7 +27,7 @@ use shared::{
     models::{
         api_key::{self, Principal},
         attempt::Attempt,
-        delivery::Delivery,
+        delivery::{Delivery, DeliveryStatus},
         subscription::{self, NewSubscription},
     },
     testing::{eventually, test_config, TestDb, TestPrefix},
@@ -274,7 +274,7 @@ impl TestEnv {
     }
 
     /// Waits until the delivery has `status` (and no claim in flight).
-    pub async fn wait_status(&self, id: uuid::Uuid, status: &str, timeout: Duration) -> Delivery {
+    pub async fn wait_status(&self, id: uuid::Uuid, status: DeliveryStatus, timeout: Duration) -> Delivery {
         let found = eventually(timeout, || async {
             let row = self.delivery(id).await;
             (row.status == status).then_some(row)
@@ -282,7 +282,7 @@ impl TestEnv {
         .await;
         match found {
             Some(row) => row,
-            None => panic!("delivery {id} never became {status}: {:?}", self.delivery(id).await),
+            None => panic!("delivery {id} never became {status:?}: {:?}", self.delivery(id).await),
         }
     }
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use shared::testing::{amqp_url, TcpProxy};
 
+use shared::models::delivery::DeliveryStatus;
+
 use crate::helpers::{signal, spawn_env, wait_exit, KillOnDrop, Receiver, SubSpec, TestEnv};
 
 /// Publishes `events` events to `subs` fresh subscriptions on `receiver`; returns every delivery id.
@@ -87,7 +89,7 @@ async fn sigterm_lets_in_flight_attempts_finish_and_record_then_exits_zero() {
     assert_eq!(started.len(), 4, "nothing new started after SIGTERM");
     for delivery_id in started.keys() {
         let row = env.delivery(delivery_id.parse().expect("uuid")).await;
-        assert_eq!((row.status.as_str(), row.attempt_count), ("succeeded", 1), "{delivery_id}");
+        assert_eq!((row.status, row.attempt_count), (DeliveryStatus::Succeeded, 1), "{delivery_id}");
     }
     assert_eq!(env.count_status("pending").await, 8, "the rest wait, untouched");
 
@@ -119,10 +121,10 @@ async fn an_attempt_whose_outcome_cannot_be_recorded_is_made_again_once_the_data
     // The attempt is in flight; the database goes away before its outcome is recorded.
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(env.delivery(delivery.id).await.status, "pending", "nothing could be recorded meanwhile");
+    assert_eq!(env.delivery(delivery.id).await.status, DeliveryStatus::Pending, "nothing could be recorded meanwhile");
     proxy.restore();
 
-    let row = env.wait_status(delivery.id, "succeeded", Duration::from_secs(60)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(60)).await;
     assert_eq!(row.attempt_count, 1);
     assert_eq!(env.attempts(delivery.id).await.len(), 1);
     assert!(receiver.count() >= 2, "the unrecorded attempt was made again (at least once)");

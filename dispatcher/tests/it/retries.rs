@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use shared::models::subscription;
 
+use shared::models::delivery::DeliveryStatus;
+
 use crate::helpers::{spawn_env, Receiver, SubSpec};
 
 /// RETRY_SCHEDULE in tests is 1s,2s,3s; timers may fire a little early.
@@ -18,7 +20,7 @@ async fn a_delivery_succeeds_on_the_third_attempt_after_two_500s_with_the_schedu
     let _dispatcher = env.start_dispatcher(&[]).await;
 
     let delivery = env.publish_one().await;
-    let row = env.wait_status(delivery.id, "succeeded", Duration::from_secs(30)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(30)).await;
     assert_eq!((row.attempt_count, row.last_status_code, row.last_error), (3, Some(200), None));
     assert_eq!(row.next_attempt_at, None);
 
@@ -50,7 +52,7 @@ async fn a_delivery_fails_after_max_retries_and_with_retries_off_after_one_attem
     let deliveries = env.deliveries_of(&event_id).await;
     assert_eq!(deliveries.len(), 2);
     for delivery in &deliveries {
-        env.wait_status(delivery.id, "failed", Duration::from_secs(30)).await;
+        env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(30)).await;
     }
     // Nothing more arrives once they are failed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -76,7 +78,7 @@ async fn a_410_fails_the_delivery_for_good_and_disables_the_subscription() {
     let _dispatcher = env.start_dispatcher(&[]).await;
 
     let delivery = env.publish_one().await;
-    let row = env.wait_status(delivery.id, "failed", Duration::from_secs(20)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(20)).await;
     assert_eq!((row.attempt_count, row.last_status_code), (1, Some(410)));
     let mut conn = env.conn().await;
     let disabled = subscription::find(&mut conn, "t1", sub.id).await.expect("query").expect("still there");

@@ -8,6 +8,8 @@ use shared::{
     testing::eventually,
 };
 
+use shared::models::delivery::DeliveryStatus;
+
 use crate::helpers::{spawn_env, Receiver, SubSpec, TestEnv};
 
 async fn publish_copy(env: &TestEnv, message: &DispatchMessage) {
@@ -31,7 +33,7 @@ async fn a_duplicated_or_redelivered_dispatch_message_is_not_sent_twice() {
     // The same message twice while the first is in flight (ingest queued one; here is another)…
     let delivery = env.publish_one().await;
     publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1 }).await;
-    env.wait_status(delivery.id, "succeeded", Duration::from_secs(20)).await;
+    env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     let dropped = eventually(Duration::from_secs(20), || async { (stale() >= 1).then_some(()) }).await;
     assert!(dropped.is_some(), "the duplicate was never handled");
     // …and once more after the attempt finished, as a redelivery would be.

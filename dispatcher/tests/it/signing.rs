@@ -7,6 +7,8 @@ use ring::hmac;
 use serde_json::json;
 use shared::signing::verify_standard;
 
+use shared::models::delivery::DeliveryStatus;
+
 use crate::helpers::{spawn_env, Receiver, SubSpec};
 
 /// The guide's verification code, in Rust: hex HMAC-SHA256 of the raw body,
@@ -32,7 +34,7 @@ async fn a_subscriber_gets_the_stored_body_with_every_contract_header_and_both_v
     let _dispatcher = env.start_dispatcher(&[]).await;
 
     let delivery = env.publish_one().await;
-    let row = env.wait_status(delivery.id, "succeeded", Duration::from_secs(20)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     assert_eq!((row.attempt_count, row.last_status_code), (1, Some(200)));
     let requests = receiver.received();
     assert_eq!(requests.len(), 1);

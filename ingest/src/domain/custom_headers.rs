@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use shared::header_values::{is_sensitive, MASK};
+use shared::{
+    header_values::{is_sensitive, MASK},
+    headers::is_reserved_header,
+};
 
 use super::InvalidField;
 
@@ -14,31 +17,8 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 2048;
 /// Longest header name accepted, in bytes.
 pub const MAX_HEADER_NAME_BYTES: usize = 256;
 
-/// Headers the dispatcher sets itself or that describe the connection or the
-/// body framing; a subscription may not set them (compared case-insensitively).
-const RESERVED_NAMES: &[&str] = &[
-    "content-type",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "user-agent",
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-];
-/// Prefixes of the signature and metadata headers: `X-Webhook-*` and the
-/// Standard Webhooks `webhook-*`.
-const RESERVED_PREFIXES: &[&str] = &["x-webhook-", "webhook-"];
-
 /// At most [`MAX_CUSTOM_HEADERS`] headers with valid HTTP names (tokens) and
-/// values (visible ASCII, no CR/LF), none of them reserved, no name twice.
+/// values (visible ASCII, no CR/LF), none of them reserved ([`is_reserved_header`]), no name twice.
 /// Names keep the caller's spelling.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CustomHeaders(BTreeMap<String, String>);
@@ -61,7 +41,7 @@ impl CustomHeaders {
                 ));
             }
             let lower = name.to_ascii_lowercase();
-            if is_reserved(&lower) {
+            if is_reserved_header(&lower) {
                 return Err(InvalidField::with_value(
                     field,
                     name.as_str(),
@@ -134,10 +114,6 @@ impl CustomHeaders {
         }
         Ok(self)
     }
-}
-
-fn is_reserved(lower_name: &str) -> bool {
-    RESERVED_NAMES.contains(&lower_name) || RESERVED_PREFIXES.iter().any(|prefix| lower_name.starts_with(prefix))
 }
 
 #[cfg(test)]

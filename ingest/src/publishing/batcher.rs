@@ -3,18 +3,19 @@
 //! not per event.
 //!
 //! Callers hand an event to [`FanoutBatcher::publish`] and wait for its answer.
-//! One task takes everything waiting (up to [`MAX_BATCH`] events, never
-//! waiting for more) and stores the batch with a single statement — events,
-//! their deliveries and their delivery counts, atomically. A few batches run
-//! at once, each on its own pool connection, so a slow commit does not stall
-//! the pipe; while they run, the next batch gathers in the channel. Nobody is
+//! The shared micro-batcher ([`shared::batcher`]) takes everything waiting (up
+//! to [`MAX_BATCH`] events, never waiting for more) and [`super::store`] stores
+//! the batch with a single statement — events, their deliveries and their
+//! delivery counts, atomically. A few batches run at once, each on its own pool
+//! connection, so a slow commit does not stall the pipe; while they run, the
+//! next batch gathers in the channel. Nobody is
 //! answered before their batch is committed; if it fails, every event in it
 //! gets the error and nothing of it is stored.
 //!
-//! The semantics are those of [`super::fanout::fan_out`] called once per event:
-//! a repeated `event_id` of a tenant (also twice in one batch) creates nothing
+//! A repeated `event_id` of a tenant (also twice in one batch) creates nothing
 //! and answers with the first publish's delivery count; the first publisher
-//! gets `is_new`, every other one not.
+//! gets `is_new`, every other one not. The test event of one subscription goes
+//! the same way ([`FanoutBatcher::send_test`]).
 
 use std::{
     collections::HashMap,
@@ -24,13 +25,18 @@ use std::{
     },
 };
 
-use shared::{catalog::Catalog, db::DbPool};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use chrono::Utc;
+use shared::{
+    batcher::{BatchSettings, Batcher},
+    catalog::Catalog,
+    db::DbPool,
+    envelope::Envelope,
+};
 
 use super::{
+    body::EventToPublish,
     dispatch_queue::DispatchQueue,
     error::PublishError,
-    fanout::{envelope_body, EventToPublish, FanoutResult},
     store::{store, PreparedEvent, PATTERN_SEPARATOR},
 };
 
@@ -42,10 +48,22 @@ const MAX_IN_FLIGHT: usize = 4;
 /// Events waiting for a batch before publishers wait to hand theirs over.
 const QUEUE_CAPACITY: usize = 4_096;
 
+/// What storing one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutResult {
+    pub event_id: String,
+    /// Deliveries of this event (on a repeat: of the first publish).
+    pub delivery_count: i32,
+    /// Deliveries created now, each queued for attempt 1 (empty on a repeat).
+    pub created: Vec<uuid::Uuid>,
+    /// False when the `event_id` was already published.
+    pub is_new: bool,
+}
+
 /// Hands events to the batching task; cheap to clone.
 #[derive(Clone)]
 pub struct FanoutBatcher {
-    tx: mpsc::Sender<Request>,
+    batcher: Batcher<PreparedEvent, Result<FanoutResult, PublishError>>,
     catalog: Arc<Catalog>,
     /// Publishes handed over and not answered yet.
     pending: Arc<AtomicUsize>,
@@ -68,26 +86,60 @@ impl Drop for PendingGuard {
     }
 }
 
-/// One waiting publish.
-struct Request {
-    event: PreparedEvent,
-    reply: oneshot::Sender<Result<FanoutResult, PublishError>>,
+/// The envelope every subscriber of `event` receives, stamped now.
+fn envelope_body(event: &EventToPublish) -> Result<String, serde_json::Error> {
+    let timestamp = shared::envelope::format_timestamp(Utc::now());
+    Envelope {
+        id: &event.event_id,
+        event_type: &event.event_type,
+        timestamp: &timestamp,
+        tenant_id: &event.tenant_id,
+        data: &event.data,
+        metadata: &event.metadata,
+    }
+    .to_body()
 }
 
 impl FanoutBatcher {
     /// Starts the batching task. Committed deliveries go to `dispatch` (attempt 1)
     /// right after their batch commits, whether or not their caller still waits.
     pub fn start(pool: DbPool, catalog: Arc<Catalog>, dispatch: DispatchQueue) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let in_flight = (pool.status().max_size / 2).clamp(1, MAX_IN_FLIGHT);
-        tokio::spawn(run(rx, pool, dispatch, in_flight));
-        Self { tx, catalog, pending: Arc::new(AtomicUsize::new(0)) }
+        let settings = BatchSettings {
+            max_batch: MAX_BATCH,
+            lanes: (pool.status().max_size / 2).clamp(1, MAX_IN_FLIGHT),
+            queue_capacity: QUEUE_CAPACITY,
+            size_histogram: metrics::histogram!("fanout_batch_size"),
+        };
+        let batcher = Batcher::start(settings, move |events: Vec<PreparedEvent>| {
+            let (pool, dispatch) = (pool.clone(), dispatch.clone());
+            async move { commit_batch(&pool, &dispatch, events).await }
+        });
+        Self { batcher, catalog, pending: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// Stores the event and one delivery per matching subscription of its
     /// tenant; answers once that is committed (or failed).
     pub async fn publish(&self, event: &EventToPublish) -> Result<FanoutResult, PublishError> {
-        let payload = envelope_body(event).map_err(|e| PublishError::Failed(e.to_string()))?;
+        self.submit(event, None).await
+    }
+
+    /// Stores the event and one delivery to `subscription_id` (a live
+    /// subscription of the event's tenant), whatever its `events`: the test
+    /// event. No delivery is created if the subscription is gone.
+    pub async fn send_test(
+        &self,
+        event: &EventToPublish,
+        subscription_id: uuid::Uuid,
+    ) -> Result<FanoutResult, PublishError> {
+        self.submit(event, Some(subscription_id)).await
+    }
+
+    async fn submit(
+        &self,
+        event: &EventToPublish,
+        only_subscription: Option<uuid::Uuid>,
+    ) -> Result<FanoutResult, PublishError> {
+        let payload = envelope_body(event).map_err(|e| PublishError::Envelope(Arc::new(e)))?;
         let prepared = PreparedEvent {
             event_ref: uuid::Uuid::now_v7(),
             tenant_id: event.tenant_id.clone(),
@@ -96,37 +148,15 @@ impl FanoutBatcher {
             payload,
             source: event.source,
             patterns: self.catalog.matching_patterns(&event.event_type).join(PATTERN_SEPARATOR),
+            only_subscription,
         };
         let _pending = PendingGuard::new(&self.pending);
-        let (reply, answer) = oneshot::channel();
-        self.tx.send(Request { event: prepared, reply }).await.map_err(|_| PublishError::Stopped)?;
-        answer.await.map_err(|_| PublishError::Stopped)?
+        self.batcher.call(prepared).await.unwrap_or(Err(PublishError::Stopped))
     }
 
     /// Publishes handed over and not answered yet (waiting for a batch, or in one).
     pub fn pending(&self) -> usize {
         AtomicUsize::load(&self.pending, Ordering::SeqCst)
-    }
-}
-
-/// Takes whatever is waiting whenever a batch slot is free; ends when every
-/// [`FanoutBatcher`] is dropped.
-async fn run(mut rx: mpsc::Receiver<Request>, pool: DbPool, dispatch: DispatchQueue, in_flight: usize) {
-    let slots = Arc::new(Semaphore::new(in_flight));
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // A slot first, then the requests: while every slot is busy, the next
-        // batch keeps growing in the channel.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        let requests = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let (pool, dispatch) = (pool.clone(), dispatch.clone());
-        tokio::spawn(async move {
-            commit_batch(&pool, &dispatch, requests).await;
-            drop(slot);
-        });
     }
 }
 
@@ -159,9 +189,12 @@ fn plan(events: &[&PreparedEvent]) -> BatchPlan {
 }
 
 /// Stores one batch, answers every waiter, and queues the new deliveries.
-async fn commit_batch(pool: &DbPool, dispatch: &DispatchQueue, requests: Vec<Request>) {
-    metrics::histogram!("fanout_batch_size").record(requests.len() as f64);
-    let events: Vec<&PreparedEvent> = requests.iter().map(|r| &r.event).collect();
+async fn commit_batch(
+    pool: &DbPool,
+    dispatch: &DispatchQueue,
+    requests: Vec<PreparedEvent>,
+) -> Vec<Result<FanoutResult, PublishError>> {
+    let events: Vec<&PreparedEvent> = requests.iter().collect();
     let BatchPlan { firsts, first_of } = plan(&events);
     let to_store: Vec<&PreparedEvent> = firsts.iter().map(|&i| events[i]).collect();
     let stored = match store(pool, &to_store).await {
@@ -197,12 +230,9 @@ async fn commit_batch(pool: &DbPool, dispatch: &DispatchQueue, requests: Vec<Req
         })
         .collect();
     result_of.extend(repeats);
-    for (i, request) in requests.into_iter().enumerate() {
-        let answer = result_of.remove(&i).unwrap_or(Err(PublishError::Stopped));
-        // A caller that went away (client disconnected) needs no answer: its
-        // event is committed and its deliveries are queued all the same.
-        let _ = request.reply.send(answer);
-    }
+    // A caller that went away (client disconnected) needs no answer: its
+    // event is committed and its deliveries are queued all the same.
+    (0..requests.len()).map(|i| result_of.remove(&i).unwrap_or(Err(PublishError::Stopped))).collect()
 }
 
 #[cfg(test)]
@@ -218,6 +248,7 @@ mod tests {
             payload: "{}".into(),
             source: "http",
             patterns: "*".into(),
+            only_subscription: None,
         }
     }
 

@@ -4,11 +4,22 @@ use serde::Deserialize;
 use serde_json::Value;
 use shared::catalog::Catalog;
 
-use super::fanout::EventToPublish;
 use crate::{domain::TenantId, error::ApiError};
 
 /// Largest `event_id`, in characters.
 const MAX_ID_LEN: usize = 128;
+
+/// An event accepted for fan-out (already validated).
+#[derive(Debug, Clone)]
+pub struct EventToPublish {
+    pub event_id: String,
+    pub event_type: String,
+    pub tenant_id: String,
+    pub data: Value,
+    pub metadata: Value,
+    /// `http`, `amqp` or `test`, for the record and metrics.
+    pub source: &'static str,
+}
 
 /// What a module publishes, over HTTP or AMQP.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -26,9 +26,8 @@ use shared::amqp::{long_string, publish_confirmed, BrokerError, BrokerSession};
 use tokio::sync::Semaphore;
 
 use super::{
-    body::{InvalidEvent, PublishBody},
+    body::{EventToPublish, InvalidEvent, PublishBody},
     error::PublishError,
-    fanout::EventToPublish,
 };
 use crate::{
     extract::{from_json_value, BodyError, MAX_BODY_BYTES},

@@ -9,7 +9,7 @@
 //! LOCKED`) keeps several ingest replicas from publishing the same row. A due
 //! `retrying` delivery goes straight to dispatch: its delay has passed.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use diesel::{
     sql_types::{Array, BigInt, Int4, Interval, Uuid as SqlUuid},
@@ -19,7 +19,7 @@ use diesel_async::RunQueryDsl;
 use shared::{
     amqp::{Broker, BrokerError, Topology},
     db::{DbError, DbPool},
-    models::delivery,
+    models::delivery::{self, UNFINISHED_SQL},
 };
 
 use super::dispatch_queue::publish_batch;
@@ -130,17 +130,39 @@ impl OutboxRelay {
     /// (capped, so the count stays cheap when the broker has been down long).
     pub async fn record_backlog(&self) -> Result<i64, RelayError> {
         let mut conn = shared::db::conn(&self.pool).await?;
-        let backlog: Backlog = diesel::sql_query(
-            "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries \
-             WHERE NOT enqueued AND status IN ('pending', 'retrying') LIMIT $1) AS unqueued",
-        )
-        .bind::<BigInt, _>(BACKLOG_COUNT_CAP)
-        .get_result(&mut conn)
-        .await?;
+        let backlog: Backlog =
+            diesel::sql_query(BACKLOG_SQL.as_str()).bind::<BigInt, _>(BACKLOG_COUNT_CAP).get_result(&mut conn).await?;
         metrics::gauge!("outbox_backlog").set(backlog.count as f64);
         Ok(backlog.count)
     }
 }
+
+/// Counts unqueued unfinished deliveries, at most `$1` (the outbox index
+/// serves it: the status list is written out, see [`UNFINISHED_SQL`]).
+static BACKLOG_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries \
+         WHERE NOT enqueued AND status IN {UNFINISHED_SQL} LIMIT $1) AS unqueued"
+    )
+});
+
+/// Leases due rows (see [`lease_due`]).
+static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH due AS ( \
+           SELECT id FROM deliveries \
+           WHERE NOT enqueued AND status IN {UNFINISHED_SQL} \
+             AND updated_at < now() - $1 \
+             AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+             AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
+           ORDER BY updated_at \
+           LIMIT $2 \
+           FOR UPDATE SKIP LOCKED) \
+         UPDATE deliveries d SET relay_lease_until = now() + $3 \
+         FROM due WHERE d.id = due.id \
+         RETURNING d.id, d.attempt_count + 1 AS attempt"
+    )
+});
 
 /// Leases due rows in one statement: the CTE locks them (skipping rows another
 /// relay holds), the UPDATE sets the lease, and the commit of this statement
@@ -150,25 +172,12 @@ async fn lease_due(
     conn: &mut diesel_async::AsyncPgConnection,
     grace: Duration,
 ) -> Result<Vec<LeasedDelivery>, diesel::result::Error> {
-    diesel::sql_query(
-        "WITH due AS ( \
-           SELECT id FROM deliveries \
-           WHERE NOT enqueued AND status IN ('pending', 'retrying') \
-             AND updated_at < now() - $1 \
-             AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
-             AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
-           ORDER BY updated_at \
-           LIMIT $2 \
-           FOR UPDATE SKIP LOCKED) \
-         UPDATE deliveries d SET relay_lease_until = now() + $3 \
-         FROM due WHERE d.id = due.id \
-         RETURNING d.id, d.attempt_count + 1 AS attempt",
-    )
-    .bind::<Interval, _>(to_interval(grace))
-    .bind::<BigInt, _>(BATCH)
-    .bind::<Interval, _>(to_interval(LEASE))
-    .load(conn)
-    .await
+    diesel::sql_query(LEASE_SQL.as_str())
+        .bind::<Interval, _>(to_interval(grace))
+        .bind::<BigInt, _>(BATCH)
+        .bind::<Interval, _>(to_interval(LEASE))
+        .load(conn)
+        .await
 }
 
 /// Gives rows back at once after a failed publish, instead of at lease expiry.

@@ -7,10 +7,10 @@ use diesel::{
     sql_types::{Array, Integer, Nullable, Text, Uuid as SqlUuid},
     QueryableByName,
 };
-use diesel_async::{pooled_connection::PoolableConnection, RunQueryDsl};
-use shared::db::DbPool;
+use diesel_async::RunQueryDsl;
+use shared::db::{self, DbError, DbPool};
 
-use super::{error::PublishError, fanout::FanoutResult};
+use super::{batcher::FanoutResult, error::PublishError};
 
 /// Separates the patterns of one event in the text sent to PostgreSQL (a
 /// pattern never contains it: patterns are catalog names and `*`).
@@ -27,6 +27,9 @@ pub(super) struct PreparedEvent {
     pub(super) source: &'static str,
     /// Every subscription pattern matching the type, joined by [`PATTERN_SEPARATOR`].
     pub(super) patterns: String,
+    /// Deliver to exactly this subscription of the tenant (the test event),
+    /// whatever its `events`, instead of to every matching one.
+    pub(super) only_subscription: Option<uuid::Uuid>,
 }
 
 #[derive(QueryableByName)]
@@ -48,7 +51,8 @@ struct FirstResult {
 }
 
 /// One statement, so one transaction and one commit for the whole batch:
-/// match every event against its tenant's live subscriptions, insert the
+/// match every event against its tenant's live subscriptions (or take the one
+/// subscription a test event names), insert the
 /// events that are new (with their delivery count), then one delivery per
 /// match of each inserted event. Returns a row per inserted event (no
 /// delivery id) and a row per delivery. `matched` is read once, so the
@@ -56,13 +60,18 @@ struct FirstResult {
 /// which the caller sorts by `(tenant_id, event_id)`.
 const STORE_BATCH_SQL: &str = "\
 WITH input AS ( \
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-    WITH ORDINALITY AS v(id, tenant_id, event_id, event_type, payload, source, patterns, ord)), \
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+    $9::uuid[]) \
+    WITH ORDINALITY AS v(id, tenant_id, event_id, event_type, payload, source, patterns, only_subscription, ord)), \
 matched AS ( \
   SELECT v.id AS event_ref, s.id AS subscription_id \
   FROM input v JOIN subscriptions s \
     ON s.tenant_id = v.tenant_id AND s.is_active AND s.deleted_at IS NULL \
-   AND s.events && string_to_array(v.patterns, $8)), \
+   AND s.events && string_to_array(v.patterns, $8) \
+  WHERE v.only_subscription IS NULL \
+  UNION ALL \
+  SELECT v.id, s.id FROM input v JOIN subscriptions s \
+    ON s.id = v.only_subscription AND s.tenant_id = v.tenant_id AND s.deleted_at IS NULL), \
 counts AS ( \
   SELECT event_ref, count(*)::int AS n FROM matched GROUP BY event_ref), \
 inserted AS ( \
@@ -93,7 +102,7 @@ pub(super) async fn store(
     pool: &DbPool,
     events: &[&PreparedEvent],
 ) -> Result<Vec<Result<FanoutResult, PublishError>>, PublishError> {
-    let mut conn = shared::db::conn(pool).await.map_err(|e| PublishError::from_db(e, false))?;
+    let mut conn = db::conn(pool).await?;
     let column = |f: fn(&PreparedEvent) -> &str| events.iter().map(|e| f(e).to_owned()).collect::<Vec<String>>();
     let rows: Result<Vec<StoredRow>, _> = shared::db::Prepared(
         diesel::sql_query(STORE_BATCH_SQL)
@@ -104,11 +113,15 @@ pub(super) async fn store(
             .bind::<Array<Text>, _>(column(|e| &e.payload))
             .bind::<Array<Text>, _>(column(|e| e.source))
             .bind::<Array<Text>, _>(column(|e| &e.patterns))
-            .bind::<Text, _>(PATTERN_SEPARATOR),
+            .bind::<Text, _>(PATTERN_SEPARATOR)
+            .bind::<Array<Nullable<SqlUuid>>, _>(events.iter().map(|e| e.only_subscription).collect::<Vec<_>>()),
     )
     .load(&mut conn)
     .await;
-    let rows = rows.map_err(|e| PublishError::from_db(e.into(), conn.is_broken()))?;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(err) => return Err(db::statement_failed(&mut conn, err).await.into()),
+    };
 
     let mut inserted = HashSet::with_capacity(events.len());
     let mut created: HashMap<uuid::Uuid, Vec<uuid::Uuid>> = HashMap::new();
@@ -135,7 +148,7 @@ pub(super) async fn store(
         .await;
         first_results = match found {
             Ok(found) => Ok(found.into_iter().map(|f| ((f.tenant_id, f.event_id), f.delivery_count)).collect()),
-            Err(err) => Err(PublishError::from_db(err.into(), conn.is_broken())),
+            Err(err) => Err(db::statement_failed(&mut conn, err).await.into()),
         };
     }
 
@@ -155,7 +168,7 @@ pub(super) async fn store(
             let key = (event.tenant_id.clone(), event.event_id.clone());
             let delivery_count = *firsts
                 .get(&key)
-                .ok_or_else(|| PublishError::Failed(format!("event {} of a repeat was not found", event.event_id)))?;
+                .ok_or_else(|| PublishError::Failed(DbError::Query(diesel::result::Error::NotFound).into()))?;
             Ok(FanoutResult { event_id: event.event_id.clone(), delivery_count, created: Vec::new(), is_new: false })
         })
         .collect())

@@ -8,7 +8,6 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::parse_id;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,14 +16,19 @@ use shared::{
     models::{
         attempt::{self, Attempt},
         delivery::{self, Delivery, DeliveryStatus, LogFilter, LogPosition},
-        subscription::{self, Subscription},
+        subscription,
     },
 };
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    auth::Auth, error::ApiError, extract::Query, openapi::ErrorBody, routes::subscriptions::page, state::AppState,
+    auth::TenantScope,
+    error::ApiError,
+    extract::Query,
+    openapi::{ErrorBody, TenantAuthErrors},
+    routes::subscriptions::{live_subscription, page},
+    state::AppState,
 };
 
 /// A delivery: one event to one subscription.
@@ -53,8 +57,7 @@ impl From<Delivery> for DeliveryView {
             subscription_id: row.subscription_id,
             event_id: row.event_id,
             event_type: row.event_type,
-            // The column has a CHECK constraint; an unknown value cannot be stored.
-            status: DeliveryStatus::parse(&row.status).unwrap_or(DeliveryStatus::Pending),
+            status: row.status,
             attempt_count: row.attempt_count,
             next_attempt_at: row.next_attempt_at,
             last_status_code: row.last_status_code,
@@ -146,34 +149,23 @@ fn decode_cursor(cursor: &str) -> Result<LogPosition, ApiError> {
     Ok(LogPosition { created_at, id })
 }
 
-/// The tenant's live subscription, or 404.
-pub(crate) async fn live_subscription(
-    conn: &mut db::DbConn,
-    tenant_id: &str,
-    id: Uuid,
-) -> Result<Subscription, ApiError> {
-    subscription::find(conn, tenant_id, id).await?.ok_or(ApiError::NotFound)
-}
-
 /// A subscription's deliveries, newest first, a page at a time.
 #[utoipa::path(get, path = "/api/v1/webhooks/subscriptions/{id}/deliveries", tag = "deliveries",
     params(("id" = Uuid, Path, description = "Subscription id"), DeliveryLogParams),
     responses(
         (status = 200, body = DeliveryPage),
         (status = 400, body = ErrorBody, description = "Malformed query string (e.g. a non-numeric limit)"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such subscription for this tenant (or it was deleted)"),
         (status = 422, body = ErrorBody, description = "Unknown `status`, `limit` out of 1–100, or a `cursor` this API did not issue"),
     ),
     security(("bearer" = [])))]
 pub async fn list_deliveries(
-    auth: Auth,
+    scope: TenantScope,
     state: web::Data<AppState>,
-    path: web::Path<String>,
     Query(params): Query<DeliveryLogParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let subscription_id = parse_id(&path)?;
+    let (tenant_id, subscription_id) = (scope.tenant_id.as_str(), scope.id);
     let limit = page::parse_limit(params.limit)?;
     let status = params
         .status
@@ -199,17 +191,12 @@ pub async fn list_deliveries(
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses(
         (status = 200, body = DeliveryWithAttempts),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such delivery for this tenant"),
     ),
     security(("bearer" = [])))]
-pub async fn get_delivery(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+pub async fn get_delivery(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     let attempts = attempt::for_delivery(&mut conn, id).await?.into_iter().map(AttemptView::from).collect();
@@ -222,18 +209,13 @@ pub async fn get_delivery(
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses(
         (status = 202, body = DeliveryView, description = "Queued; the delivery is `pending` until the attempt ends"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such delivery for this tenant"),
         (status = 409, body = ErrorBody, description = "The subscription is paused or deleted"),
     ),
     security(("bearer" = [])))]
-pub async fn retry_delivery(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+pub async fn retry_delivery(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     match subscription::find(&mut conn, tenant_id, row.subscription_id).await? {

@@ -6,14 +6,6 @@ pub mod events;
 pub mod subscriptions;
 
 use actix_web::web;
-use uuid::Uuid;
-
-use crate::error::ApiError;
-
-/// A path id; a malformed one is simply not found (as the contract says).
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
 
 /// Registers every `/api/v1` route.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -2,13 +2,23 @@
 //! `enqueued` is false until the broker confirmed the message for the next attempt.
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
+use diesel::{
+    deserialize::{FromSql, FromSqlRow},
+    expression::AsExpression,
+    pg::{Pg, PgValue},
+    prelude::*,
+    serialize::{Output, ToSql},
+    sql_types::Text,
+};
 use serde::Serialize;
 
 use crate::schema::deliveries;
 
-/// The delivery states of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// The delivery states of the contract, stored as text in `deliveries.status`
+/// (whose CHECK constraint lists the same four words). Reading any other
+/// value is an error, never a silent default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Pending,
@@ -17,7 +27,17 @@ pub enum DeliveryStatus {
     Failed,
 }
 
+/// `status IN` list of the unfinished states (`pending`, `retrying`) as SQL
+/// text. Written into the statements, not bound, so that PostgreSQL can use the
+/// partial index `deliveries_outbox_idx` (whose predicate says the same); a
+/// test checks it against [`DeliveryStatus::is_final`].
+pub const UNFINISHED_SQL: &str = "('pending', 'retrying')";
+
 impl DeliveryStatus {
+    /// Every state, in the contract's order.
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Retrying, Self::Succeeded, Self::Failed];
+
+    /// The word stored and shown in the API.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -27,6 +47,7 @@ impl DeliveryStatus {
         }
     }
 
+    /// The state a stored or requested word names, if any.
     pub fn parse(value: &str) -> Option<Self> {
         Some(match value {
             "pending" => Self::Pending,
@@ -43,6 +64,19 @@ impl DeliveryStatus {
     }
 }
 
+impl ToSql<Text, Pg> for DeliveryStatus {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> diesel::serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
+    }
+}
+
+impl FromSql<Text, Pg> for DeliveryStatus {
+    fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        let word = <String as FromSql<Text, Pg>>::from_sql(value)?;
+        Self::parse(&word).ok_or_else(|| format!("unknown delivery status {word:?}").into())
+    }
+}
+
 /// A delivery row.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = deliveries)]
@@ -53,7 +87,7 @@ pub struct Delivery {
     pub event_ref: uuid::Uuid,
     pub event_id: String,
     pub event_type: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempt_count: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_status_code: Option<i32>,
@@ -127,7 +161,7 @@ pub async fn list_for_subscription(
         .limit(limit + 1)
         .into_boxed();
     if let Some(status) = filter.status {
-        query = query.filter(d::status.eq(status.as_str()));
+        query = query.filter(d::status.eq(status));
     }
     if let Some(event_type) = &filter.event_type {
         query = query.filter(d::event_type.eq(event_type.clone()));
@@ -163,11 +197,31 @@ pub async fn request_manual_retry(
     let query = diesel::update(d::deliveries.filter(d::id.eq(id)).filter(d::tenant_id.eq(tenant_id)))
         .set((
             d::manual_retry.eq(true),
-            d::status.eq(DeliveryStatus::Pending.as_str()),
+            d::status.eq(DeliveryStatus::Pending),
             d::enqueued.eq(false),
             d::next_attempt_at.eq(diesel::dsl::now),
             d::updated_at.eq(diesel::dsl::now),
         ))
         .returning(Delivery::as_returning());
     diesel_async::RunQueryDsl::get_result(query, conn).await.optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_reads_back_from_its_word() {
+        for status in DeliveryStatus::ALL {
+            assert_eq!(DeliveryStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(DeliveryStatus::parse("Pending"), None);
+    }
+
+    #[test]
+    fn the_unfinished_sql_list_names_exactly_the_states_that_are_not_final() {
+        let listed: Vec<String> =
+            DeliveryStatus::ALL.iter().filter(|s| !s.is_final()).map(|s| format!("'{}'", s.as_str())).collect();
+        assert_eq!(UNFINISHED_SQL, format!("({})", listed.join(", ")));
+    }
 }

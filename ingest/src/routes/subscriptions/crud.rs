@@ -10,13 +10,13 @@ use super::{
         CreateSubscriptionRequest, ListParams, Rules, SubscriptionPage, SubscriptionView, SubscriptionWithSecret,
         UpdateSubscriptionRequest,
     },
-    page, parse_id,
+    page,
 };
 use crate::{
-    auth::Auth,
+    auth::{Tenant, TenantScope},
     error::ApiError,
     extract::{Json, Query},
-    openapi::ErrorBody,
+    openapi::{ErrorBody, TenantAuthErrors},
     state::AppState,
 };
 
@@ -26,16 +26,16 @@ use crate::{
     responses(
         (status = 201, body = SubscriptionWithSecret, description = "Created; `secret` is shown only now"),
         (status = 400, body = ErrorBody, description = "The body is not JSON"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 422, body = ErrorBody, description = "A field is missing or invalid; `details.field` names it"),
     ),
     security(("bearer" = [])))]
 pub async fn create_subscription(
-    auth: Auth,
+    tenant: Tenant,
     state: web::Data<AppState>,
     Json(body): Json<CreateSubscriptionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
+    let tenant_id = tenant.0.as_str();
     let id = Uuid::now_v7();
     let secret = crypto::generate_signing_secret()?;
     let new = body.validate(&Rules::of(&state), id, tenant_id, state.secrets.seal(&id, &secret)?)?;
@@ -53,16 +53,16 @@ pub async fn create_subscription(
     responses(
         (status = 200, body = SubscriptionPage),
         (status = 400, body = ErrorBody, description = "Malformed query string (e.g. a non-numeric limit)"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 422, body = ErrorBody, description = "`limit` out of 1–100, or a `cursor` this API did not issue"),
     ),
     security(("bearer" = [])))]
 pub async fn list_subscriptions(
-    auth: Auth,
+    tenant: Tenant,
     state: web::Data<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
+    let tenant_id = tenant.0.as_str();
     let limit = page::parse_limit(params.limit)?;
     let after = params.cursor.as_deref().map(page::decode_cursor).transpose()?;
     let mut conn = db::conn(&state.pool).await?;
@@ -77,19 +77,14 @@ pub async fn list_subscriptions(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 200, body = SubscriptionView),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
     ),
     security(("bearer" = [])))]
-pub async fn get_subscription(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+pub async fn get_subscription(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
-    let row = subscription::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
+    let row = super::live_subscription(&mut conn, tenant_id, id).await?;
     Ok(HttpResponse::Ok().json(SubscriptionView::new(row, &state.secrets)?))
 }
 
@@ -100,19 +95,17 @@ pub async fn get_subscription(
     responses(
         (status = 200, body = SubscriptionView),
         (status = 400, body = ErrorBody, description = "The body is not JSON"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
         (status = 422, body = ErrorBody, description = "A field is invalid; `details.field` names it"),
     ),
     security(("bearer" = [])))]
 pub async fn update_subscription(
-    auth: Auth,
+    scope: TenantScope,
     state: web::Data<AppState>,
-    path: web::Path<String>,
     Json(body): Json<UpdateSubscriptionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let (mut changes, headers) = body.validate(&Rules::of(&state))?;
     let secrets = &state.secrets;
     let mut conn = db::conn(&state.pool).await?;
@@ -142,17 +135,12 @@ pub async fn update_subscription(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
     ),
     security(("bearer" = [])))]
-pub async fn delete_subscription(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+pub async fn delete_subscription(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     if !subscription::soft_delete(&mut conn, tenant_id, id).await? {
         return Err(ApiError::NotFound);

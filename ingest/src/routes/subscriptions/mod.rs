@@ -8,8 +8,18 @@ pub mod secret;
 pub mod test_event;
 
 use actix_web::web;
+use shared::{
+    db::DbConn,
+    models::subscription::{self, Subscription},
+};
+use uuid::Uuid;
 
-use super::parse_id;
+use crate::error::ApiError;
+
+/// The tenant's live (not deleted) subscription `id`, or 404.
+pub(crate) async fn live_subscription(conn: &mut DbConn, tenant_id: &str, id: Uuid) -> Result<Subscription, ApiError> {
+    subscription::find(conn, tenant_id, id).await?.ok_or(ApiError::NotFound)
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -4,25 +4,25 @@
 use actix_web::{web, HttpResponse};
 use shared::{crypto, db, models::subscription};
 
-use super::{dto::SubscriptionWithSecret, parse_id};
-use crate::{auth::Auth, error::ApiError, openapi::ErrorBody, state::AppState};
+use super::dto::SubscriptionWithSecret;
+use crate::{
+    auth::TenantScope,
+    error::ApiError,
+    openapi::{ErrorBody, TenantAuthErrors},
+    state::AppState,
+};
 
 /// Replaces the signing secret and returns the subscription with the new one.
 #[utoipa::path(post, path = "/api/v1/webhooks/subscriptions/{id}/rotate-secret", tag = "subscriptions",
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 200, body = SubscriptionWithSecret, description = "The new `secret`, shown only now"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
     ),
     security(("bearer" = [])))]
-pub async fn rotate_secret(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let id = parse_id(&path)?;
+pub async fn rotate_secret(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let secret = crypto::generate_signing_secret()?;
     let sealed = state.secrets.seal(&id, &secret)?;
     let mut conn = db::conn(&state.pool).await?;

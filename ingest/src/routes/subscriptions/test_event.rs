@@ -7,13 +7,12 @@ use shared::db;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::parse_id;
 use crate::{
-    auth::Auth,
+    auth::TenantScope,
     error::ApiError,
-    openapi::ErrorBody,
-    publishing::fanout::{self, Audience, EventToPublish},
-    routes::deliveries::live_subscription,
+    openapi::{ErrorBody, TenantAuthErrors},
+    publishing::body::EventToPublish,
+    routes::subscriptions::live_subscription,
     state::AppState,
 };
 
@@ -29,20 +28,16 @@ pub struct TestEventQueued {
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 202, body = TestEventQueued),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "Not a tenant key"),
+        TenantAuthErrors,
         (status = 404, body = ErrorBody, description = "No such subscription for this tenant"),
         (status = 409, body = ErrorBody, description = "The subscription is paused"),
     ),
     security(("bearer" = [])))]
-pub async fn send_test_event(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let tenant_id = auth.tenant()?;
-    let subscription_id = parse_id(&path)?;
+pub async fn send_test_event(scope: TenantScope, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, subscription_id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     let sub = live_subscription(&mut conn, tenant_id, subscription_id).await?;
+    drop(conn);
     if !sub.is_active {
         return Err(ApiError::Conflict("the subscription is paused (is_active is false); activate it first".into()));
     }
@@ -54,11 +49,10 @@ pub async fn send_test_event(
         metadata: serde_json::json!({}),
         source: "test",
     };
-    let result = fanout::fan_out(&mut conn, &state.catalog, &event, Audience::Subscription(subscription_id)).await?;
-    drop(conn);
+    // Stored like any publish (the batcher queues the delivery once committed).
+    let result = state.fanout.send_test(&event, subscription_id).await?;
     // Deleted between the check and the fan-out: nothing was created.
     let delivery_id = *result.created.first().ok_or(ApiError::NotFound)?;
-    state.dispatch.enqueue_new(&result.created);
     log::info!("test event queued tenant_id={tenant_id} subscription_id={subscription_id} delivery_id={delivery_id}");
     Ok(HttpResponse::Accepted().json(TestEventQueued { event_id: result.event_id, delivery_id }))
 }
