@@ -2,5 +2,6 @@
 //! custom headers are sealed and masked, API keys can be listed and revoked.
 
 mod api_keys;
+mod fuzz;
 mod headers;
 mod inputs;
