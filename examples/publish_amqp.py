@@ -1,7 +1,7 @@
 """Publishes one event over AMQP, as a platform module would.
 
-    pip install pika
-    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f python3 examples/publish_amqp.py dev
+    python3 -m venv .venv && .venv/bin/pip install -r examples/requirements.txt
+    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f .venv/bin/python examples/publish_amqp.py dev
 
 The body is the same JSON as POST /api/v1/events. Ingest acks it once the
 event and its deliveries are stored; a message it cannot accept goes to

@@ -1,11 +1,14 @@
 """A webhook endpoint for trying the system out: verifies both signatures and
-prints each delivery. Standard library only, plus `standardwebhooks` if
-installed (pip install standardwebhooks).
+prints each delivery. Standard library, plus `standardwebhooks` for the
+`webhook-signature` check. From the repository root:
 
-    WEBHOOK_SECRET=whsec_... python3 examples/receiver.py 9000
+    python3 -m venv .venv && .venv/bin/pip install -r examples/requirements.txt
+    WEBHOOK_SECRET=whsec_... .venv/bin/python examples/receiver.py 9000
 
 Answers 204 when the signatures are valid, 401 when not; set RESPOND_STATUS
-(e.g. 500 or 410) to watch retries or auto-disable.
+(e.g. 500 or 410) to watch retries or auto-disable. A second argument sets the
+listen address (default 127.0.0.1; 0.0.0.0 lets containers reach it, e.g. a
+dispatcher under docker compose at http://host.docker.internal:9000/).
 """
 
 import hashlib
@@ -25,12 +28,16 @@ def verify_webhook_signature(payload: bytes, signature: str, secret: str) -> boo
     return hmac.compare_digest(signature, expected_signature)
 
 
+try:
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+except ImportError:
+    Webhook = None
+
+
 def verify_standard_webhooks(payload: bytes, headers) -> str:
     """webhook-id / webhook-timestamp / webhook-signature, per standardwebhooks.com."""
-    try:
-        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-    except ImportError:
-        return "skipped (pip install standardwebhooks)"
+    if Webhook is None:
+        return "skipped (pip install -r examples/requirements.txt)"
     try:
         Webhook(SECRET).verify(payload, dict(headers))
         return "valid"
@@ -61,5 +68,14 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
-    print(f"listening on http://127.0.0.1:{port}/", flush=True)
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    if Webhook is None:
+        print(
+            "warning: the standardwebhooks package is missing, so webhook-signature is not checked;\n"
+            "         run: python3 -m venv .venv && .venv/bin/pip install -r examples/requirements.txt\n"
+            "         then start this with .venv/bin/python",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(f"listening on http://{host}:{port}/", flush=True)
+    ThreadingHTTPServer((host, port), Handler).serve_forever()

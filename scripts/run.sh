@@ -10,7 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '[run] %s\n' "$*" >&2; }
+# Measured: see the README (Running).
+FIRST_BUILD_ESTIMATE="10 minutes"
 die() { say "error: $*"; exit 1; }
+
+command -v curl >/dev/null 2>&1 || die "curl is needed (to wait for readiness and check the API keys)"
+command -v cargo >/dev/null 2>&1 || die "cargo is needed: install Rust 1.89 or newer (https://rustup.rs)"
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/webhooks}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
@@ -48,10 +53,16 @@ fi
 # --- build -------------------------------------------------------------------
 # Build artifacts outside the clone, so repeated runs reuse them (as test.sh).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/webhooks-target}"
-say "building (cargo build --release; the first build takes a few minutes)"
-cargo build --release --locked -p ingest -p dispatcher
 INGEST="$CARGO_TARGET_DIR/release/webhooks-ingest"
 DISPATCHER="$CARGO_TARGET_DIR/release/webhooks-dispatcher"
+if [[ -x "$INGEST" && -x "$DISPATCHER" ]]; then
+  say "building (cargo build --release: seconds when little changed)"
+else
+  say "first build: cargo downloads and compiles about 300 crates in release mode"
+  say "into $CARGO_TARGET_DIR; about ${FIRST_BUILD_ESTIMATE} on a 2-core machine"
+  say "(less with more cores). Later runs rebuild only what changed, in seconds."
+fi
+cargo build --release --locked -p ingest -p dispatcher
 
 # --- development settings ----------------------------------------------------
 mkdir -p .dev
@@ -78,14 +89,8 @@ if truthy "$ALLOW_HTTP_TARGETS" || truthy "$ALLOW_PRIVATE_TARGETS"; then
 EOF
 fi
 
-# --- migrations and API keys -------------------------------------------------
+# --- migrations ---------------------------------------------------------------
 "$INGEST" migrate
-tenant_key="$("$INGEST" api-key create --tenant dev --name "run.sh tenant key" | tail -n 1)"
-publisher_key="$("$INGEST" api-key create --publisher --name "run.sh publisher key" | tail -n 1)"
-(umask 077; printf 'export TENANT_KEY=%s\nexport PUBLISHER_KEY=%s\n' "$tenant_key" "$publisher_key" > .dev/keys.env)
-say "tenant key (tenant dev): $tenant_key"
-say "publisher key:           $publisher_key"
-say "(also in .dev/keys.env: source it in another shell for \$TENANT_KEY and \$PUBLISHER_KEY)"
 
 # --- run both until Ctrl-C ---------------------------------------------------
 prefix() { awk -v p="$1" '{ print p " " $0; fflush() }'; }
@@ -138,6 +143,44 @@ ingest_url="$(health_url "$INGEST_BIND")"
 dispatcher_url="$(health_url "$DISPATCHER_BIND")"
 ready() { curl -fsS -o /dev/null --max-time 2 "$1/readyz" 2>/dev/null; }
 
+# --- API keys ------------------------------------------------------------------
+# The keys in .dev/keys.env are reused while they still authenticate against
+# this ingest (same database), so restarts don't pile up valid keys; a missing
+# or stale one is replaced. Each key is printed once, in the "ready" banner.
+authenticates() {
+  local code
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+    -H "Authorization: Bearer $1" "$ingest_url/api/v1/webhooks/events")" || return 1
+  [[ "$code" =~ ^[23] ]]
+}
+create_key() {
+  local out log
+  log="$(mktemp)"
+  if ! out="$("$INGEST" api-key create "$@" 2>"$log")"; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
+  tail -n 1 <<<"$out"
+}
+saved_key() { [[ -r .dev/keys.env ]] && sed -n "s/^export $1=//p" .dev/keys.env | tail -n 1; }
+setup_keys() {
+  tenant_key="$(saved_key TENANT_KEY || true)"
+  publisher_key="$(saved_key PUBLISHER_KEY || true)"
+  tenant_note="(reused from .dev/keys.env)"
+  publisher_note="(reused from .dev/keys.env)"
+  if [[ -z "$tenant_key" ]] || ! authenticates "$tenant_key"; then
+    tenant_key="$(create_key --tenant dev --name "run.sh tenant key")" || return 1
+    tenant_note="(new)"
+  fi
+  if [[ -z "$publisher_key" ]] || ! authenticates "$publisher_key"; then
+    publisher_key="$(create_key --publisher --name "run.sh publisher key")" || return 1
+    publisher_note="(new)"
+  fi
+  (umask 077; printf 'export TENANT_KEY=%s\nexport PUBLISHER_KEY=%s\n' "$tenant_key" "$publisher_key" > .dev/keys.env)
+}
+
 announced=""
 while true; do
   if ! alive "$ingest_pid" || ! alive "$dispatcher_pid"; then
@@ -148,17 +191,24 @@ while true; do
     stop_all
     exit $(( status == 0 ? 1 : status ))
   fi
-  if [[ -z "$announced" ]] && command -v curl >/dev/null 2>&1 && ready "$ingest_url" && ready "$dispatcher_url"; then
+  if [[ -z "$announced" ]] && ready "$ingest_url" && ready "$dispatcher_url"; then
     announced=1
+    if ! setup_keys; then
+      say "creating the API keys failed (see above); stopping"
+      stop_all
+      exit 1
+    fi
     cat >&2 <<EOF
 [run] ================================================================
 [run] ready
 [run]   ingest API        $ingest_url/api/v1   (OpenAPI: $ingest_url/api/v1/openapi.json)
+[run]   console           $ingest_url/console   (sign in with the tenant key below)
 [run]   dispatcher        $dispatcher_url/readyz, /metrics
-[run]   tenant key (dev)  $tenant_key
-[run]   publisher key     $publisher_key
-[run]   in another shell: source .dev/keys.env
+[run]   tenant key (dev)  $tenant_key $tenant_note
+[run]   publisher key     $publisher_key $publisher_note
+[run]   in another shell: source .dev/keys.env   (sets \$TENANT_KEY and \$PUBLISHER_KEY)
 [run]   try: curl -H "Authorization: Bearer \$TENANT_KEY" $ingest_url/api/v1/webhooks/events
+[run]   a first delivery, step by step: README.md, "A first delivery"
 [run] Ctrl-C stops both.
 [run] ================================================================
 EOF

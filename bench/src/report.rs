@@ -212,7 +212,11 @@ fn batch_sizes(phase: &PhaseReport) -> String {
                 .split_once('"')
                 .and_then(|(_, rest)| rest.split_once('"'))
                 .map(|(value, _)| value.to_owned())
-                .unwrap_or_else(|| name.split("_batch_size").next().unwrap_or(name).to_owned());
+                .unwrap_or_else(|| {
+                    let metric = name.split("_batch_size").next().unwrap_or(name);
+                    let metric = metric.strip_prefix("webhooks_ingest_").unwrap_or(metric);
+                    metric.strip_prefix("webhooks_dispatcher_").unwrap_or(metric).to_owned()
+                });
             format!("{label} {mean:.1}")
         })
         .collect::<Vec<_>>()

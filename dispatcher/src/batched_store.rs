@@ -29,7 +29,7 @@ fn settings(batch: &'static str) -> BatchSettings {
         max_batch: MAX_BATCH,
         lanes: LANES,
         queue_capacity: MAX_BATCH * 4,
-        size_histogram: metrics::histogram!("dispatcher_batch_size", "batch" => batch),
+        size_histogram: metrics::histogram!(crate::metric_names::BATCH_SIZE, "batch" => batch),
     }
 }
 

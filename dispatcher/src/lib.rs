@@ -11,6 +11,7 @@ pub mod consumer;
 pub mod context;
 pub mod deliver;
 pub mod limits;
+pub mod metric_names;
 pub mod outcome;
 pub mod process;
 pub mod retry;

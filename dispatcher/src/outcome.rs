@@ -32,6 +32,21 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
+    /// Every kind, e.g. to register a metric series per outcome at start.
+    pub const ALL: [Self; 11] = [
+        Self::Success,
+        Self::HttpStatus,
+        Self::Redirect,
+        Self::Timeout,
+        Self::Connect,
+        Self::Dns,
+        Self::Tls,
+        Self::BlockedAddress,
+        Self::Request,
+        Self::Body,
+        Self::Internal,
+    ];
+
     /// The stable code stored in `delivery_attempts.outcome`.
     pub fn code(self) -> &'static str {
         match self {

@@ -22,6 +22,7 @@ use crate::{
     context::Context,
     deliver::{deliver_one, Job},
     limits::SlotGuard,
+    metric_names,
     outcome::{Outcome, OutcomeKind},
     retry::{self, RetryPolicy},
     stats::Stats,
@@ -135,27 +136,24 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
         manual_retry: claimed.manual_retry,
     };
     let subscription_id = claimed.subscription_id;
+    let event_type = claimed.event_type.clone();
     let outcome = match job_of(ctx, claimed, attempt) {
         Ok(job) => {
-            metrics::gauge!("dispatcher_in_flight").increment(1.0);
+            metrics::gauge!(metric_names::IN_FLIGHT).increment(1.0);
             let outcome = deliver_one(&ctx.deliver, &job).await;
-            metrics::gauge!("dispatcher_in_flight").decrement(1.0);
+            metrics::gauge!(metric_names::IN_FLIGHT).decrement(1.0);
             ctx.slots.record_outcome(subscription_id, outcome.is_success());
             outcome
         }
         Err(outcome) => outcome,
     };
     Stats::bump(&ctx.stats.attempts);
-    metrics::counter!("webhook_attempts_total", "outcome" => outcome.kind.code()).increment(1);
-    metrics::histogram!("webhook_attempt_duration_seconds").record(outcome.duration.as_secs_f64());
-    log::debug!(
-        "attempt made delivery_id={delivery_id} attempt={attempt} outcome={} status={:?} ms={}",
-        outcome.kind.code(),
-        outcome.status_code,
-        outcome.duration.as_millis()
-    );
+    metrics::counter!(metric_names::ATTEMPTS, "outcome" => outcome.kind.code()).increment(1);
+    metrics::histogram!(metric_names::ATTEMPT_DURATION).record(outcome.duration.as_secs_f64());
 
     let (next, retry_delay) = retry::next_state(&outcome, attempt, policy, &ctx.config);
+    let next_status = next.status.as_str();
+    log_attempt(delivery_id, subscription_id, &event_type, attempt, &outcome, next_status, retry_delay);
     let row = NewAttempt {
         id: uuid::Uuid::now_v7(),
         delivery_id,
@@ -175,6 +173,9 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
             return counted(Disposition::Requeue, "db_unavailable");
         }
     };
+    if matches!(recorded, Recorded::Stored { .. }) {
+        metrics::counter!(metric_names::DELIVERY_OUTCOMES, "status" => next_status).increment(1);
+    }
     match recorded {
         Recorded::Superseded => {
             log::warn!(
@@ -183,7 +184,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
             return counted(Disposition::Ack, "superseded");
         }
         Recorded::Stored { disabled: true } => {
-            metrics::counter!("subscriptions_disabled_total").increment(1);
+            metrics::counter!(metric_names::SUBSCRIPTIONS_DISABLED).increment(1);
             log::info!("subscription disabled after 410 Gone subscription_id={subscription_id}");
         }
         Recorded::Stored { disabled: false } => {}
@@ -192,6 +193,30 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
         schedule_retry(ctx, delivery_id, attempt + 1, delay).await;
     }
     counted(Disposition::Ack, outcome.kind.code())
+}
+
+/// One info line per attempt, so the logs show every delivery: ids, type,
+/// outcome, status, duration and what follows; never the payload or a secret.
+fn log_attempt(
+    delivery_id: uuid::Uuid,
+    subscription_id: uuid::Uuid,
+    event_type: &str,
+    attempt: i32,
+    outcome: &Outcome,
+    next_status: &str,
+    retry_delay: Option<Duration>,
+) {
+    if !log::log_enabled!(log::Level::Info) {
+        return;
+    }
+    let status = outcome.status_code.map_or_else(|| "-".to_owned(), |s| s.to_string());
+    let retry_in = retry_delay.map_or_else(String::new, |d| format!(" retry_in={}s", d.as_secs()));
+    log::info!(
+        "attempt delivery_id={delivery_id} subscription_id={subscription_id} event_type={event_type} \
+         attempt={attempt} outcome={} status={status} ms={} delivery_status={next_status}{retry_in}",
+        outcome.kind.code(),
+        outcome.duration.as_millis(),
+    );
 }
 
 /// Decrypts the secrets and header values and builds the job; an undecryptable one is an
@@ -282,7 +307,7 @@ async fn schedule_retry(ctx: &Context, delivery_id: uuid::Uuid, next_attempt: i3
     match published {
         Ok(()) => {
             Stats::bump(&ctx.stats.retries_scheduled);
-            metrics::counter!("retries_scheduled_total").increment(1);
+            metrics::counter!(metric_names::RETRIES_SCHEDULED).increment(1);
             let marked = match db::conn(&ctx.pool).await {
                 Ok(mut conn) => {
                     delivery::mark_enqueued(&mut conn, &[(delivery_id, next_attempt)]).await.map_err(db::DbError::from)
@@ -333,6 +358,6 @@ fn header<'a>(message: &'a AmqpMessage, name: &str) -> Option<&'a AMQPValue> {
 }
 
 fn counted(disposition: Disposition, result: &'static str) -> Disposition {
-    metrics::counter!("dispatch_messages_total", "result" => result).increment(1);
+    metrics::counter!(metric_names::MESSAGES, "result" => result).increment(1);
     disposition
 }

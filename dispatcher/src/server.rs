@@ -13,7 +13,9 @@ use shared::{
 };
 use tokio::sync::{watch, Semaphore};
 
-use crate::{batched_store, client, consumer, context::Context, deliver::DeliverContext, limits::SubscriptionSlots};
+use crate::{
+    batched_store, client, consumer, context::Context, deliver::DeliverContext, limits::SubscriptionSlots, metric_names,
+};
 
 /// A running dispatcher.
 pub struct Dispatcher {
@@ -42,7 +44,7 @@ pub enum StartError {
 /// consuming. Returns at once; the broker connection may still be coming up.
 pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
     telemetry::metrics_handle();
-    crate::stats::describe_metrics();
+    crate::metric_names::register();
     db::run_migrations(&config.database_url).await?;
     let pool = db::pool(&config.database_url, config.database_pool_size, "webhooks-dispatcher")?;
     let topology = Topology::from_config(&config);
@@ -65,11 +67,12 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
         broker,
         topology: Arc::new(topology),
     };
-    let readiness = Readiness { pool: context.pool.clone(), broker: context.broker.clone() };
+    let readiness =
+        Readiness { pool: context.pool.clone(), broker: context.broker.clone(), metrics: metric_names::SERVICE };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(readiness.clone()))
-            .wrap(middleware::from_fn(telemetry::record_request))
+            .wrap(middleware::from_fn(|req, next| telemetry::record_request(metric_names::SERVICE, req, next)))
             .configure(telemetry::health_routes)
     })
     .workers(1)
@@ -84,7 +87,9 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
     let (stop, stop_rx) = watch::channel(false);
     let consumer = tokio::spawn(consumer::run(context.clone(), in_flight.clone(), stop_rx));
     log::info!(
-        "dispatcher started health_addr={addr} concurrency={} per_subscription={}",
+        "dispatcher started version={} health_addr={addr} amqp_prefix={} concurrency={} per_subscription={}",
+        env!("CARGO_PKG_VERSION"),
+        context.config.amqp_prefix,
         context.config.dispatcher_concurrency,
         context.config.dispatcher_per_subscription
     );

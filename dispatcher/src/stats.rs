@@ -1,5 +1,5 @@
-//! Counters: Prometheus metrics for operators, plus in-process tallies tests
-//! can wait on (e.g. "the duplicate message was dropped").
+//! In-process tallies tests can wait on (e.g. "the duplicate message was
+//! dropped"); the Prometheus metrics are in [`crate::metric_names`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,14 +24,4 @@ impl Stats {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Registers the dispatcher's metric descriptions (names are the contract for dashboards).
-pub fn describe_metrics() {
-    metrics::describe_counter!("webhook_attempts_total", "HTTP attempts by outcome code");
-    metrics::describe_histogram!("webhook_attempt_duration_seconds", "Duration of one HTTP attempt");
-    metrics::describe_gauge!("dispatcher_in_flight", "Attempts being made right now");
-    metrics::describe_counter!("retries_scheduled_total", "Retries queued on a delay queue");
-    metrics::describe_counter!("subscriptions_disabled_total", "Subscriptions disabled after a 410 Gone");
-    metrics::describe_counter!("dispatch_messages_total", "Dispatch messages handled, by result");
 }

@@ -8,7 +8,7 @@ use actix_web::{
 };
 use shared::telemetry::{self, Readiness};
 
-use crate::{error::ApiError, routes, state::AppState};
+use crate::{console, error::ApiError, metric_names, routes, state::AppState};
 
 /// The whole ingest HTTP application.
 pub fn build_app(
@@ -22,15 +22,17 @@ pub fn build_app(
         InitError = (),
     >,
 > {
-    let readiness = Readiness { pool: state.pool.clone(), broker: state.broker.clone() };
+    let readiness =
+        Readiness { pool: state.pool.clone(), broker: state.broker.clone(), metrics: metric_names::SERVICE };
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::Data::new(readiness))
         .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
         .wrap(middleware::from_fn(crate::extract::reject_malformed_query))
-        .wrap(middleware::from_fn(telemetry::record_request))
+        .wrap(middleware::from_fn(|req, next| telemetry::record_request(metric_names::SERVICE, req, next)))
         .configure(telemetry::health_routes)
         .configure(routes::configure)
+        .configure(console::configure)
         .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound) }))
 }
 

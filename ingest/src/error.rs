@@ -11,6 +11,9 @@ pub enum ApiError {
     /// The body is not JSON at all, or the query string is malformed.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// A query parameter is malformed (`field` names it when known).
+    #[error("{message}")]
+    InvalidQuery { field: Option<String>, message: String },
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("{0}")]
@@ -55,6 +58,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } => code,
+            Self::InvalidQuery { .. } => "invalid_query",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
@@ -73,7 +77,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -115,6 +119,7 @@ impl ApiError {
         let details = match self {
             Self::Validation { details, .. } => details.clone(),
             Self::PayloadTooLarge { limit } | Self::HeadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            Self::InvalidQuery { field: Some(field), .. } => json!({ "field": field }),
             _ => json!({}),
         };
         json!({ "error": { "code": self.code(), "message": message, "details": details } })

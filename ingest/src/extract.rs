@@ -92,8 +92,8 @@ pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<
     })
 }
 
-/// A query string: a malformed one is a 400 `invalid_query`; a parameter
-/// whose value holds a control character is a 422 naming it.
+/// A query string: a malformed one is a 400 `invalid_query` naming the
+/// parameter; a parameter whose value holds a control character is a 422 naming it.
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest for Query<T> {
@@ -106,23 +106,31 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
 }
 
 /// Parses a query string strictly (see [`query_pairs`]), checks every value
-/// with [`TextKind::Line`], then deserializes it.
+/// with [`TextKind::Line`], then deserializes it, naming the failing parameter.
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     for (name, value) in query_pairs(query)? {
         text::check(&name, &value, TextKind::Line)?;
     }
-    web::Query::<T>::from_query(query)
-        .map(web::Query::into_inner)
-        .map_err(|e| ApiError::BadRequest { code: "invalid_query", message: e.to_string() })
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        let field = (path != ".").then_some(path);
+        let message = match &field {
+            Some(field) => format!("query parameter `{field}`: {inner}"),
+            None => format!("malformed query string: {inner}"),
+        };
+        ApiError::InvalidQuery { field, message }
+    })
 }
 
 /// The decoded `name=value` pairs of a query string. Unlike the lenient
 /// `application/x-www-form-urlencoded` parsers, a `%` not followed by two hex
-/// digits, or an escape that decodes to invalid UTF-8, is a 400: guessing
-/// what such a query meant is how two parsers come to disagree.
+/// digits, or an escape that decodes to invalid UTF-8, is a 400 (naming the
+/// parameter when its name is readable): guessing what such a query meant is
+/// how two parsers come to disagree.
 pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let malformed = |message: String| ApiError::BadRequest { code: "invalid_query", message };
-    let decode = |part: &str| -> Result<String, ApiError> {
+    fn decode(part: &str) -> Result<String, String> {
         let bytes = part.as_bytes();
         let mut decoded = Vec::with_capacity(bytes.len());
         let mut i = 0;
@@ -130,9 +138,9 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
             match bytes[i] {
                 b'%' => {
                     let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                    let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                        malformed(format!("the query string has a `%` not followed by two hex digits at byte {i}"))
-                    })?;
+                    let byte = hex
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| "a `%` not followed by two hex digits".to_owned())?;
                     decoded.push(byte);
                     i += 3;
                 }
@@ -146,14 +154,22 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
                 }
             }
         }
-        String::from_utf8(decoded).map_err(|_| malformed("the query string decodes to invalid UTF-8".into()))
-    };
+        String::from_utf8(decoded).map_err(|_| "an escape that is not UTF-8".to_owned())
+    }
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(name)?, decode(value)?))
+            let name = decode(name).map_err(|why| ApiError::InvalidQuery {
+                field: None,
+                message: format!("malformed query string: a parameter name has {why}"),
+            })?;
+            let value = decode(value).map_err(|why| ApiError::InvalidQuery {
+                message: format!("query parameter `{name}` has {why}"),
+                field: Some(name.clone()),
+            })?;
+            Ok((name, value))
         })
         .collect()
 }
@@ -221,15 +237,36 @@ mod tests {
             [("a".into(), "é".into()), ("b".into(), String::new()), (String::new(), "c".into())]
         );
         for bad in ["%", "x=%", "x=%4", "x=%zz", "x=%FF", "%G0=1"] {
-            assert!(
-                matches!(parse_query::<Params>(bad), Err(ApiError::BadRequest { code: "invalid_query", .. })),
-                "{bad}"
-            );
+            assert!(matches!(parse_query::<Params>(bad), Err(ApiError::InvalidQuery { .. })), "{bad}");
         }
         match parse_query::<Params>("event_type=%00") {
             Err(ApiError::Validation { field, .. }) => assert_eq!(field, "event_type"),
             other => panic!("expected a 422, got {:?}", other.err()),
         }
-        assert!(matches!(parse_query::<Params>("limit=ten"), Err(ApiError::BadRequest { code: "invalid_query", .. })));
+        assert!(matches!(parse_query::<Params>("limit=ten"), Err(ApiError::InvalidQuery { .. })));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[expect(dead_code, reason = "fields are only deserialized")]
+    struct PageParams {
+        limit: Option<u16>,
+        cursor: Option<String>,
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        match parse_query::<PageParams>("cursor=x&limit=abc") {
+            Err(ApiError::InvalidQuery { field: Some(field), message }) => {
+                assert_eq!(field, "limit");
+                assert!(message.contains("`limit`"), "{message}");
+            }
+            other => panic!("expected invalid_query naming limit, got {other:?}"),
+        }
+        assert!(parse_query::<PageParams>("limit=5").is_ok());
+        assert!(parse_query::<PageParams>("").is_ok());
+        match parse_query::<PageParams>("limit=5&cursor=%zz") {
+            Err(ApiError::InvalidQuery { field: Some(field), .. }) => assert_eq!(field, "cursor"),
+            other => panic!("expected invalid_query naming cursor, got {other:?}"),
+        }
     }
 }

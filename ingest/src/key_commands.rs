@@ -6,7 +6,6 @@ use ingest::domain::{
     TenantId,
 };
 use shared::{
-    config::Config,
     db,
     models::api_key::{self, ApiKey, KeyFilter, Principal, Revoked},
 };
@@ -14,9 +13,9 @@ use shared::{
 /// Longest key name, in characters.
 const MAX_NAME_CHARS: usize = 200;
 
-async fn connect(config: &Config) -> anyhow::Result<db::DbConn> {
-    db::run_migrations(&config.database_url).await?;
-    let pool = db::pool(&config.database_url, 1, "webhooks-ingest-cli")?;
+async fn connect(database_url: &str) -> anyhow::Result<db::DbConn> {
+    db::run_migrations(database_url).await?;
+    let pool = db::pool(database_url, 1, "webhooks-ingest-cli")?;
     Ok(db::conn(&pool).await?)
 }
 
@@ -26,7 +25,7 @@ fn tenant_id(raw: &str) -> anyhow::Result<String> {
 }
 
 /// Creates a tenant key (`tenant`) or a publisher key (`None`); prints the token alone on stdout.
-pub async fn create(config: &Config, tenant: Option<&str>, name: Option<&str>) -> anyhow::Result<()> {
+pub async fn create(database_url: &str, tenant: Option<&str>, name: Option<&str>) -> anyhow::Result<()> {
     let principal = match tenant {
         Some(tenant) => Principal::Tenant(tenant_id(tenant)?),
         None => Principal::Publisher,
@@ -35,7 +34,7 @@ pub async fn create(config: &Config, tenant: Option<&str>, name: Option<&str>) -
         anyhow::ensure!(name.chars().count() <= MAX_NAME_CHARS, "--name must be at most {MAX_NAME_CHARS} characters");
         text::check("name", name, TextKind::Line).map_err(|invalid| anyhow::anyhow!("--name {}", invalid.message))?;
     }
-    let mut conn = connect(config).await?;
+    let mut conn = connect(database_url).await?;
     let token = api_key::create(&mut conn, &principal, name).await?;
     match &principal {
         Principal::Tenant(tenant) => eprintln!("created a tenant key for {tenant}; it is shown only once:"),
@@ -46,9 +45,9 @@ pub async fn create(config: &Config, tenant: Option<&str>, name: Option<&str>) -
 }
 
 /// Prints the keys, revoked ones included: a table, or JSON lines.
-pub async fn list(config: &Config, tenant: Option<&str>, publishers_only: bool, json: bool) -> anyhow::Result<()> {
+pub async fn list(database_url: &str, tenant: Option<&str>, publishers_only: bool, json: bool) -> anyhow::Result<()> {
     let filter = KeyFilter { tenant_id: tenant.map(tenant_id).transpose()?, publishers_only };
-    let mut conn = connect(config).await?;
+    let mut conn = connect(database_url).await?;
     let keys = api_key::list(&mut conn, &filter).await?;
     if json {
         for key in &keys {
@@ -61,9 +60,9 @@ pub async fn list(config: &Config, tenant: Option<&str>, publishers_only: bool, 
 }
 
 /// Revokes a key by id.
-pub async fn revoke(config: &Config, id: &str) -> anyhow::Result<()> {
+pub async fn revoke(database_url: &str, id: &str) -> anyhow::Result<()> {
     let id = uuid::Uuid::parse_str(id.trim()).context("the key id is not a UUID (see `api-key list`)")?;
-    let mut conn = connect(config).await?;
+    let mut conn = connect(database_url).await?;
     match api_key::revoke(&mut conn, id).await? {
         Revoked::Now(key) => {
             log::info!("API key revoked key_id={id}");

@@ -3,13 +3,16 @@
 
 pub mod app;
 pub mod auth;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod key_cache;
+pub mod metric_names;
 pub mod openapi;
 pub mod protocol_errors;
 pub mod publishing;
+pub mod queue_depths;
 pub mod routes;
 pub mod server;
 pub mod state;

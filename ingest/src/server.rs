@@ -61,6 +61,7 @@ pub enum StartError {
 /// Applies migrations, connects, and serves on `config.ingest_bind`.
 pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError> {
     shared::telemetry::metrics_handle();
+    crate::metric_names::register();
     db::run_migrations(&config.database_url).await?;
     let pool = db::pool(&config.database_url, config.database_pool_size, "webhooks-ingest")?;
     let secrets = SecretBox::new(&config.secret_key);
@@ -105,7 +106,12 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let (server, addr) = serve(state.clone(), workers)?;
     let handle = server.handle();
     let task = tokio::spawn(server);
-    log::info!("ingest listening addr={addr}");
+    log::info!(
+        "ingest started version={} addr={addr} amqp_prefix={} workers={}",
+        env!("CARGO_PKG_VERSION"),
+        state.config.amqp_prefix,
+        workers.max(1)
+    );
     Ok(Ingest { addr, state, server: handle, task, background })
 }
 

@@ -75,6 +75,15 @@ pub struct Config {
     pub outbox_grace: Duration,
 }
 
+/// `DATABASE_URL` when unset.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/webhooks";
+
+/// `DATABASE_URL` alone, for commands that only touch the database
+/// (`migrate`, `api-key`): they need no `WEBHOOK_SECRET_KEY`.
+pub fn database_url_from_env() -> String {
+    env::var("DATABASE_URL").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+}
+
 impl Config {
     /// Reads and validates every variable.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -96,7 +105,7 @@ impl Config {
             });
         }
         Ok(Self {
-            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/webhooks"),
+            database_url: var("DATABASE_URL", DEFAULT_DATABASE_URL),
             database_pool_size: parse_number("DATABASE_POOL_SIZE", &var("DATABASE_POOL_SIZE", "16"), 1, 1000)?,
             amqp_url: var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             amqp_prefix: prefix,

@@ -31,10 +31,10 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets(&[
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 ])
-                // Counts, not seconds: events per shared publish transaction.
+                // Counts, not seconds: requests per batched statement (`…_batch_size`).
                 .and_then(|b| {
                     b.set_buckets_for_metric(
-                        metrics_exporter_prometheus::Matcher::Full("fanout_batch_size".into()),
+                        metrics_exporter_prometheus::Matcher::Suffix("_batch_size".into()),
                         &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
                     )
                 })
@@ -55,9 +55,24 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Middleware: counts requests by method, route pattern and status, and
-/// records their latency.
+/// The names under which this shared code records one service's metrics:
+/// each service passes its own (`webhooks_ingest_…`, `webhooks_dispatcher_…`),
+/// since both may run in one process with one recorder (tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceMetrics {
+    /// Counter `{method, route, status}`: HTTP requests answered.
+    pub http_requests: &'static str,
+    /// Histogram `{method, route}`: HTTP request latency.
+    pub http_duration: &'static str,
+    /// Gauge: 1 while the service is ready (as `/readyz`), set on every scrape.
+    pub ready: &'static str,
+}
+
+/// Middleware body: counts requests by method, route pattern and status, and
+/// records their latency, under `names`. Use it as
+/// `middleware::from_fn(|req, next| record_request(NAMES, req, next))`.
 pub async fn record_request(
+    names: ServiceMetrics,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -66,21 +81,30 @@ pub async fn record_request(
     let method = req.method().to_string();
     let response = next.call(req).await?;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(names.http_requests, "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+    metrics::histogram!(names.http_duration, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     Ok(response)
 }
 
-/// What `/readyz` checks.
+/// What `/readyz` checks, and the names its result is exported under.
 #[derive(Clone)]
 pub struct Readiness {
     pub pool: DbPool,
     pub broker: Broker,
+    pub metrics: ServiceMetrics,
 }
 
 impl Readiness {
+    /// Checks the database and the broker, and sets the service's ready gauge.
+    async fn check(&self) -> (bool, bool) {
+        let database = self.database_ok().await;
+        let broker = self.broker.is_connected();
+        metrics::gauge!(self.metrics.ready).set(if database && broker { 1.0 } else { 0.0 });
+        (database, broker)
+    }
+
     async fn database_ok(&self) -> bool {
         let check = async {
             let mut conn = crate::db::conn(&self.pool).await.ok()?;
@@ -95,8 +119,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
-    let database = readiness.database_ok().await;
-    let broker = readiness.broker.is_connected();
+    let (database, broker) = readiness.check().await;
     let body = serde_json::json!({
         "status": if database && broker { "ready" } else { "unavailable" },
         "database": if database { "ok" } else { "unavailable" },
@@ -109,7 +132,9 @@ async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
     }
 }
 
-async fn metrics_text() -> HttpResponse {
+async fn metrics_text(readiness: web::Data<Readiness>) -> HttpResponse {
+    // Readiness as a gauge, fresh on every scrape (one `SELECT 1`, bounded by 2 s).
+    readiness.check().await;
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics_handle().render())
 }
 

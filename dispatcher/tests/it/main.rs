@@ -5,6 +5,7 @@ mod control;
 mod failures;
 mod hardening;
 mod helpers;
+mod observability;
 mod resilience;
 mod retries;
 mod sharing;

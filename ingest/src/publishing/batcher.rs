@@ -108,7 +108,7 @@ impl FanoutBatcher {
             max_batch: MAX_BATCH,
             lanes: (pool.status().max_size / 2).clamp(1, MAX_IN_FLIGHT),
             queue_capacity: QUEUE_CAPACITY,
-            size_histogram: metrics::histogram!("fanout_batch_size"),
+            size_histogram: metrics::histogram!(crate::metric_names::FANOUT_BATCH_SIZE),
         };
         let batcher = Batcher::start(settings, move |events: Vec<PreparedEvent>| {
             let (pool, dispatch) = (pool.clone(), dispatch.clone());

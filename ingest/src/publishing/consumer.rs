@@ -31,6 +31,7 @@ use super::{
 };
 use crate::{
     extract::{from_json_value, BodyError, MAX_BODY_BYTES},
+    metric_names,
     state::AppState,
 };
 
@@ -203,7 +204,7 @@ async fn handle(state: &AppState, publisher: &Channel, delivery: Delivery, from_
             );
             match move_to_rejected(state, publisher, &delivery, &rejection).await {
                 Ok(()) => {
-                    metrics::counter!("events_rejected_total", "reason" => rejection.code).increment(1);
+                    metrics::counter!(metric_names::EVENTS_REJECTED, "reason" => rejection.code).increment(1);
                     ack(&delivery).await;
                 }
                 Err(err) => {
@@ -218,7 +219,7 @@ async fn handle(state: &AppState, publisher: &Channel, delivery: Delivery, from_
             } else {
                 log::error!("storing published event failed; requeueing it error={err}");
             }
-            metrics::counter!("amqp_events_requeued_total").increment(1);
+            metrics::counter!(metric_names::AMQP_EVENTS_REQUEUED).increment(1);
             requeue(&delivery).await;
         }
     }
@@ -231,9 +232,9 @@ async fn accept(state: &AppState, event: &EventToPublish) -> Outcome {
     match state.fanout.publish(event).await {
         Ok(result) => {
             if result.is_new {
-                metrics::counter!("events_accepted_total", "source" => "amqp", "event_type" => event.event_type.clone())
+                metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "amqp", "event_type" => event.event_type.clone())
                     .increment(1);
-                metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
+                metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
             }
             Outcome::Accepted
         }

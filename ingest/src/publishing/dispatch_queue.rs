@@ -16,6 +16,8 @@ use shared::{
 };
 use tokio::sync::mpsc;
 
+use crate::metric_names;
+
 /// Most messages published before waiting for their confirms together.
 const MAX_BATCH: usize = 512;
 
@@ -38,7 +40,7 @@ impl DispatchQueue {
     pub fn enqueue_new(&self, delivery_ids: &[uuid::Uuid]) {
         for &id in delivery_ids {
             if self.tx.try_send((id, 1)).is_err() {
-                metrics::counter!("dispatch_queue_overflow_total").increment(1);
+                metrics::counter!(metric_names::DISPATCH_QUEUE_OVERFLOW).increment(1);
             }
         }
     }
@@ -46,7 +48,7 @@ impl DispatchQueue {
     /// Queues one specific attempt (manual retry, test events).
     pub fn enqueue_attempt(&self, delivery_id: uuid::Uuid, attempt: i32) {
         if self.tx.try_send((delivery_id, attempt)).is_err() {
-            metrics::counter!("dispatch_queue_overflow_total").increment(1);
+            metrics::counter!(metric_names::DISPATCH_QUEUE_OVERFLOW).increment(1);
         }
     }
 }
@@ -57,7 +59,7 @@ async fn run(mut rx: mpsc::Receiver<(uuid::Uuid, i32)>, broker: Broker, topology
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         match publish_batch(&broker, &exchange, &batch).await {
             Ok(confirmed) => {
-                metrics::counter!("dispatch_messages_published_total").increment(confirmed.len() as u64);
+                metrics::counter!(metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
                 if let Err(err) = mark(&pool, &confirmed).await {
                     // The rows stay `enqueued = false`; the relay re-publishes them and the
                     // dispatcher drops the duplicate message.

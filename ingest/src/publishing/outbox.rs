@@ -23,6 +23,7 @@ use shared::{
 };
 
 use super::dispatch_queue::publish_batch;
+use crate::metric_names;
 
 /// Most rows leased and published per round.
 pub const BATCH: i64 = 500;
@@ -88,6 +89,7 @@ impl OutboxRelay {
                 if let Err(err) = self.record_backlog().await {
                     log::debug!("outbox backlog not measured error={err}");
                 }
+                crate::queue_depths::record(&self.broker, &self.topology).await;
                 if !full {
                     tokio::time::sleep(self.interval).await;
                 }
@@ -115,8 +117,8 @@ impl OutboxRelay {
                 return Err(err.into());
             }
         };
-        metrics::counter!("outbox_relayed_total").increment(confirmed.len() as u64);
-        metrics::counter!("dispatch_messages_published_total").increment(confirmed.len() as u64);
+        metrics::counter!(metric_names::OUTBOX_RELAYED).increment(confirmed.len() as u64);
+        metrics::counter!(metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
         if confirmed.len() < batch.len() {
             let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed.contains(b)).copied().collect();
             release(&mut conn, &unconfirmed).await;
@@ -132,7 +134,7 @@ impl OutboxRelay {
         let mut conn = shared::db::conn(&self.pool).await?;
         let backlog: Backlog =
             diesel::sql_query(BACKLOG_SQL.as_str()).bind::<BigInt, _>(BACKLOG_COUNT_CAP).get_result(&mut conn).await?;
-        metrics::gauge!("outbox_backlog").set(backlog.count as f64);
+        metrics::gauge!(metric_names::OUTBOX_BACKLOG).set(backlog.count as f64);
         Ok(backlog.count)
     }
 }

@@ -231,7 +231,7 @@ pub async fn retry_delivery(scope: TenantScope, state: web::Data<AppState>) -> R
     drop(conn);
     // The row is durable with `enqueued = false`: if this message is lost, the outbox relay sends it.
     state.dispatch.enqueue_attempt(id, row.attempt_count + 1);
-    metrics::counter!("manual_retries_total").increment(1);
+    metrics::counter!(crate::metric_names::MANUAL_RETRIES).increment(1);
     log::info!("manual retry queued tenant_id={tenant_id} delivery_id={id} attempt={}", row.attempt_count + 1);
     Ok(HttpResponse::Accepted().json(DeliveryView::from(row)))
 }

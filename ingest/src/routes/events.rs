@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use shared::models::api_key::Principal;
 
-use crate::{auth::Auth, error::ApiError, extract::Json, publishing::body::PublishBody, state::AppState};
+use crate::{auth::Auth, error::ApiError, extract::Json, metric_names, publishing::body::PublishBody, state::AppState};
 
 /// The publish answer: the event id and how many deliveries it has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -38,9 +38,9 @@ pub async fn publish_event(
     if !result.is_new {
         return Ok(HttpResponse::Ok().json(response));
     }
-    metrics::counter!("events_accepted_total", "source" => "http", "event_type" => event.event_type.clone())
+    metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "http", "event_type" => event.event_type.clone())
         .increment(1);
-    metrics::counter!("deliveries_created_total").increment(result.created.len() as u64);
+    metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
     Ok(HttpResponse::Accepted().json(response))
 }
 

@@ -222,7 +222,7 @@ async fn every_kind_of_bad_amqp_message_lands_in_the_rejected_queue_with_its_rea
 
     let metrics =
         app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains(r#"events_rejected_total{reason="invalid_json"}"#), "{metrics}");
+    assert!(metrics.contains(r#"webhooks_ingest_events_rejected_total{reason="invalid_json"}"#), "{metrics}");
     assert_eq!(app.event_count("t1").await, 0, "a bad message created an event");
     assert!(app.deliveries_of_tenant("t1").await.is_empty(), "a bad message created deliveries");
     let _ = connection.close(200, "done".into()).await;

@@ -52,9 +52,10 @@ async fn publish_rate_observation() {
         events as f64 / elapsed.as_secs_f64()
     );
     let metrics = shared::telemetry::metrics_handle().render();
-    for line in
-        metrics.lines().filter(|l| l.starts_with("fanout_batch_size_sum") || l.starts_with("fanout_batch_size_count"))
-    {
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("webhooks_ingest_fanout_batch_size_sum")
+            || l.starts_with("webhooks_ingest_fanout_batch_size_count")
+    }) {
         eprintln!("observed: {line}");
     }
 }

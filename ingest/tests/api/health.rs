@@ -12,7 +12,7 @@ async fn health_ready_and_metrics_answer() {
     assert_eq!(body["database"], "ok");
     let text =
         app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
-    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(text.contains("webhooks_ingest_http_requests_total"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,8 +103,8 @@ async fn publishing_while_the_broker_is_unreachable_answers_202_and_queues_every
     assert!(consumed.is_some(), "the event consumer did not resubscribe after the reconnect");
     let metrics =
         app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains("outbox_backlog"), "{metrics}");
-    assert!(metrics.contains("outbox_relayed_total"), "{metrics}");
+    assert!(metrics.contains("webhooks_ingest_outbox_backlog"), "{metrics}");
+    assert!(metrics.contains("webhooks_ingest_outbox_relayed_total"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

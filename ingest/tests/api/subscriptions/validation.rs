@@ -210,7 +210,9 @@ async fn list_parameters_are_checked() {
     for query in ["limit=abc", "limit=", "limit=1.5"] {
         let (status, body) = app.get(&format!("{COLLECTION}?{query}"), &token).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
-        assert_error(&body, "invalid_query");
+        assert_eq!(assert_error(&body, "invalid_query")["field"], "limit", "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("`limit`"), "{query}: the message names the parameter: {message}");
     }
     for cursor in ["garbage!", "AAAA", "bm90LWEtdXVpZA"] {
         let (status, body) = app.get(&format!("{COLLECTION}?cursor={cursor}"), &token).await;

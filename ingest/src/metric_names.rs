@@ -1,0 +1,79 @@
+//! Every Prometheus metric ingest exports: one name each, prefixed
+//! `webhooks_ingest_`, described once in [`register`]. Dashboards and alerts
+//! (`deploy/grafana/`, `deploy/prometheus/alerts.yml`) use these names:
+//! renaming one breaks them.
+//!
+//! The prefix is part of each name, not added by a recorder layer: ingest and
+//! a dispatcher may share one process (and one recorder) in tests.
+
+use shared::telemetry::ServiceMetrics;
+
+/// Counter `{source, event_type}`: events stored (not counting repeats of an `event_id`).
+pub const EVENTS_ACCEPTED: &str = "webhooks_ingest_events_accepted_total";
+/// Counter: deliveries created (one per subscription an event matched).
+pub const DELIVERIES_CREATED: &str = "webhooks_ingest_deliveries_created_total";
+/// Counter `{reason}`: AMQP-published events moved to the rejected queue.
+pub const EVENTS_REJECTED: &str = "webhooks_ingest_events_rejected_total";
+/// Counter: AMQP-published events requeued because they could not be stored now.
+pub const AMQP_EVENTS_REQUEUED: &str = "webhooks_ingest_amqp_events_requeued_total";
+/// Counter: dispatch messages the broker confirmed (first attempts, manual retries, relayed rows).
+pub const DISPATCH_MESSAGES_PUBLISHED: &str = "webhooks_ingest_dispatch_messages_published_total";
+/// Counter: deliveries left to the outbox relay because the in-memory dispatch buffer was full.
+pub const DISPATCH_QUEUE_OVERFLOW: &str = "webhooks_ingest_dispatch_queue_overflow_total";
+/// Gauge: unfinished deliveries never confirmed by the broker (counted up to 100,000).
+pub const OUTBOX_BACKLOG: &str = "webhooks_ingest_outbox_backlog";
+/// Counter: deliveries the outbox relay queued.
+pub const OUTBOX_RELAYED: &str = "webhooks_ingest_outbox_relayed_total";
+/// Histogram: events per shared publish transaction.
+pub const FANOUT_BATCH_SIZE: &str = "webhooks_ingest_fanout_batch_size";
+/// Counter: manual retries queued through the API.
+pub const MANUAL_RETRIES: &str = "webhooks_ingest_manual_retries_total";
+/// Gauge `{queue}`: messages waiting in a RabbitMQ queue (`events_ingest`,
+/// `dispatch`, `events_rejected`), sampled by the outbox relay.
+pub const QUEUE_MESSAGES: &str = "webhooks_ingest_queue_messages";
+/// Gauge: 1 while the database and the broker are reachable (as `/readyz`), else 0.
+pub const READY: &str = "webhooks_ingest_ready";
+/// What the shared telemetry code records for ingest: its HTTP requests and readiness.
+pub const SERVICE: ServiceMetrics = ServiceMetrics {
+    http_requests: "webhooks_ingest_http_requests_total",
+    http_duration: "webhooks_ingest_http_request_duration_seconds",
+    ready: READY,
+};
+
+/// Describes every metric and registers those whose series are known up
+/// front, so `/metrics` lists them (at zero) from the start and alerts on
+/// rates work before the first event.
+pub fn register() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(EVENTS_ACCEPTED, "Events stored, by source (http, amqp) and event type; repeats not counted");
+    describe_counter!(DELIVERIES_CREATED, "Deliveries created, one per subscription an event matched");
+    describe_counter!(EVENTS_REJECTED, "AMQP-published events moved to the rejected queue, by reason");
+    describe_counter!(AMQP_EVENTS_REQUEUED, "AMQP-published events requeued because they could not be stored now");
+    describe_counter!(DISPATCH_MESSAGES_PUBLISHED, "Dispatch messages confirmed by the broker");
+    describe_counter!(
+        DISPATCH_QUEUE_OVERFLOW,
+        "Deliveries left to the outbox relay because the dispatch buffer was full"
+    );
+    describe_gauge!(OUTBOX_BACKLOG, "Unfinished deliveries never confirmed by the broker (counted up to 100000)");
+    describe_counter!(OUTBOX_RELAYED, "Deliveries queued by the outbox relay");
+    describe_histogram!(FANOUT_BATCH_SIZE, "Events per shared publish transaction");
+    describe_counter!(MANUAL_RETRIES, "Manual retries queued through the API");
+    describe_gauge!(
+        QUEUE_MESSAGES,
+        "Messages waiting in a RabbitMQ queue, by queue (events_ingest, dispatch, events_rejected)"
+    );
+    describe_gauge!(READY, "1 while the database and the broker are reachable (as /readyz), else 0");
+    describe_counter!(SERVICE.http_requests, "HTTP requests answered, by method, route and status");
+    describe_histogram!(SERVICE.http_duration, Unit::Seconds, "HTTP request latency, by method and route");
+
+    // Registering a series makes it render (at zero) without changing it.
+    let _ = metrics::counter!(DELIVERIES_CREATED);
+    let _ = metrics::counter!(AMQP_EVENTS_REQUEUED);
+    let _ = metrics::counter!(DISPATCH_MESSAGES_PUBLISHED);
+    let _ = metrics::counter!(DISPATCH_QUEUE_OVERFLOW);
+    let _ = metrics::gauge!(OUTBOX_BACKLOG);
+    let _ = metrics::counter!(OUTBOX_RELAYED);
+    let _ = metrics::histogram!(FANOUT_BATCH_SIZE);
+    let _ = metrics::counter!(MANUAL_RETRIES);
+    let _ = metrics::gauge!(READY);
+}
