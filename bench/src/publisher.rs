@@ -13,7 +13,7 @@ use std::{
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
-use shared::event_bus::{EventBus, PublishOptions};
+use webhooks_client::{EventBus, PublishOptions};
 
 use crate::{api::cut, error::BenchError};
 
@@ -102,7 +102,7 @@ impl Publisher {
 
     /// Publishes to `{prefix}.events` with the modules' client, [`EventBus`].
     pub async fn amqp(amqp_url: &str, prefix: &str) -> Result<Self, BenchError> {
-        Ok(Publisher::Amqp { bus: EventBus::connect(amqp_url, prefix).await? })
+        Ok(Publisher::Amqp { bus: EventBus::connect(amqp_url, prefix).await.map_err(shared::amqp::BrokerError::from)? })
     }
 
     async fn publish(&self, event: &OutgoingEvent) -> Result<Option<u32>, String> {

@@ -16,10 +16,10 @@ use std::{sync::Arc, time::Duration};
 
 use lapin::{
     options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-        QueueDeclareOptions, QueueDeleteOptions,
+        ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
     },
-    types::{AMQPValue, FieldTable, LongString, ShortString},
+    types::{AMQPValue, FieldTable, LongString},
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
 };
 use serde::{Deserialize, Serialize};
@@ -29,8 +29,10 @@ use crate::config::{Config, QueueType};
 
 /// Routing key of every message on the dispatch exchange.
 pub const DISPATCH_ROUTING_KEY: &str = "dispatch";
+/// Persistent JSON message properties (the modules' client sets the same).
+pub use webhooks_client::amqp::persistent_json;
 /// How long a connect, declare or publisher confirm may take before we give up on it.
-pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+pub use webhooks_client::BROKER_TIMEOUT;
 /// Delays of the defer queues, shortest first: a message put off without an
 /// attempt waits the first a few times, then the longer one, so a backlog
 /// behind a hanging endpoint does not churn through the broker every second.
@@ -51,6 +53,25 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
     #[error("message could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("invalid event: {0}")]
+    Invalid(String),
+}
+
+impl From<webhooks_client::Error> for BrokerError {
+    /// The publishing primitives live in the modules' client crate; its
+    /// errors are these, one for one.
+    fn from(err: webhooks_client::Error) -> Self {
+        use webhooks_client::Error as E;
+        match err {
+            E::Disconnected => Self::Disconnected,
+            E::Timeout => Self::Timeout,
+            E::Nacked => Self::Nacked,
+            E::Unroutable => Self::Unroutable,
+            E::Amqp(err) => Self::Amqp(err),
+            E::Encode(err) => Self::Encode(err),
+            E::Invalid(reason) => Self::Invalid(reason),
+        }
+    }
 }
 
 /// A message on the dispatch queue: "make this attempt of this delivery".
@@ -203,22 +224,15 @@ impl Topology {
 }
 
 /// Declares the topic exchange modules publish events to. Publishers
-/// ([`crate::event_bus::EventBus`]) declare it too, with the same arguments, so
+/// ([`webhooks_client::EventBus`]) declare it too, with the same arguments, so
 /// either side may come first.
 pub async fn declare_events_exchange(channel: &Channel, exchange: &str) -> Result<(), BrokerError> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    channel.exchange_declare(exchange.into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
-    Ok(())
+    Ok(webhooks_client::amqp::declare_events_exchange(channel, exchange).await?)
 }
 
 /// An AMQP long string value (what RabbitMQ wants for string arguments and headers).
 pub fn long_string(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
-}
-
-/// Persistent JSON message properties.
-pub fn persistent_json() -> BasicProperties {
-    BasicProperties::default().with_delivery_mode(2).with_content_type(ShortString::from("application/json"))
 }
 
 /// Publishes one message and waits for the broker's confirm (the channel must
@@ -230,32 +244,12 @@ pub async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), BrokerError> {
-    let confirm = tokio::time::timeout(BROKER_TIMEOUT, async {
-        channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                body,
-                properties,
-            )
-            .await?
-            .await
-    })
-    .await
-    .map_err(|_| BrokerError::Timeout)??;
-    check_confirmation(confirm)
+    Ok(webhooks_client::amqp::publish_confirmed(channel, exchange, routing_key, body, properties).await?)
 }
 
 /// Turns a publisher confirm into success or a typed error.
 pub fn check_confirmation(confirm: lapin::Confirmation) -> Result<(), BrokerError> {
-    if confirm.is_nack() {
-        return Err(BrokerError::Nacked);
-    }
-    if confirm.take_message().is_some() {
-        return Err(BrokerError::Unroutable);
-    }
-    Ok(())
+    Ok(webhooks_client::amqp::check_confirmation(confirm)?)
 }
 
 /// A live connection and a confirm-mode channel for publishing.

@@ -8,7 +8,6 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod envelope;
-pub mod event_bus;
 pub mod header_values;
 pub mod headers;
 pub mod models;

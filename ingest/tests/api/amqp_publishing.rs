@@ -11,9 +11,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared::{
     amqp::{long_string, persistent_json, publish_confirmed, DispatchMessage},
-    event_bus::PublishOptions,
     testing::{amqp_url, eventually},
 };
+use webhooks_client::PublishOptions;
 
 use crate::helpers::{admin_sql, spawn_app, spawn_app_with};
 

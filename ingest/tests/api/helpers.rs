@@ -192,8 +192,8 @@ impl TestApp {
     }
 
     /// A publishing client on this app's prefix, straight to the broker.
-    pub async fn event_bus(&self) -> shared::event_bus::EventBus {
-        shared::event_bus::EventBus::connect(&amqp_url(), &self.config.amqp_prefix).await.expect("event bus connects")
+    pub async fn event_bus(&self) -> webhooks_client::EventBus {
+        webhooks_client::EventBus::connect(&amqp_url(), &self.config.amqp_prefix).await.expect("event bus connects")
     }
 
     /// Inserts `count` subscriptions of `tenant` with one multi-row INSERT; returns their ids.
