@@ -11,7 +11,11 @@ use std::{
 };
 
 use base64::Engine;
-use shared::{amqp::Topology, config::QueueType};
+use shared::{
+    amqp::Topology,
+    config::QueueType,
+    db::{self, admin_execute},
+};
 use tokio::process::{Child, Command};
 
 use crate::{
@@ -100,7 +104,7 @@ impl Spawned {
 
         let name = format!("webhooks_bench_{}", self.id);
         let create = format!("CREATE DATABASE \"{name}\"");
-        admin_execute(&self.options.admin_url, create).await?;
+        admin_execute(&self.options.admin_url, create).await.map_err(|e| BenchError::Spawn(e.to_string()))?;
         self.database = Some(name.clone());
         self.target.database_name = Some(name.clone());
 
@@ -115,7 +119,7 @@ impl Spawned {
         let key = base64::engine::general_purpose::STANDARD
             .encode(shared::crypto::random_bytes::<32>().map_err(|e| BenchError::Spawn(e.to_string()))?);
         self.env = vec![
-            ("DATABASE_URL".into(), with_database(&self.options.admin_url, &name)),
+            ("DATABASE_URL".into(), db::with_database(&self.options.admin_url, &name)),
             ("AMQP_URL".into(), self.options.amqp_url.clone()),
             ("AMQP_PREFIX".into(), self.target.amqp_prefix.clone()),
             ("WEBHOOK_SECRET_KEY".into(), key),
@@ -308,51 +312,4 @@ fn probe_client() -> Result<reqwest::Client, BenchError> {
 /// A port nothing listens on right now.
 fn free_port() -> Result<u16, BenchError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `url` with its database name replaced.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let base = match base.rfind('/') {
-        Some(slash) if slash > "postgres://".len() => &base[..slash],
-        _ => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
-    }
-}
-
-/// Runs one statement on the admin database (on a blocking thread).
-pub async fn admin_execute(admin_url: &str, sql: String) -> Result<(), BenchError> {
-    let url = admin_url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use diesel::{Connection as _, RunQueryDsl as _};
-        let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<diesel_async::AsyncPgConnection>::establish(&url)
-            .map_err(|e| BenchError::Spawn(format!("connecting to {url}: {e}")))?;
-        diesel::sql_query(&sql)
-            .execute(&mut conn)
-            .map(|_| ())
-            .map_err(|e| BenchError::Spawn(format!("{sql}: {e}")))
-    })
-    .await
-    .map_err(|e| BenchError::Spawn(e.to_string()))?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn with_database_replaces_only_the_database_name() {
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
-    }
 }

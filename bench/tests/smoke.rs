@@ -14,11 +14,9 @@ use bench::{
     services::{Services, Target, TenantKey},
 };
 use shared::{
-    amqp::Topology,
     config::Config,
-    db,
-    models::api_key::{self, Principal},
-    testing::{test_config, TestDb, TestPrefix},
+    models::api_key::Principal,
+    testing::{create_api_key, TestDb, TestEnvironment, TestPrefix},
 };
 
 /// Ingest and dispatchers running in this process, with their own database and prefix.
@@ -34,25 +32,17 @@ struct InProcess {
 
 impl InProcess {
     async fn start(tenants: usize) -> Self {
-        shared::telemetry::init_logging();
-        let db = TestDb::create().await;
-        let mut prefix = TestPrefix::new();
-        let config = test_config(&db.url, &prefix.prefix, &[]).expect("test config");
-        prefix.track(Topology::from_config(&config));
+        let TestEnvironment { config, prefix, db } = TestEnvironment::create(&[]).await;
         let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
         ingest.state.broker.wait_session(Duration::from_secs(10)).await.expect("ingest reaches the broker");
-        let mut conn = db::conn(&ingest.state.pool).await.expect("connection");
-        let publisher_token =
-            api_key::create(&mut conn, &Principal::Publisher, Some("bench")).await.expect("publisher key");
+        let pool = &ingest.state.pool;
+        let publisher_token = create_api_key(pool, &Principal::Publisher, "bench").await;
         let mut keys = Vec::new();
         for k in 0..tenants {
             let tenant_id = format!("bench-tenant-{k}");
-            let token = api_key::create(&mut conn, &Principal::Tenant(tenant_id.clone()), Some("bench"))
-                .await
-                .expect("tenant key");
+            let token = create_api_key(pool, &Principal::Tenant(tenant_id.clone()), "bench").await;
             keys.push(TenantKey { tenant_id, token });
         }
-        drop(conn);
         let target = Target {
             ingest_url: format!("http://{}", ingest.addr),
             tenants: keys,

@@ -26,6 +26,8 @@ pub const OUTBOX_BACKLOG: &str = "webhooks_ingest_outbox_backlog";
 pub const OUTBOX_RELAYED: &str = "webhooks_ingest_outbox_relayed_total";
 /// Histogram: events per shared publish transaction.
 pub const FANOUT_BATCH_SIZE: &str = "webhooks_ingest_fanout_batch_size";
+/// Gauge: publishes handed to the fan-out batcher and not answered yet.
+pub const FANOUT_PENDING: &str = "webhooks_ingest_fanout_pending";
 /// Counter: manual retries queued through the API.
 pub const MANUAL_RETRIES: &str = "webhooks_ingest_manual_retries_total";
 /// Gauge `{queue}`: messages waiting in a RabbitMQ queue (`events_ingest`,
@@ -57,6 +59,7 @@ pub fn register() {
     describe_gauge!(OUTBOX_BACKLOG, "Unfinished deliveries never confirmed by the broker (counted up to 100000)");
     describe_counter!(OUTBOX_RELAYED, "Deliveries queued by the outbox relay");
     describe_histogram!(FANOUT_BATCH_SIZE, "Events per shared publish transaction");
+    describe_gauge!(FANOUT_PENDING, "Publishes waiting for their batch to commit");
     describe_counter!(MANUAL_RETRIES, "Manual retries queued through the API");
     describe_gauge!(
         QUEUE_MESSAGES,
@@ -74,6 +77,7 @@ pub fn register() {
     let _ = metrics::gauge!(OUTBOX_BACKLOG);
     let _ = metrics::counter!(OUTBOX_RELAYED);
     let _ = metrics::histogram!(FANOUT_BATCH_SIZE);
+    let _ = metrics::gauge!(FANOUT_PENDING);
     let _ = metrics::counter!(MANUAL_RETRIES);
     let _ = metrics::gauge!(READY);
 }

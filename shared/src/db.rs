@@ -226,6 +226,40 @@ pub fn migration_count() -> usize {
     diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS).map_or(0, |m| m.len())
 }
 
+/// `url` with its database name replaced (query parameters kept).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(slash) if slash > "postgres://".len() => &base[..slash],
+        _ => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Runs one statement (`CREATE DATABASE`, `DROP DATABASE`…) on the admin
+/// database at `admin_url`, on a plain blocking connection. For tests and the
+/// bench, which make and drop databases of their own.
+pub fn admin_execute_blocking(admin_url: &str, sql: &str) -> Result<(), DbError> {
+    use diesel::RunQueryDsl as _;
+    let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(admin_url)
+        .map_err(|e| DbError::Unavailable(format!("connecting to the admin database: {e}")))?;
+    diesel::sql_query(sql).execute(&mut conn).map(drop).map_err(DbError::Query)
+}
+
+/// [`admin_execute_blocking`] on a blocking thread.
+pub async fn admin_execute(admin_url: &str, sql: String) -> Result<(), DbError> {
+    let url = admin_url.to_owned();
+    tokio::task::spawn_blocking(move || admin_execute_blocking(&url, &sql))
+        .await
+        .map_err(|e| DbError::Unavailable(format!("the admin statement's thread failed: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use diesel::result::{DatabaseErrorKind as Kind, Error};
@@ -246,6 +280,16 @@ mod tests {
         assert!(!DbError::Query(Error::NotFound).is_transient());
         assert!(!database_error(Kind::CheckViolation, "new row violates check constraint").is_transient());
         assert!(!DbError::Miscounted { asked: 2, answered: 1 }.is_transient());
+    }
+
+    #[test]
+    fn with_database_replaces_only_the_database_name() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
     }
 
     #[test]

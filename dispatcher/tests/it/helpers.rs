@@ -1,4 +1,4 @@
-#![allow(dead_code, reason = "helpers are shared by every test module; not each uses all of them")]
+#![expect(dead_code, reason = "helpers are shared by every test module; not each uses all of them")]
 //! A test environment: its own database and AMQP prefix, an in-process ingest
 //! (publishing and the REST API), dispatchers in-process or as the real
 //! binary, and receivers that are real HTTP servers on 127.0.0.1.
@@ -21,7 +21,6 @@ use diesel_async::RunQueryDsl;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::{
-    amqp::Topology,
     config::Config,
     db,
     models::{
@@ -30,7 +29,7 @@ use shared::{
         delivery::{Delivery, DeliveryStatus},
         subscription::{self, NewSubscription},
     },
-    testing::{eventually, test_config, TestDb, TestPrefix},
+    testing::{create_api_key, eventually, test_config, TestDb, TestEnvironment, TestPrefix},
 };
 
 /// A database, an AMQP prefix and a running ingest.
@@ -47,17 +46,10 @@ pub struct TestEnv {
 
 /// Starts a fresh environment (ingest only; start dispatchers as the test needs).
 pub async fn spawn_env() -> TestEnv {
-    shared::telemetry::init_logging();
-    let db = TestDb::create().await;
-    let mut prefix = TestPrefix::new();
-    let config = test_config(&db.url, &prefix.prefix, &[]).expect("test config");
-    prefix.track(Topology::from_config(&config));
+    let TestEnvironment { config, prefix, db } = TestEnvironment::create(&[]).await;
     let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
     ingest.state.broker.wait_session(Duration::from_secs(10)).await.expect("broker connects");
-    let publisher = {
-        let mut conn = db::conn(&ingest.state.pool).await.expect("conn");
-        api_key::create(&mut conn, &Principal::Publisher, Some("test")).await.expect("publisher key")
-    };
+    let publisher = create_api_key(&ingest.state.pool, &Principal::Publisher, "test").await;
     TestEnv {
         base: format!("http://{}", ingest.addr),
         client: reqwest::Client::builder().no_proxy().build().expect("client"),

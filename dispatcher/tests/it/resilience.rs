@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use shared::testing::{amqp_url, TcpProxy};
-
-use shared::models::delivery::DeliveryStatus;
+use shared::{
+    models::delivery::DeliveryStatus,
+    testing::{amqp_url, eventually, holds_for, TcpProxy},
+};
 
 use crate::helpers::{signal, spawn_env, wait_exit, KillOnDrop, Receiver, SubSpec, TestEnv};
 
@@ -60,11 +61,14 @@ async fn a_dispatcher_whose_broker_connection_is_cut_delivers_everything_after_i
     let receiver = Receiver::slow(200, Duration::from_millis(150)).await;
     let ids = publish_batch(&env, &receiver, 4, 10, 5).await;
     let (proxy, through_proxy) = TcpProxy::for_amqp_url(&amqp_url()).await.expect("proxy");
-    let _dispatcher = env.start_dispatcher(&[("AMQP_URL", &through_proxy), ("DISPATCHER_CONCURRENCY", "4")]).await;
+    let dispatcher = env.start_dispatcher(&[("AMQP_URL", &through_proxy), ("DISPATCHER_CONCURRENCY", "4")]).await;
 
     receiver.wait_count(8, Duration::from_secs(30)).await;
     proxy.cut();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let noticed =
+        eventually(Duration::from_secs(20), || async { (!dispatcher.context.broker.is_connected()).then_some(()) })
+            .await;
+    assert!(noticed.is_some(), "the dispatcher never noticed the cut");
     let during = env.count_status("succeeded").await;
     assert!(during < ids.len() as i64, "the cut came too late to test anything ({during} done)");
     proxy.restore();
@@ -120,8 +124,12 @@ async fn an_attempt_whose_outcome_cannot_be_recorded_is_made_again_once_the_data
     receiver.wait_count(1, Duration::from_secs(20)).await;
     // The attempt is in flight; the database goes away before its outcome is recorded.
     proxy.cut();
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(env.delivery(delivery.id).await.status, DeliveryStatus::Pending, "nothing could be recorded meanwhile");
+    // Longer than recording retries (~4 s) before the message is requeued.
+    let unrecorded = holds_for(Duration::from_secs(6), || async {
+        env.delivery(delivery.id).await.status == DeliveryStatus::Pending
+    })
+    .await;
+    assert!(unrecorded, "nothing could be recorded meanwhile");
     proxy.restore();
 
     let row = env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(60)).await;

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use shared::models::subscription;
-
-use shared::models::delivery::DeliveryStatus;
+use shared::{
+    models::{delivery::DeliveryStatus, subscription},
+    testing::holds_for,
+};
 
 use crate::helpers::{spawn_env, Receiver, SubSpec};
 
@@ -54,8 +55,9 @@ async fn a_delivery_fails_after_max_retries_and_with_retries_off_after_one_attem
     for delivery in &deliveries {
         env.wait_status(delivery.id, DeliveryStatus::Failed, Duration::from_secs(30)).await;
     }
-    // Nothing more arrives once they are failed.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Nothing more arrives once they are failed (the retry schedule is 1s, 2s, 3s).
+    let settled = holds_for(Duration::from_millis(1500), || async { receiver.count() == 4 }).await;
+    assert!(settled, "requests kept coming after both deliveries failed: {}", receiver.count());
     let counts = receiver.received().iter().fold((0, 0), |(limited, off), r| match r.path.as_str() {
         "/limited" => (limited + 1, off),
         _ => (limited, off + 1),
@@ -84,8 +86,8 @@ async fn a_410_fails_the_delivery_for_good_and_disables_the_subscription() {
     let disabled = subscription::find(&mut conn, "t1", sub.id).await.expect("query").expect("still there");
     assert!(!disabled.is_active);
     assert_eq!(disabled.disabled_reason.as_deref(), Some("endpoint answered 410 Gone"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.count(), 1, "no retry after a 410");
+    let no_retry = holds_for(Duration::from_millis(1500), || async { receiver.count() == 1 }).await;
+    assert!(no_retry, "no retry after a 410: {} requests", receiver.count());
 
     // A paused subscription receives nothing more.
     let event_id = env.publish("t1", "invoice.created", serde_json::json!({})).await;

@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use shared::{
     amqp::{persistent_json, DispatchMessage, DISPATCH_ROUTING_KEY},
+    models::delivery::DeliveryStatus,
     testing::eventually,
 };
-
-use shared::models::delivery::DeliveryStatus;
 
 use crate::helpers::{spawn_env, Receiver, SubSpec, TestEnv};
 

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use ring::hmac;
 use serde_json::json;
-use shared::signing::verify_standard;
-
-use shared::models::delivery::DeliveryStatus;
+use shared::{models::delivery::DeliveryStatus, signing::verify_standard};
 
 use crate::helpers::{spawn_env, Receiver, SubSpec};
 

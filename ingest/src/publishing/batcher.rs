@@ -33,6 +33,8 @@ use shared::{
     envelope::Envelope,
 };
 
+use crate::metric_names::FANOUT_PENDING;
+
 use super::{
     body::EventToPublish,
     dispatch_queue::DispatchQueue,
@@ -70,12 +72,13 @@ pub struct FanoutBatcher {
 }
 
 /// Counts a publish as pending for as long as it lives (also when its caller
-/// goes away mid-wait).
+/// goes away mid-wait), in the batcher's count and in the gauge [`FANOUT_PENDING`].
 struct PendingGuard(Arc<AtomicUsize>);
 
 impl PendingGuard {
     fn new(pending: &Arc<AtomicUsize>) -> Self {
         pending.fetch_add(1, Ordering::SeqCst);
+        metrics::gauge!(FANOUT_PENDING).increment(1.0);
         Self(pending.clone())
     }
 }
@@ -83,6 +86,7 @@ impl PendingGuard {
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!(FANOUT_PENDING).decrement(1.0);
     }
 }
 
@@ -154,7 +158,8 @@ impl FanoutBatcher {
         self.batcher.call(prepared).await.unwrap_or(Err(PublishError::Stopped))
     }
 
-    /// Publishes handed over and not answered yet (waiting for a batch, or in one).
+    /// Publishes handed to this batcher and not answered yet (waiting for a
+    /// batch, or in one); [`FANOUT_PENDING`] counts those of every batcher.
     pub fn pending(&self) -> usize {
         AtomicUsize::load(&self.pending, Ordering::SeqCst)
     }
@@ -203,7 +208,9 @@ async fn commit_batch(
             results
         }
         Err(err) => {
-            log::warn!("storing a batch of published events failed events={} error={err}", requests.len());
+            // Logged once, by each waiter where it handles the error (the HTTP
+            // answer, the AMQP requeue); here only the batch's size.
+            log::debug!("storing a batch of published events failed events={} error={err}", requests.len());
             to_store.iter().map(|_| Err(err.clone())).collect()
         }
     };

@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use ingest::metric_names::AMQP_EVENTS_REQUEUED;
 use lapin::{
     options::ConfirmSelectOptions,
     types::{AMQPValue, FieldTable},
@@ -277,10 +278,15 @@ async fn a_database_outage_on_the_amqp_path_requeues_the_event_instead_of_droppi
     .await;
     assert!(down.is_some(), "the database outage did not take effect");
 
+    let requeued_before = app.metric(AMQP_EVENTS_REQUEUED).await;
     let options = PublishOptions { event_id: Some("evt_during_outage".into()), metadata: None };
     bus.publish_with("invoice.created", json!({"invoice_id": "inv_9"}), "t1", options).await.expect("published");
     // Several delivery attempts fail meanwhile (one per second).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let retried = eventually(Duration::from_secs(20), || async {
+        (app.metric(AMQP_EVENTS_REQUEUED).await - requeued_before >= 2.0).then_some(())
+    })
+    .await;
+    assert!(retried.is_some(), "the event was not retried during the outage");
     assert!(
         app.drain_queue(&app.ingest.state.topology.rejected_queue()).await.is_empty(),
         "a database outage must not reject the event"

@@ -1,7 +1,7 @@
 //! Group commit: concurrent publishes share fan-out transactions, with exactly
 //! the answers and rows one-at-a-time publishing would give.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::future::join_all;
@@ -10,55 +10,6 @@ use serde_json::{json, Value};
 use shared::{amqp::DispatchMessage, testing::eventually};
 
 use crate::helpers::{admin_sql, assert_error, spawn_app, TestApp};
-
-/// An observation, not a test of speed: publishes `PUBLISH_EVENTS` (3,000) events over HTTP,
-/// `PUBLISH_CONCURRENCY` (default 64) at a time, at fan-out 1, and prints the
-/// rate and the mean batch size.
-/// `cargo test -p ingest --test api publish_rate_observation -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "an observation of speed; run by hand"]
-async fn publish_rate_observation() {
-    let events: usize = std::env::var("PUBLISH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000);
-    let concurrency: usize = std::env::var("PUBLISH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-    let app = spawn_app().await;
-    app.insert_subscription("t1", "http://127.0.0.1:9/hook", &["invoice.created"], true).await;
-    let publisher = app.publisher_key().await;
-    let started = Instant::now();
-    let mut statuses = Vec::with_capacity(events);
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let workers = (0..concurrency).map(|_| {
-        let next = next.clone();
-        let (app, publisher) = (&app, &publisher);
-        async move {
-            let mut seen = Vec::new();
-            loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= events {
-                    return seen;
-                }
-                let body = json!({"event_type": "invoice.created", "event_data": {"n": n}, "tenant_id": "t1"});
-                let (status, _) = app.post("/api/v1/events", publisher, &body).await;
-                seen.push(status);
-            }
-        }
-    });
-    for seen in join_all(workers).await {
-        statuses.extend(seen);
-    }
-    let elapsed = started.elapsed();
-    assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED));
-    eprintln!(
-        "observed: {events} publishes, {concurrency} concurrent, in {elapsed:?} = {:.0} events/s",
-        events as f64 / elapsed.as_secs_f64()
-    );
-    let metrics = shared::telemetry::metrics_handle().render();
-    for line in metrics.lines().filter(|l| {
-        l.starts_with("webhooks_ingest_fanout_batch_size_sum")
-            || l.starts_with("webhooks_ingest_fanout_batch_size_count")
-    }) {
-        eprintln!("observed: {line}");
-    }
-}
 
 /// A transaction of the test's own holding `events` in SHARE mode: every
 /// batch that reaches its INSERT waits, and the publishes behind them pile
@@ -191,6 +142,7 @@ async fn two_hundred_concurrent_publishes_across_three_tenants_create_exactly_th
     lock.wait_for_pile_up(&app, EVENTS).await;
     lock.release().await;
     let answers = answers(handles).await;
+    assert!(app.largest_batch().await > 1, "no two publishes shared a transaction");
 
     let mut total = 0;
     for ((tenant, event_type, event_id), (status, answer)) in events.iter().zip(&answers) {
@@ -251,6 +203,7 @@ async fn the_same_event_id_published_many_times_in_one_burst_is_stored_once_and_
     lock.wait_for_pile_up(&app, sent.len()).await;
     lock.release().await;
     let answers = answers(handles).await;
+    assert!(app.largest_batch().await > 1, "no two publishes shared a transaction");
 
     let answers_for = |tenant: &str, event_id: &str| -> Vec<&(StatusCode, Value)> {
         sent.iter()

@@ -1,15 +1,14 @@
-#![allow(dead_code, reason = "helpers are shared by every test module; not each uses all of them")]
+#![expect(dead_code, reason = "helpers are shared by every test module; not each uses all of them")]
 //! `spawn_app()` starts a real ingest on 127.0.0.1:0 against its own database
 //! and AMQP prefix; `TestApp` has typed helpers for the routes.
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use shared::{
-    amqp::Topology,
     config::Config,
     db,
-    models::api_key::{self, Principal},
-    testing::{amqp_url, test_config, TestDb, TestPrefix},
+    models::api_key::Principal,
+    testing::{amqp_url, create_api_key, TestDb, TestEnvironment, TestPrefix},
 };
 use std::time::Duration;
 
@@ -31,11 +30,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts ingest with config overrides (e.g. `("ALLOW_PRIVATE_TARGETS", "false")`).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
-    shared::telemetry::init_logging();
-    let db = TestDb::create().await;
-    let mut prefix = TestPrefix::new();
-    let config = test_config(&db.url, &prefix.prefix, overrides).expect("test config");
-    prefix.track(Topology::from_config(&config));
+    let TestEnvironment { config, prefix, db } = TestEnvironment::create(overrides).await;
     let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
     // Wait until the broker side is up, so tests start from a ready service.
     ingest.state.broker.wait_session(std::time::Duration::from_secs(10)).await.expect("broker connects");
@@ -61,8 +56,7 @@ impl TestApp {
     }
 
     async fn key(&self, principal: Principal) -> String {
-        let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
-        api_key::create(&mut conn, &principal, Some("test")).await.expect("api key")
+        create_api_key(&self.ingest.state.pool, &principal, "test").await
     }
 
     /// Sends a request; returns the status and the JSON body (`Null` if none).
@@ -260,6 +254,44 @@ impl TestApp {
         ev::events.filter(ev::tenant_id.eq(tenant)).count().get_result(&mut conn).await.expect("count events")
     }
 
+    /// The most events one transaction stored: the rows a statement inserts
+    /// share its transaction id (`xmin`), so this is the largest fan-out batch
+    /// that committed, observed in the database rather than reported by ingest.
+    pub async fn largest_batch(&self) -> i64 {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Largest {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
+        diesel::sql_query(
+            "SELECT coalesce(max(n), 0) AS n FROM (SELECT count(*) AS n FROM events GROUP BY xmin::text) b",
+        )
+        .get_result::<Largest>(&mut conn)
+        .await
+        .expect("largest batch")
+        .n
+    }
+
+    /// The value of an unlabelled counter or gauge on this process's
+    /// `/metrics` (shared by every test app of the process), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .filter_map(|value| value.trim().parse::<f64>().ok())
+            .sum()
+    }
+
     /// Deliveries of an event, as (subscription_id, enqueued).
     pub async fn deliveries_of(&self, tenant: &str, event_id: &str) -> Vec<shared::models::delivery::Delivery> {
         use diesel::prelude::*;
@@ -279,14 +311,5 @@ impl TestApp {
 /// Runs SQL on the server's admin database (e.g. to make a test database
 /// refuse connections).
 pub async fn admin_sql(sql: String) {
-    tokio::task::spawn_blocking(move || {
-        use diesel::RunQueryDsl as _;
-        let mut conn = <diesel_async::async_connection_wrapper::AsyncConnectionWrapper<diesel_async::AsyncPgConnection> as diesel::Connection>::establish(
-            &shared::testing::admin_url(),
-        )
-        .expect("admin connection");
-        diesel::sql_query(sql).execute(&mut conn).expect("admin sql");
-    })
-    .await
-    .expect("admin task");
+    shared::db::admin_execute(&shared::testing::admin_url(), sql).await.expect("admin sql");
 }

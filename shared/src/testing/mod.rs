@@ -1,6 +1,7 @@
-//! Test helpers both crates' integration tests use: a database per test, an
-//! AMQP prefix per test, and a TCP proxy that can cut the broker connection.
-//! Everything is real: PostgreSQL and RabbitMQ on this machine.
+//! The test harness of every crate (ingest's and the dispatcher's integration
+//! tests, the bench's smoke test): a database per test, an AMQP prefix per
+//! test, API keys, waiting on conditions, and a TCP proxy that can cut a
+//! connection. Everything is real: PostgreSQL and RabbitMQ on this machine.
 
 mod proxy;
 
@@ -13,6 +14,8 @@ pub use proxy::TcpProxy;
 use crate::{
     amqp::Topology,
     config::{Config, ConfigError},
+    db::{admin_execute_blocking, with_database},
+    models::api_key::{self, Principal},
 };
 
 /// Where the test server's admin database is (`TEST_DATABASE_ADMIN_URL`).
@@ -25,22 +28,6 @@ pub fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL")
         .or_else(|_| std::env::var("AMQP_URL"))
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    match url.rfind('/') {
-        Some(slash) => format!("{}/{database}", &url[..slash]),
-        None => format!("{url}/{database}"),
-    }
-}
-
-fn admin_execute(sql: String) -> Result<(), String> {
-    use diesel::RunQueryDsl as _;
-    let mut conn = <diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
-        diesel_async::AsyncPgConnection,
-    > as diesel::Connection>::establish(&admin_url())
-    .map_err(|e| e.to_string())?;
-    diesel::sql_query(sql).execute(&mut conn).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// A fresh, migrated database, dropped when this value is dropped.
@@ -57,7 +44,7 @@ impl TestDb {
         let create = format!("CREATE DATABASE \"{name}\"");
         let migrate_url = url.clone();
         tokio::task::spawn_blocking(move || {
-            admin_execute(create).map_err(|e| format!("create test database: {e}"))?;
+            admin_execute_blocking(&admin_url(), &create).map_err(|e| format!("create test database: {e}"))?;
             crate::db::run_migrations_blocking(&migrate_url).map_err(|e| format!("migrate test database: {e}"))
         })
         .await
@@ -70,7 +57,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || admin_execute(sql)).join();
+        let _ = std::thread::spawn(move || admin_execute_blocking(&admin_url(), &sql)).join();
     }
 }
 
@@ -114,6 +101,36 @@ impl Drop for TestPrefix {
     }
 }
 
+/// What every integration test starts from: a fresh database, an AMQP prefix
+/// of its own (its queues deleted on drop) and a test config for both.
+/// Dropping it drops the database and the queues, so keep it alive, and drop
+/// it last, for as long as any service of the test runs.
+pub struct TestEnvironment {
+    pub config: Config,
+    pub prefix: TestPrefix,
+    pub db: TestDb,
+}
+
+impl TestEnvironment {
+    /// Turns logging on and makes the database, prefix and config;
+    /// `overrides` win over [`test_config`]'s settings.
+    pub async fn create(overrides: &[(&str, &str)]) -> Self {
+        crate::telemetry::init_logging();
+        let db = TestDb::create().await;
+        let mut prefix = TestPrefix::new();
+        let config = test_config(&db.url, &prefix.prefix, overrides)
+            .unwrap_or_else(|e| panic!("test config with overrides {overrides:?}: {e}"));
+        prefix.track(Topology::from_config(&config));
+        Self { config, prefix, db }
+    }
+}
+
+/// Creates an API key for `principal` and returns its token.
+pub async fn create_api_key(pool: &crate::db::DbPool, principal: &Principal, name: &str) -> String {
+    let mut conn = crate::db::conn(pool).await.unwrap_or_else(|e| panic!("a connection for an API key: {e}"));
+    api_key::create(&mut conn, principal, Some(name)).await.unwrap_or_else(|e| panic!("creating an API key: {e}"))
+}
+
 /// A config for tests: http and private targets allowed, `RETRY_SCHEDULE=1s,2s,3s`,
 /// a random secret key, ports chosen by the OS; `overrides` wins.
 pub fn test_config(database_url: &str, amqp_prefix: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -152,6 +169,27 @@ where
         }
         if tokio::time::Instant::now() >= deadline {
             return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks `check` every 50 ms for `window` and says whether it held every
+/// time, stopping at the first time it does not. For "nothing more happens"
+/// assertions, which need a window by nature; waiting for something to happen
+/// is [`eventually`].
+pub async fn holds_for<F, Fut>(window: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        if !check().await {
+            return false;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
