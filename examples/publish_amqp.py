@@ -34,7 +34,8 @@ channel.basic_publish(
     exchange=f"{PREFIX}.events",  # durable topic exchange, declared by ingest
     routing_key=event["event_type"],
     body=json.dumps(event).encode(),
-    properties=pika.BasicProperties(content_type="application/json", delivery_mode=2),  # persistent
+    # Persistent; message_id = the event id, so a broker redelivery is stored once.
+    properties=pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=event["event_id"]),
     mandatory=True,
 )
 connection.close()

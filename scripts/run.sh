@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '[run] %s\n' "$*" >&2; }
-# Measured: see the README (Running).
+# Roughly, on an idle 2-core machine (see the README, Running).
 FIRST_BUILD_ESTIMATE="10 minutes"
 die() { say "error: $*"; exit 1; }
 

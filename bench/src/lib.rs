@@ -8,8 +8,10 @@
 //! [`spawn`] with a fresh database; the smoke test starts them in-process.
 
 pub mod api;
+pub mod durability;
 pub mod error;
 pub mod machine;
+pub mod memory;
 pub mod metrics;
 pub mod pgstats;
 pub mod procstat;

@@ -28,10 +28,11 @@ struct Cli {
     /// The load shape.
     #[arg(long, value_enum, default_value_t = Scenario::Fanout1)]
     scenario: Scenario,
-    /// Events per phase (default per scenario: fanout1 10000, fanout10 2000, broadcast 10, unhealthy 10000, scale 5000).
+    /// Events per phase (default per scenario: fanout1 10000, fanout10 2000, broadcast 10, unhealthy 10000, scale 5000,
+    /// soak 300000, hot 5000, neighbours 15000, failing 10000).
     #[arg(long)]
     events: Option<usize>,
-    /// Subscriptions (default per scenario: 100; broadcast 1000).
+    /// Subscriptions (default per scenario: 100; broadcast 1000; hot 1; neighbours 21).
     #[arg(long)]
     subscriptions: Option<usize>,
     /// Publish over HTTP (`POST /api/v1/events`) or AMQP (`{prefix}.events`).
@@ -76,6 +77,31 @@ struct Cli {
     /// Keep the spawned services' logs (always kept after an error).
     #[arg(long)]
     keep_logs: bool,
+    /// KEY=VALUE added to the spawned services' environment (repeat), e.g.
+    /// `RETENTION=2m` or `AMQP_QUEUE_TYPE=quorum`. Soak adds `RETENTION=2m` unless given.
+    #[arg(long = "service-env", value_parser = parse_key_value)]
+    service_env: Vec<(String, String)>,
+    /// Seconds into each phase at which to run --fault-command.
+    #[arg(long, requires = "fault_command")]
+    fault_after: Option<u64>,
+    /// A shell command run once per phase at --fault-after (it gets
+    /// BENCH_AMQP_PREFIX), e.g. stopping the broker node that leads the dispatch queue.
+    #[arg(long, requires = "fault_after")]
+    fault_command: Option<String>,
+    /// With --spawn: instead of a scenario, measure ingest's RSS under 200
+    /// concurrent 256 KiB publishes, then --memory-messages large AMQP messages.
+    #[arg(long, requires = "spawn")]
+    memory: bool,
+    /// Large AMQP messages the --memory run publishes.
+    #[arg(long, default_value_t = 10)]
+    memory_messages: usize,
+    /// Size in MB of each of them.
+    #[arg(long, default_value_t = 20)]
+    memory_message_mb: usize,
+    /// Width in seconds of the per-window throughput and latency figures
+    /// (default: soak 60, otherwise 5).
+    #[arg(long)]
+    window_secs: Option<u64>,
 
     /// Ingest's server root, when not spawning.
     #[arg(long, env = "BENCH_INGEST_URL", default_value = "http://127.0.0.1:8080")]
@@ -125,6 +151,22 @@ impl Cli {
             options.sink_delay = Duration::from_millis(ms);
         }
         options.verify_every = self.verify_every.max(1);
+        if let Some(secs) = self.window_secs {
+            options.window = Duration::from_secs(secs.max(1));
+        }
+        if let (Some(after), Some(command)) = (self.fault_after, &self.fault_command) {
+            options.fault =
+                Some(bench::durability::FaultPlan { after: Duration::from_secs(after), command: command.clone() });
+        }
+        if self.scenario == Scenario::Soak {
+            // A steady 500 events/s for 10 minutes unless told otherwise.
+            if self.rate.is_none() && self.concurrency.is_none() {
+                options.load = Load::Rate(500.0);
+            }
+            if self.deadline == 300 {
+                options.deadline = Duration::from_secs(900);
+            }
+        }
         options.settle = Duration::from_millis(self.settle_ms);
         options.layout()?;
         Ok(options)
@@ -155,6 +197,13 @@ impl Cli {
             dispatcher_pids,
             delete_subscriptions: true,
         })
+    }
+}
+
+fn parse_key_value(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{value:?} is not KEY=VALUE")),
     }
 }
 
@@ -219,12 +268,39 @@ async fn bench_main(cli: Cli) -> anyhow::Result<bool> {
             tenants: layout.tenants,
             dispatchers: 1,
             retry_schedule: cli.retry_schedule.clone().unwrap_or_else(|| match cli.scenario {
-                Scenario::Unhealthy => "1h".into(),
+                Scenario::Unhealthy | Scenario::Failing => "1h".into(),
                 _ => "5m,1h,6h".into(),
             }),
             dispatcher_concurrency: cli.dispatcher_concurrency.or((cli.scenario == Scenario::Scale).then_some(8)),
             bin_dir: None,
+            extra_env: {
+                let mut env = cli.service_env.clone();
+                if cli.scenario == Scenario::Soak && !env.iter().any(|(k, _)| k == "RETENTION") {
+                    env.push(("RETENTION".into(), "2m".into()));
+                }
+                env
+            },
         });
+        if cli.memory {
+            let measured = match spawned.boot().await {
+                Ok(()) => {
+                    bench::memory::run(
+                        bench::services::Services::target(&spawned),
+                        cli.memory_messages,
+                        cli.memory_message_mb * 1_000_000,
+                    )
+                    .await
+                }
+                Err(err) => Err(err),
+            };
+            spawned.shutdown(cli.keep_logs || measured.is_err()).await;
+            let report = measured?;
+            print!("{}", report.table());
+            if let Some(path) = &cli.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            return Ok(true);
+        }
         let result = tokio::select! {
             booted = spawned.boot() => match booted {
                 Ok(()) => run_until_interrupted(&mut spawned, &options).await,

@@ -81,7 +81,8 @@ impl QueueWatcher {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut depths = QueueDepths::default();
-            let Ok(connection) = shared::amqp::connect(&amqp_url).await else { return depths };
+            let urls = shared::config::split_urls(&amqp_url);
+            let Ok((connection, _)) = shared::amqp::connect_any(&urls, 0).await else { return depths };
             let queues = [format!("{prefix}.events.ingest"), format!("{prefix}.dispatch")];
             let mut channel = None;
             loop {

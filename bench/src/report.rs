@@ -99,6 +99,14 @@ impl Report {
             format!("{:.1} / {:.1} / {:.1}", l.p50_ms, l.p95_ms, l.p99_ms)
         });
         row("end-to-end max ms", &|p| format!("{:.1}", p.deliveries.latency.max_ms));
+        if phases.iter().any(|p| p.deliveries.quiet_latency.is_some()) {
+            row("quiet subscriptions: deliveries, e2e p50/p99/max ms", &|p| {
+                p.deliveries.quiet_latency.as_ref().map_or_else(
+                    || "-".into(),
+                    |l| format!("{} , {:.1} / {:.1} / {:.1}", l.count, l.p50_ms, l.p99_ms, l.max_ms),
+                )
+            });
+        }
         row("deliveries/s sustained (first→last)", &|p| format!("{:.0}", p.deliveries.per_sec_sustained));
         row("deliveries/s overall (publish→last)", &|p| format!("{:.0}", p.deliveries.per_sec_overall));
         if phases.iter().any(|p| p.unhealthy.is_some()) {
@@ -170,6 +178,7 @@ impl Report {
             }
             out.push('\n');
         }
+        windows_table(phases, &mut out);
         let s = &self.result.signatures;
         let _ = writeln!(out, "\nsignatures checked {} (sampled), failed {}", s.checked, s.failed);
         for failure in &s.failures {
@@ -317,14 +326,119 @@ pub fn checks(options: &RunOptions, result: &RunResult) -> Vec<Check> {
                 ));
             }
         }
+        Scenario::Hot => {
+            if let Load::Rate(r) = options.load {
+                if r <= 200.0 {
+                    checks.push(check(
+                        "hot: end-to-end p99 ≤ 8 ms at 200 events/s",
+                        format!("{:.1} ms", first.deliveries.latency.p99_ms),
+                        first.deliveries.latency.p99_ms <= 8.0,
+                    ));
+                    checks.push(check(
+                        "hot: ≤ 3 CPU-s (services) per 1,000 deliveries at 200 events/s",
+                        format!("{:.2} CPU-s", first.cpu_per_1000_deliveries.services),
+                        first.cpu_per_1000_deliveries.services <= 3.0,
+                    ));
+                }
+            } else {
+                checks.push(check(
+                    "hot: ≥ 4× svix's 532 deliveries/s (and ≥ 90 % of fanout1: compare runs)",
+                    format!("{:.0} per s", first.deliveries.per_sec_sustained),
+                    first.deliveries.per_sec_sustained >= 4.0 * 532.0,
+                ));
+            }
+        }
+        Scenario::Neighbours => {
+            if let Some(quiet) = &first.deliveries.quiet_latency {
+                checks.push(check(
+                    "neighbours: quiet subscriptions' e2e p99 ≤ 50 ms",
+                    format!("{:.1} ms over {} deliveries", quiet.p99_ms, quiet.count),
+                    quiet.p99_ms <= 50.0 && quiet.count > 0,
+                ));
+            }
+        }
+        Scenario::Failing => {
+            if let Some(sick) = phases.get(1) {
+                let kept = ratio(sick.deliveries.per_sec_sustained, first.deliveries.per_sec_sustained);
+                checks.push(check(
+                    "failing: healthy keep ≥ 90% of throughput",
+                    format!("{:.0}%", kept * 100.0),
+                    kept >= 0.9,
+                ));
+                let p99 = ratio(sick.deliveries.latency.p99_ms, first.deliveries.latency.p99_ms);
+                checks.push(check(
+                    "failing: healthy p99 ≤ 2× baseline",
+                    format!("{:.1} vs {:.1} ms", sick.deliveries.latency.p99_ms, first.deliveries.latency.p99_ms),
+                    p99 <= 2.0,
+                ));
+            }
+        }
         Scenario::Scale => {
             if let Some(two) = phases.get(1) {
                 let speedup = ratio(two.deliveries.per_sec_sustained, first.deliveries.per_sec_sustained);
                 checks.push(check("scale: 2 dispatchers ≥ 1.6× of 1", format!("{speedup:.2}×"), speedup >= 1.6));
             }
         }
+        Scenario::Soak => soak_checks(first, &mut checks),
     }
     checks
+}
+
+/// Soak: the database's size levels off once retention runs, and end-to-end
+/// p99 while cleanup runs stays within 2× of the first minute's.
+fn soak_checks(phase: &PhaseReport, checks: &mut Vec<Check>) {
+    let sizes = &phase.database_size;
+    let end = sizes.last().map_or(0.0, |s| s.at_s);
+    let max_between =
+        |from: f64, to: f64| sizes.iter().filter(|s| s.at_s >= from && s.at_s < to).map(|s| s.bytes).max().unwrap_or(0);
+    // Compare the last 30% of the run with the 30% before it.
+    let (earlier, later) = (max_between(end * 0.4, end * 0.7), max_between(end * 0.7, end + 1.0));
+    checks.push(check(
+        "soak: database size levels off (last 30% ≤ 1.1× the 30% before)",
+        format!("{} → {} MiB", earlier >> 20, later >> 20),
+        earlier > 0 && (later as f64) <= earlier as f64 * 1.1,
+    ));
+    let windows = &phase.deliveries.windows;
+    if let Some(first) = windows.first() {
+        // Cleanup deletes from the third minute on (RETENTION 2m); the last window may be partial.
+        let during = windows.iter().skip(2).filter(|w| w.deliveries >= 100).map(|w| w.p99_ms).fold(0.0, f64::max);
+        checks.push(check(
+            "soak: p99 during cleanup ≤ 2× the first minute",
+            format!("{during:.1} vs {:.1} ms", first.p99_ms),
+            during > 0.0 && during <= 2.0 * first.p99_ms,
+        ));
+    }
+}
+
+/// The per-window figures and database sizes, when the run has them.
+fn windows_table(phases: &[PhaseReport], out: &mut String) {
+    for p in phases {
+        if p.deliveries.windows.len() > 1 {
+            let _ = writeln!(out, "\n{} by publish time: from s | deliveries/s | p50 / p99 / max ms", p.name);
+            for w in &p.deliveries.windows {
+                let _ = writeln!(
+                    out,
+                    "  {:>6.0} | {:>8.0} | {:.1} / {:.1} / {:.1}",
+                    w.from_s, w.per_sec, w.p50_ms, w.p99_ms, w.max_ms
+                );
+            }
+        }
+        if !p.database_size.is_empty() {
+            let sizes: Vec<String> = p
+                .database_size
+                .iter()
+                .map(|s| format!("{:.0}s {:.1}", s.at_s, s.bytes as f64 / (1024.0 * 1024.0)))
+                .collect();
+            let _ = writeln!(out, "{} database size (MiB): {}", p.name, sizes.join(", "));
+        }
+        if let Some(fault) = &p.fault {
+            let _ = writeln!(
+                out,
+                "{} fault at {:.1} s: `{}` exit {:?}: {}",
+                p.name, fault.at_s, fault.command, fault.exit_code, fault.output
+            );
+        }
+    }
 }
 
 fn ratio(a: f64, b: f64) -> f64 {

@@ -20,12 +20,13 @@ use phase_report::{delivery_report, publish_report, unhealthy_report};
 
 use crate::{
     api::{Api, CreatedSubscription},
+    durability::{inject, DbSizeSampler, FaultPlan},
     error::BenchError,
     metrics::{self, MetricDeltas, QueueWatcher, Scrape},
     pgstats,
     procstat::{Sampler, Watch},
     publisher::{publish_all, Load, OutgoingEvent, Publisher, Via},
-    scenario::{unhealthy_role, Layout, PhaseSpec, Role, Scenario},
+    scenario::{Breakage, Layout, PhaseSpec, Role, Scenario},
     services::{Services, Target},
     sink::{event_id, SignatureReport, Sink, SinkSettings, StrayReport},
 };
@@ -53,6 +54,12 @@ pub struct RunOptions {
     pub sink_workers: usize,
     /// `/proc` sampling interval.
     pub sample_every: Duration,
+    /// Width of the per-window delivery and latency figures.
+    pub window: Duration,
+    /// How often the database's size is sampled.
+    pub db_size_every: Duration,
+    /// A command run once during each phase (e.g. stopping a broker node).
+    pub fault: Option<FaultPlan>,
 }
 
 impl RunOptions {
@@ -72,11 +79,17 @@ impl RunOptions {
             subscription_timeout_secs: if scenario == Scenario::Unhealthy { 2 } else { 10 },
             sink_workers: 2,
             sample_every: Duration::from_millis(100),
+            window: scenario.default_window(),
+            db_size_every: Duration::from_secs(10),
+            fault: None,
         }
     }
 
     /// The subscription layout these options ask for.
     pub fn layout(&self) -> Result<Layout, BenchError> {
+        if self.scenario == Scenario::Neighbours {
+            return Layout::neighbours(self.subscriptions.saturating_sub(1).max(1)).map_err(BenchError::Options);
+        }
         Layout::new(self.subscriptions, self.scenario.fanout(self.subscriptions)).map_err(BenchError::Options)
     }
 }
@@ -209,8 +222,8 @@ async fn run_phases<S: Services>(
             services.add_dispatcher().await?;
             dispatchers += 1;
         }
-        if phase.unhealthy {
-            make_unhealthy(api, services.target(), sink, subs, &mut roles).await?;
+        if phase.breakage != Breakage::None {
+            make_unhealthy(api, services.target(), sink, subs, &mut roles, phase.breakage).await?;
         }
         let phase_number = u16::try_from(index).map_err(|_| BenchError::Options("too many phases".into()))?;
         let mut report =
@@ -228,16 +241,17 @@ async fn run_phases<S: Services>(
     Ok(reports)
 }
 
-/// Points 10% of subscriptions at failing or hanging endpoints, retries off.
+/// Points the subscriptions `breakage` names at failing or hanging endpoints, retries off.
 async fn make_unhealthy(
     api: &Api,
     target: &Target,
     sink: &Sink,
     subs: &[BenchSubscription],
     roles: &mut [Role],
+    breakage: Breakage,
 ) -> Result<(), BenchError> {
     for (n, sub) in subs.iter().enumerate() {
-        let role = unhealthy_role(n);
+        let role = breakage.role(n);
         if role == Role::Ok {
             continue;
         }
@@ -298,6 +312,13 @@ async fn run_phase(
         _ => None,
     };
     let sampler = Sampler::start(watch, options.sample_every);
+    let db_size = match (&target.admin_url, &target.database_name) {
+        (Some(admin), Some(database)) => {
+            Some(DbSizeSampler::start(admin.clone(), database.clone(), options.db_size_every))
+        }
+        _ => None,
+    };
+    let fault = options.fault.clone().map(|plan| inject(plan, target.amqp_prefix.clone()));
     let queues = QueueWatcher::start(target.amqp_url.clone(), target.amqp_prefix.clone(), Duration::from_millis(250));
     let phase_start = Instant::now();
     let deadline = phase_start + options.deadline;
@@ -313,6 +334,18 @@ async fn run_phase(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let usage = sampler.finish();
+    let database_size = match db_size {
+        Some(sampler) => sampler.finish().await,
+        None => Vec::new(),
+    };
+    let fault = match fault {
+        Some(task) if task.is_finished() => task.await.ok(),
+        Some(task) => {
+            task.abort();
+            None
+        }
+        None => None,
+    };
     let queues = queues.finish().await;
     let after = scrape_all(&metrics_client, target).await;
     tokio::time::sleep(options.settle).await;
@@ -327,9 +360,9 @@ async fn run_phase(
     };
 
     let publish = publish_report(&records, layout);
-    let mut deliveries = delivery_report(&records, &receipts, layout, roles);
+    let mut deliveries = delivery_report(&records, &receipts, layout, roles, options.window);
     deliveries.timed_out = timed_out;
-    let unhealthy = phase.unhealthy.then(|| unhealthy_report(&records, &receipts, layout, roles));
+    let unhealthy = (phase.breakage != Breakage::None).then(|| unhealthy_report(&records, &receipts, layout, roles));
     let per_thousand = |seconds: f64| {
         if deliveries.received == 0 {
             0.0
@@ -364,5 +397,7 @@ async fn run_phase(
         postgres,
         ingest_metrics: delta(&before.0, &after.0),
         dispatcher_metrics: before.1.iter().zip(after.1.iter()).map(|(b, a)| delta(b, a)).collect(),
+        database_size,
+        fault,
     })
 }

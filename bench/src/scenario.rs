@@ -58,7 +58,26 @@ pub enum Scenario {
     Unhealthy,
     /// Fan-out 1 with a slow receiver, first with one dispatcher, then two.
     Scale,
+    /// Every event to one subscription (a tenant with one endpoint).
+    Hot,
+    /// One hot subscription takes nearly every event; 20 quiet ones get one
+    /// event in [`NEIGHBOUR_EVERY`] each (about 1/s each at 3,000 events/s).
+    Neighbours,
+    /// Fan-out 1 over 100 subscriptions, first all healthy, then with 3 of
+    /// them failing fast (500 at once, retries off).
+    Failing,
+    /// Fan-out 1 at a steady 500 events/s for 10 minutes; spawned services get
+    /// `RETENTION=2m`, so cleanup runs all along (database size, latency per minute).
+    Soak,
 }
+
+/// In `neighbours`, every this many events one goes to a quiet subscription
+/// (taking turns), the rest to the hot one.
+pub const NEIGHBOUR_EVERY: usize = 150;
+/// Quiet subscriptions in `neighbours`.
+pub const QUIET_NEIGHBOURS: usize = 20;
+/// The subscriptions that fail in the second phase of `failing`.
+pub const FAILING_SUBSCRIPTIONS: [usize; 3] = [9, 42, 75];
 
 impl Scenario {
     /// Subscriptions each event matches.
@@ -66,24 +85,48 @@ impl Scenario {
         match self {
             Scenario::Fanout10 => 10,
             Scenario::Broadcast => subscriptions,
-            Scenario::Fanout1 | Scenario::Unhealthy | Scenario::Scale => 1,
+            Scenario::Fanout1
+            | Scenario::Unhealthy
+            | Scenario::Scale
+            | Scenario::Hot
+            | Scenario::Neighbours
+            | Scenario::Failing
+            | Scenario::Soak => 1,
         }
     }
 
     pub fn default_subscriptions(self) -> usize {
         match self {
             Scenario::Broadcast => 1_000,
-            Scenario::Fanout1 | Scenario::Fanout10 | Scenario::Unhealthy | Scenario::Scale => 100,
+            Scenario::Fanout1
+            | Scenario::Fanout10
+            | Scenario::Unhealthy
+            | Scenario::Scale
+            | Scenario::Failing
+            | Scenario::Soak => 100,
+            Scenario::Hot => 1,
+            Scenario::Neighbours => 1 + QUIET_NEIGHBOURS,
         }
     }
 
     /// Events per phase.
     pub fn default_events(self) -> usize {
         match self {
-            Scenario::Fanout1 | Scenario::Unhealthy => 10_000,
+            Scenario::Fanout1 | Scenario::Unhealthy | Scenario::Failing => 10_000,
+            Scenario::Hot => 5_000,
+            Scenario::Neighbours => 15_000,
             Scenario::Fanout10 => 2_000,
             Scenario::Broadcast => 10,
             Scenario::Scale => 5_000,
+            Scenario::Soak => 300_000,
+        }
+    }
+
+    /// Width of the per-window figures of the report.
+    pub fn default_window(self) -> Duration {
+        match self {
+            Scenario::Soak => Duration::from_secs(60),
+            _ => Duration::from_secs(5),
         }
     }
 
@@ -97,20 +140,62 @@ impl Scenario {
 
     /// The phases of one run, in order.
     pub fn phases(self) -> Vec<PhaseSpec> {
-        let plain = |name: &str| PhaseSpec { name: name.to_owned(), unhealthy: false, add_dispatcher: false };
+        let plain = |name: &str| PhaseSpec { name: name.to_owned(), breakage: Breakage::None, add_dispatcher: false };
         match self {
             Scenario::Fanout1 => vec![plain("fanout1")],
             Scenario::Fanout10 => vec![plain("fanout10")],
             Scenario::Broadcast => vec![plain("broadcast")],
+            Scenario::Soak => vec![plain("soak")],
             Scenario::Unhealthy => vec![
                 plain("baseline (all healthy)"),
-                PhaseSpec { name: "unhealthy (10% fail or hang)".into(), unhealthy: true, add_dispatcher: false },
+                PhaseSpec {
+                    name: "unhealthy (10% fail or hang)".into(),
+                    breakage: Breakage::Unhealthy,
+                    add_dispatcher: false,
+                },
             ],
             Scenario::Scale => vec![
                 plain("1 dispatcher"),
-                PhaseSpec { name: "2 dispatchers".into(), unhealthy: false, add_dispatcher: true },
+                PhaseSpec { name: "2 dispatchers".into(), breakage: Breakage::None, add_dispatcher: true },
+            ],
+            Scenario::Hot => vec![plain("hot")],
+            Scenario::Neighbours => vec![plain("neighbours")],
+            Scenario::Failing => vec![
+                plain("baseline (all healthy)"),
+                PhaseSpec { name: "failing (3 fail fast)".into(), breakage: Breakage::Failing, add_dispatcher: false },
             ],
         }
+    }
+}
+
+/// What goes wrong before a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Breakage {
+    None,
+    /// 10% of subscriptions are switched to failing or hanging targets ([`unhealthy_role`]).
+    Unhealthy,
+    /// 3 subscriptions are switched to failing targets ([`failing_role`]).
+    Failing,
+}
+
+impl Breakage {
+    /// The role of subscription `sub` after this breakage.
+    pub fn role(self, sub: usize) -> Role {
+        match self {
+            Breakage::None => Role::Ok,
+            Breakage::Unhealthy => unhealthy_role(sub),
+            Breakage::Failing => failing_role(sub),
+        }
+    }
+}
+
+/// The role of subscription `sub` in the second phase of `failing`.
+pub fn failing_role(sub: usize) -> Role {
+    if FAILING_SUBSCRIPTIONS.contains(&sub) {
+        Role::Fail
+    } else {
+        Role::Ok
     }
 }
 
@@ -118,8 +203,8 @@ impl Scenario {
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseSpec {
     pub name: String,
-    /// 10% of subscriptions are switched to failing or hanging targets first.
-    pub unhealthy: bool,
+    /// Subscriptions switched to failing (or hanging) targets first.
+    pub breakage: Breakage,
     /// Start one more dispatcher before the phase.
     pub add_dispatcher: bool,
 }
@@ -182,6 +267,9 @@ pub struct Layout {
     pub slots: Vec<Slot>,
     pub tenants: usize,
     pub subscriptions: usize,
+    /// `neighbours`: slot 0 is hot; every [`NEIGHBOUR_EVERY`]-th event goes
+    /// to one of the other slots in turn.
+    pub neighbours: bool,
 }
 
 impl Layout {
@@ -202,11 +290,22 @@ impl Layout {
             })
             .collect();
         let tenants = slot_count.div_ceil(TYPES_PER_TENANT);
-        Ok(Self { fanout, slots, tenants, subscriptions })
+        Ok(Self { fanout, slots, tenants, subscriptions, neighbours: false })
+    }
+
+    /// The `neighbours` layout: one hot slot and `quiet` quiet ones, fan-out 1.
+    pub fn neighbours(quiet: usize) -> Result<Self, String> {
+        Ok(Self { neighbours: true, ..Self::new(1 + quiet, 1)? })
     }
 
     /// The slot event number `event` is published to.
     pub fn slot_of_event(&self, event: usize) -> &Slot {
+        if self.neighbours && self.slots.len() > 1 {
+            if event.is_multiple_of(NEIGHBOUR_EVERY) {
+                return &self.slots[1 + (event / NEIGHBOUR_EVERY) % (self.slots.len() - 1)];
+            }
+            return &self.slots[0];
+        }
         &self.slots[event % self.slots.len()]
     }
 
@@ -236,6 +335,18 @@ mod tests {
         let broadcast = Layout::new(1000, 1000).expect("layout");
         assert_eq!(broadcast.slots.len(), 1);
         assert!(Layout::new(15, 10).is_err());
+    }
+
+    #[test]
+    fn neighbours_send_most_events_to_the_hot_slot_and_the_rest_in_turn() {
+        let layout = Layout::neighbours(20).expect("layout");
+        assert_eq!(layout.subscriptions, 21);
+        assert_eq!(layout.slot_of_event(1).subscriptions, 0..1);
+        assert_eq!(layout.slot_of_event(0).subscriptions, 1..2);
+        assert_eq!(layout.slot_of_event(NEIGHBOUR_EVERY).subscriptions, 2..3);
+        let quiet = (0..NEIGHBOUR_EVERY * 20).filter(|&i| layout.slot_of_event(i).subscriptions.start > 0).count();
+        assert_eq!(quiet, 20);
+        assert_eq!((0..100).filter(|&s| failing_role(s) == Role::Fail).count(), 3);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct SpawnOptions {
     pub dispatcher_concurrency: Option<usize>,
     /// Where the binaries are; default: the directory of this executable.
     pub bin_dir: Option<PathBuf>,
+    /// More environment for every service (`--service-env`), applied last.
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// Services this process started, and everything needed to remove them.
@@ -108,13 +110,8 @@ impl Spawned {
         self.database = Some(name.clone());
         self.target.database_name = Some(name.clone());
 
-        let retry_schedule = shared::config::parse_schedule(&self.options.retry_schedule)
-            .map_err(|e| BenchError::Options(e.to_string()))?;
-        let mut retry_delays_ms: Vec<u64> = retry_schedule.iter().map(|d| d.as_millis() as u64).collect();
-        retry_delays_ms.sort_unstable();
-        retry_delays_ms.dedup();
-        self.topology =
-            Some(Topology { prefix: self.target.amqp_prefix.clone(), queue_type: QueueType::Classic, retry_delays_ms });
+        shared::config::parse_schedule(&self.options.retry_schedule).map_err(|e| BenchError::Options(e.to_string()))?;
+        self.topology = Some(Topology { prefix: self.target.amqp_prefix.clone(), queue_type: QueueType::Classic });
 
         let key = base64::engine::general_purpose::STANDARD
             .encode(shared::crypto::random_bytes::<32>().map_err(|e| BenchError::Spawn(e.to_string()))?);
@@ -131,6 +128,7 @@ impl Spawned {
         if let Some(n) = self.options.dispatcher_concurrency {
             self.env.push(("DISPATCHER_CONCURRENCY".into(), n.to_string()));
         }
+        self.env.extend(self.options.extra_env.iter().cloned());
 
         // Ingest first: it applies the migrations, so two processes never race to.
         let port = free_port()?;
@@ -230,7 +228,7 @@ impl Spawned {
         if let Some(topology) = self.topology.take() {
             let url = self.options.amqp_url.clone();
             let deleted = tokio::time::timeout(Duration::from_secs(10), async move {
-                let connection = shared::amqp::connect(&url).await.ok()?;
+                let (connection, _) = shared::amqp::connect_any(&shared::config::split_urls(&url), 0).await.ok()?;
                 let channel = connection.create_channel().await.ok()?;
                 let _ = topology.delete(&channel).await;
                 let _ = connection.close(200, "bench done".into()).await;

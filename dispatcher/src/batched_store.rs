@@ -21,6 +21,8 @@ const LANES: usize = 2;
 pub type BatchError = Arc<DbError>;
 /// Batched `(delivery, attempt)` claims.
 pub type ClaimBatcher = Batcher<(uuid::Uuid, i32), Result<Claim, BatchError>>;
+/// Batched parks: true if the delivery was parked (false: it had moved on).
+pub type ParkBatcher = Batcher<store::Park, Result<bool, BatchError>>;
 /// Batched outcome records: `(subscription, attempt row, next state)`.
 pub type RecordBatcher = Batcher<(uuid::Uuid, NewAttempt, NextState), Result<Recorded, BatchError>>;
 
@@ -48,6 +50,25 @@ pub fn claims(pool: DbPool) -> ClaimBatcher {
             }
             .await;
             answer_all(claimed, count)
+        }
+    })
+}
+
+/// Starts the park batcher.
+pub fn parks(pool: DbPool) -> ParkBatcher {
+    Batcher::start(settings("park"), move |parks: Vec<store::Park>| {
+        let pool = pool.clone();
+        async move {
+            let count = parks.len();
+            let parked = async {
+                let mut conn = db::conn(&pool).await?;
+                match store::park_many(&mut conn, &parks).await {
+                    Ok(parked) => Ok(parked),
+                    Err(err) => Err(db::statement_failed(&mut conn, err).await),
+                }
+            }
+            .await;
+            answer_all(parked, count)
         }
     })
 }

@@ -1,6 +1,7 @@
-//! Consuming `{p}.dispatch`: manual acks, prefetch = `DISPATCHER_CONCURRENCY`,
-//! a task per message under a semaphore of the same size, and a fresh
-//! channel and consumer after every broker reconnect.
+//! Consuming `{p}.dispatch`: manual acks, a prefetch of twice
+//! `DISPATCHER_CONCURRENCY` (attempts in flight plus as many waiting here
+//! for a slot, see [`crate::flow`]), a task per message under a semaphore of
+//! the same size, and a fresh channel and consumer after every broker reconnect.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,6 +23,12 @@ use crate::{
 /// Pause before a message goes back to the queue, so an outage (database
 /// down) does not turn into a hot redelivery loop.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Messages this dispatcher takes from the queue before acking any:
+/// `DISPATCHER_CONCURRENCY` in flight and as many again waiting for a slot.
+pub fn prefetch(config: &shared::config::Config) -> usize {
+    config.dispatcher_concurrency.saturating_mul(2).min(usize::from(u16::MAX))
+}
 
 /// Runs the consumer until `stop` turns true (or its sender is dropped).
 /// Returns the last consumer channel, cancelled but still open, so the caller
@@ -53,7 +60,7 @@ pub async fn run(ctx: Context, slots: Arc<Semaphore>, mut stop: watch::Receiver<
         log::info!(
             "consuming queue={} prefetch={} consumer_tag={tag}",
             ctx.topology.dispatch_queue(),
-            ctx.config.dispatcher_concurrency
+            prefetch(&ctx.config)
         );
         loop {
             let permit = tokio::select! {
@@ -94,7 +101,7 @@ pub async fn run(ctx: Context, slots: Arc<Semaphore>, mut stop: watch::Receiver<
 
 async fn subscribe(ctx: &Context, session: &BrokerSession, tag: &str) -> Result<(Channel, Consumer), lapin::Error> {
     let channel = session.connection.create_channel().await?;
-    let prefetch = u16::try_from(ctx.config.dispatcher_concurrency).unwrap_or(u16::MAX);
+    let prefetch = u16::try_from(prefetch(&ctx.config)).unwrap_or(u16::MAX);
     channel.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
     let consumer = channel
         .basic_consume(

@@ -1,5 +1,5 @@
 //! What every task of a dispatcher shares: config, pool, broker, HTTP client,
-//! limits, counters and the batched queries.
+//! slots, endpoint health, counters and the batched queries.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use shared::{
     db::DbPool,
 };
 
-use crate::{batched_store, deliver::DeliverContext, limits::SubscriptionSlots, stats::Stats};
+use crate::{batched_store, deliver::DeliverContext, flow::Flow, health::Health, stats::Stats};
 
 /// What the dispatcher's tasks share.
 #[derive(Clone)]
@@ -22,11 +22,15 @@ pub struct Context {
     pub secrets: SecretBox,
     /// The shared HTTP client and target policy.
     pub deliver: DeliverContext,
-    /// Per-subscription in-flight cap.
-    pub slots: SubscriptionSlots,
+    /// Slots for attempts in flight, globally and per subscription.
+    pub flow: Flow,
+    /// Endpoint health and circuits.
+    pub health: Arc<Health>,
     pub stats: Arc<Stats>,
     /// Claims, batched across the attempts in flight.
     pub claims: batched_store::ClaimBatcher,
     /// Outcome records, batched across the attempts in flight.
     pub records: batched_store::RecordBatcher,
+    /// Parks, batched.
+    pub parks: batched_store::ParkBatcher,
 }

@@ -117,9 +117,29 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
     };
     let status = response.status().as_u16();
     let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let retry_after = match status {
+        429 | 503 => response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now())),
+        _ => None,
+    };
     let body = read_prefix(&mut response).await;
     drop(response);
-    Outcome::answered(status, location.as_deref(), started.elapsed(), body)
+    Outcome::answered(status, location.as_deref(), started.elapsed(), body).with_retry_after(retry_after)
+}
+
+/// A `Retry-After` value: delta-seconds, or an HTTP-date (a date in the past
+/// means now). `None` if it is neither.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is RFC 2822 with zone GMT.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&chrono::Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
 /// Reads chunks until [`MAX_RESPONSE_BODY`] bytes or the end; the rest is
@@ -213,6 +233,17 @@ mod tests {
             previous_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
             payload: r#"{"id":"evt_1","type":"invoice.created","timestamp":"2025-09-30T12:00:00Z","tenant_id":"t","data":{},"metadata":{}}"#.into(),
         }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z").expect("time").to_utc();
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 09:00:00 GMT", now), Some(Duration::ZERO), "past = now");
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 
     #[test]

@@ -19,10 +19,24 @@ pub const ATTEMPT_DURATION: &str = "webhooks_dispatcher_attempt_duration_seconds
 pub const DELIVERY_OUTCOMES: &str = "webhooks_dispatcher_delivery_outcomes_total";
 /// Gauge: HTTP attempts in progress right now.
 pub const IN_FLIGHT: &str = "webhooks_dispatcher_in_flight";
-/// Counter: retries published to a delay queue.
+/// Counter: retries scheduled (they wait in the database until due).
 pub const RETRIES_SCHEDULED: &str = "webhooks_dispatcher_retries_scheduled_total";
-/// Counter: subscriptions disabled because their endpoint answered 410 Gone.
+/// Counter `{cause}`: subscriptions disabled (`gone`: 410; `auto_disable`:
+/// every attempt failed for `AUTO_DISABLE_AFTER`).
 pub const SUBSCRIPTIONS_DISABLED: &str = "webhooks_dispatcher_subscriptions_disabled_total";
+/// Counter `{transition}`: circuit transitions (`opened`, `reopened`, `closed`).
+pub const CIRCUIT_TRANSITIONS: &str = "webhooks_dispatcher_circuit_transitions_total";
+/// Counter `{reason}`: deliveries parked in the database without an attempt
+/// (`circuit_open`, `claimed_elsewhere`): every deferral there is.
+pub const PARKED: &str = "webhooks_dispatcher_deliveries_parked_total";
+/// Counter: parked deliveries made due again when their circuit closed.
+pub const RELEASED: &str = "webhooks_dispatcher_deliveries_released_total";
+/// Counter: due deliveries (retries, parked ones) the scheduler queued again.
+pub const DUE_REQUEUED: &str = "webhooks_dispatcher_due_requeued_total";
+/// Histogram: how long a message waited in the dispatcher for a slot of its subscription.
+pub const SLOT_WAIT: &str = "webhooks_dispatcher_slot_wait_seconds";
+/// Gauge: messages waiting in the dispatcher for a slot.
+pub const WAITING: &str = "webhooks_dispatcher_waiting";
 /// Counter `{result}`: dispatch messages handled, by what became of them.
 pub const MESSAGES: &str = "webhooks_dispatcher_messages_total";
 /// Histogram `{batch}`: requests per batched database statement.
@@ -49,8 +63,27 @@ pub fn register() {
         "Recorded attempts by the status they left the delivery in (succeeded, retrying, failed for good)"
     );
     describe_gauge!(IN_FLIGHT, "HTTP attempts in progress right now");
-    describe_counter!(RETRIES_SCHEDULED, "Retries published to a delay queue");
-    describe_counter!(SUBSCRIPTIONS_DISABLED, "Subscriptions disabled because their endpoint answered 410 Gone");
+    describe_counter!(RETRIES_SCHEDULED, "Retries scheduled (they wait in the database until due)");
+    describe_counter!(
+        SUBSCRIPTIONS_DISABLED,
+        "Subscriptions disabled, by cause (gone: 410; auto_disable: every attempt failed for AUTO_DISABLE_AFTER)"
+    );
+    describe_counter!(CIRCUIT_TRANSITIONS, "Circuit transitions by kind: opened, reopened (failed probe), closed");
+    describe_counter!(
+        PARKED,
+        "Deliveries parked in the database without an attempt, by reason (circuit_open, claimed_elsewhere)"
+    );
+    describe_counter!(RELEASED, "Parked deliveries made due again when their circuit closed");
+    describe_counter!(
+        DUE_REQUEUED,
+        "Due deliveries (retries, parked ones) the scheduler put back on the dispatch queue"
+    );
+    describe_histogram!(
+        SLOT_WAIT,
+        Unit::Seconds,
+        "How long a message waited in the dispatcher for its subscription's slot"
+    );
+    describe_gauge!(WAITING, "Messages waiting in the dispatcher for a slot");
     describe_counter!(MESSAGES, "Dispatch messages handled, by result (an outcome code, deferred, stale, ...)");
     describe_histogram!(BATCH_SIZE, "Requests per batched database statement, by batch (claim, record)");
     describe_gauge!(READY, "1 while the database and the broker are reachable (as /readyz), else 0");
@@ -71,5 +104,17 @@ pub fn register() {
     let _ = metrics::gauge!(IN_FLIGHT);
     let _ = metrics::gauge!(READY);
     let _ = metrics::counter!(RETRIES_SCHEDULED);
-    let _ = metrics::counter!(SUBSCRIPTIONS_DISABLED);
+    for cause in ["gone", "auto_disable"] {
+        let _ = metrics::counter!(SUBSCRIPTIONS_DISABLED, "cause" => cause);
+    }
+    for transition in ["opened", "reopened", "closed"] {
+        let _ = metrics::counter!(CIRCUIT_TRANSITIONS, "transition" => transition);
+    }
+    for reason in ["circuit_open", "claimed_elsewhere"] {
+        let _ = metrics::counter!(PARKED, "reason" => reason);
+    }
+    let _ = metrics::counter!(RELEASED);
+    let _ = metrics::counter!(DUE_REQUEUED);
+    let _ = metrics::histogram!(SLOT_WAIT);
+    let _ = metrics::gauge!(WAITING);
 }

@@ -63,6 +63,12 @@ impl OutcomeKind {
             Self::Internal => "internal",
         }
     }
+
+    /// An outcome that cannot change by itself: retrying it is pointless, so
+    /// the delivery fails at once (the target resolves only to internal addresses).
+    pub fn is_permanent(self) -> bool {
+        matches!(self, Self::BlockedAddress)
+    }
 }
 
 /// The result of one attempt.
@@ -76,12 +82,14 @@ pub struct Outcome {
     pub duration: Duration,
     /// The first [`crate::deliver::MAX_RESPONSE_BODY`] bytes of the answer.
     pub response_body: Option<String>,
+    /// How long a 429 or 503 asked us to wait (`Retry-After`), unclamped.
+    pub retry_after: Option<Duration>,
 }
 
 impl Outcome {
     /// An attempt that ended before any answer.
     pub fn failed(kind: OutcomeKind, error: impl Into<String>, duration: Duration) -> Self {
-        Self { kind, status_code: None, error: Some(error.into()), duration, response_body: None }
+        Self { kind, status_code: None, error: Some(error.into()), duration, response_body: None, retry_after: None }
     }
 
     /// An attempt the endpoint answered with `status`.
@@ -100,7 +108,13 @@ impl Outcome {
             410 => (OutcomeKind::HttpStatus, Some("endpoint answered HTTP 410 Gone".to_owned())),
             _ => (OutcomeKind::HttpStatus, Some(format!("endpoint answered HTTP {status}"))),
         };
-        Self { kind, status_code: Some(status), error, duration, response_body }
+        Self { kind, status_code: Some(status), error, duration, response_body, retry_after: None }
+    }
+
+    /// The same outcome with the endpoint's `Retry-After`.
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 
     pub fn is_success(&self) -> bool {

@@ -1,41 +1,36 @@
-//! What one dispatch message does: claim the attempt, make it, record the
-//! outcome, queue the next attempt if any — and then say whether to ack.
+//! What one dispatch message does: claim the attempt, pass the circuit and
+//! wait for a slot, make it, record the outcome and the endpoint's health —
+//! and then say whether to ack.
 //!
-//! Ack only once the outcome is committed and any retry message confirmed; a
-//! message whose work could not be made durable goes back to the queue.
-//! Every step is idempotent, so a redelivered message is harmless.
+//! Ack only once the outcome (or the park) is committed; a message whose work
+//! could not be made durable goes back to the queue. Every step is
+//! idempotent, so a redelivered message is harmless. A message that must
+//! wait long is parked in the database with a due time and acked; the
+//! scheduler queues it again when due. Nothing is bounced through the broker.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lapin::{
-    message::Delivery as AmqpMessage,
-    types::{AMQPValue, FieldTable},
-};
+use chrono::Utc;
+use lapin::message::Delivery as AmqpMessage;
 use shared::{
-    amqp::{long_string, persistent_json, DispatchMessage, DEFER_DELAYS},
+    amqp::DispatchMessage,
     db,
-    models::{attempt::NewAttempt, delivery},
+    models::{attempt::NewAttempt, endpoint_health::Circuit},
 };
 
 use crate::{
     batched_store::BatchError,
     context::Context,
     deliver::{deliver_one, Job},
-    limits::SlotGuard,
+    flow::{Admission, Slot},
+    health::PROBE_MARGIN,
     metric_names,
     outcome::{Outcome, OutcomeKind},
     retry::{self, RetryPolicy},
     stats::Stats,
-    store::{self, Claim, Claimed, Recorded},
+    store::{self, Claim, Claimed, Park, Recorded},
 };
 
-/// Header on a deferred message: how many times it was put off.
-const DEFERRALS_HEADER: &str = "x-deferrals";
-/// Header on a deferred message: its subscription, so the cap can be checked
-/// again without a database round trip.
-const SUBSCRIPTION_HEADER: &str = "x-subscription-id";
-/// Deferrals that use the short defer delay before the long one.
-const SHORT_DEFERRALS: i64 = 5;
 /// Grace period for the previous secret after a rotation.
 const ROTATION_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
@@ -60,55 +55,89 @@ pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
             return counted(Disposition::Ack, "invalid");
         }
     };
-    let deferrals = header(message, DEFERRALS_HEADER).and_then(AMQPValue::as_long_long_int).unwrap_or(0);
-    // A message deferred for its subscription's cap names the subscription:
-    // while that is still at its cap, put it off again without touching the database.
-    let mut slot = None;
-    if let Some(subscription_id) = header(message, SUBSCRIPTION_HEADER)
-        .and_then(AMQPValue::as_long_string)
-        .and_then(|s| uuid::Uuid::try_parse_ascii(s.as_bytes()).ok())
-    {
-        match ctx.slots.try_acquire(subscription_id) {
-            Some(guard) => slot = Some(guard),
-            None => return defer(ctx, message, Some(subscription_id), deferrals).await,
-        }
-    }
-
     let claim =
         ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
-    let claimed = match claim {
-        Ok(Claim::Claimed(claimed)) => claimed,
+    match claim {
+        Ok(Claim::Claimed(claimed)) => attempt_claimed(ctx, *claimed, attempt).await,
         Ok(Claim::Stale) => {
             Stats::bump(&ctx.stats.stale);
             log::debug!("stale dispatch message dropped delivery_id={delivery_id} attempt={attempt}");
-            return counted(Disposition::Ack, "stale");
+            counted(Disposition::Ack, "stale")
         }
-        Ok(Claim::Busy) => return defer(ctx, message, None, deferrals).await,
+        // Another dispatcher holds this very attempt: due again when its claim runs out.
+        Ok(Claim::Busy) => park(ctx, Park { delivery_id, attempt, until: None }, "claimed_elsewhere").await,
         Err(err) => {
             log::warn!("claiming failed; requeueing delivery_id={delivery_id} attempt={attempt} error={err}");
-            return counted(Disposition::Requeue, "db_unavailable");
+            counted(Disposition::Requeue, "db_unavailable")
         }
-    };
-    let slot = match slot {
-        Some(slot) => slot,
-        None => match ctx.slots.try_acquire(claimed.subscription_id) {
-            Some(slot) => slot,
-            None => {
-                // Give the claim back so the deferred message can take it again.
-                if let Ok(mut conn) = db::conn(&ctx.pool).await {
-                    if let Err(err) = store::release(&mut conn, delivery_id, attempt).await {
-                        log::warn!("releasing a claim failed delivery_id={delivery_id} error={err}");
-                    }
-                }
-                return defer(ctx, message, Some(claimed.subscription_id), deferrals).await;
-            }
-        },
-    };
-    attempt_claimed(ctx, *claimed, attempt, slot).await
+    }
 }
 
-/// Makes and records a claimed attempt.
-async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: SlotGuard) -> Disposition {
+/// What the circuit lets a claimed attempt do.
+enum Gate {
+    Go,
+    /// Park until then.
+    Park(chrono::DateTime<Utc>),
+}
+
+/// Decides by the subscription's circuit (as the claim read it): closed → go;
+/// the chosen half-open probe → go; open period over → take the probe
+/// (compare-and-set) and go; otherwise park.
+async fn gate(ctx: &Context, claimed: &Claimed) -> Result<Gate, db::DbError> {
+    let circuit = claimed.circuit.as_deref().map_or(Circuit::Closed, Circuit::parse);
+    if circuit == Circuit::Closed || claimed.probe_delivery_id == Some(claimed.delivery_id) {
+        return Ok(Gate::Go);
+    }
+    let now = Utc::now();
+    let probe_time = match circuit {
+        Circuit::Open => claimed.open_until.is_none_or(|until| until <= now),
+        _ => claimed.probe_until.is_none_or(|until| until < now),
+    };
+    if !probe_time {
+        let until = if circuit == Circuit::Open { claimed.open_until } else { claimed.probe_until };
+        return Ok(Gate::Park(until.unwrap_or(now + chrono::Duration::seconds(1))));
+    }
+    let lease = Duration::from_secs(u64::try_from(claimed.timeout_seconds.max(1)).unwrap_or(30)) + PROBE_MARGIN;
+    let mut conn = db::conn(&ctx.pool).await?;
+    let taken =
+        shared::models::endpoint_health::take_probe(&mut conn, claimed.subscription_id, claimed.delivery_id, lease)
+            .await?;
+    Ok(match taken {
+        Some(_) => {
+            log::info!(
+                "circuit half open: probe subscription_id={} delivery_id={}",
+                claimed.subscription_id,
+                claimed.delivery_id
+            );
+            Gate::Go
+        }
+        // Someone else probes: wait for its verdict (closing releases us).
+        None => Gate::Park(now + chrono::Duration::seconds(1)),
+    })
+}
+
+/// Parks the delivery in the database and acks the message (requeues it if
+/// the park could not be stored).
+async fn park(ctx: &Context, park: Park, reason: &'static str) -> Disposition {
+    let parked = ctx.parks.call(park).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
+    match parked {
+        Ok(true) => {
+            // A duplicate message is not a delivery put off: count it apart.
+            Stats::bump(if reason == "claimed_elsewhere" { &ctx.stats.duplicates_parked } else { &ctx.stats.parked });
+            metrics::counter!(metric_names::PARKED, "reason" => reason).increment(1);
+            counted(Disposition::Ack, "parked")
+        }
+        // The delivery moved on meanwhile (its outcome was recorded): nothing to keep.
+        Ok(false) => counted(Disposition::Ack, "stale"),
+        Err(err) => {
+            log::warn!("parking failed; requeueing delivery_id={} error={err}", park.delivery_id);
+            counted(Disposition::Requeue, "db_unavailable")
+        }
+    }
+}
+
+/// Passes the circuit, waits for a slot, then makes and records the attempt.
+async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Disposition {
     let delivery_id = claimed.delivery_id;
     if claimed.is_deleted || !claimed.is_active {
         let reason = if claimed.is_deleted { "subscription deleted" } else { "subscription disabled" };
@@ -130,23 +159,68 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
         };
     }
 
+    ctx.health.note_claim(&claimed);
+    let subscription_id = claimed.subscription_id;
+    match gate(ctx, &claimed).await {
+        Ok(Gate::Go) => {}
+        Ok(Gate::Park(until)) => {
+            return park(ctx, Park { delivery_id, attempt, until: Some(until) }, "circuit_open").await
+        }
+        Err(err) => {
+            log::warn!("reading the circuit failed; requeueing delivery_id={delivery_id} error={err}");
+            return counted(Disposition::Requeue, "db_unavailable");
+        }
+    }
+    let waiting_since = Instant::now();
+    let slot: Slot = match ctx.flow.acquire(subscription_id).await {
+        Some(Admission::Slot(slot)) => slot,
+        Some(Admission::Park) => {
+            let until =
+                ctx.health.parked_until(subscription_id).unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(1));
+            return park(ctx, Park { delivery_id, attempt, until: Some(until) }, "circuit_open").await;
+        }
+        None => {
+            // Stopping: give the claim back so the message is taken again at once elsewhere.
+            if let Ok(mut conn) = db::conn(&ctx.pool).await {
+                let _ = store::release(&mut conn, delivery_id, attempt).await;
+            }
+            return counted(Disposition::Requeue, "shutting_down");
+        }
+    };
+    if ctx.health.parked_until(subscription_id).is_some_and(|until| until > Utc::now()) {
+        // The circuit opened while this message waited.
+        drop(slot);
+        let until = ctx.health.parked_until(subscription_id);
+        return park(ctx, Park { delivery_id, attempt, until }, "circuit_open").await;
+    }
+    let waited = waiting_since.elapsed();
+    if waited > Duration::from_millis(1) {
+        Stats::bump(&ctx.stats.waited);
+    }
+    if waited.as_secs() >= u64::try_from(claimed.timeout_seconds.max(1)).unwrap_or(30) {
+        // The claim (timeout + margin) is nearly spent: renew it before sending.
+        if let Ok(mut conn) = db::conn(&ctx.pool).await {
+            let _ = store::extend_claim(&mut conn, delivery_id, attempt, claimed.timeout_seconds).await;
+        }
+    }
+
     let policy = RetryPolicy {
         retry_enabled: claimed.retry_enabled,
         max_retries: claimed.max_retries,
         manual_retry: claimed.manual_retry,
     };
-    let subscription_id = claimed.subscription_id;
     let event_type = claimed.event_type.clone();
     let outcome = match job_of(ctx, claimed, attempt) {
         Ok(job) => {
             metrics::gauge!(metric_names::IN_FLIGHT).increment(1.0);
             let outcome = deliver_one(&ctx.deliver, &job).await;
             metrics::gauge!(metric_names::IN_FLIGHT).decrement(1.0);
-            ctx.slots.record_outcome(subscription_id, outcome.is_success());
+            ctx.flow.record_outcome(subscription_id, outcome.is_success());
             outcome
         }
         Err(outcome) => outcome,
     };
+    drop(slot);
     Stats::bump(&ctx.stats.attempts);
     metrics::counter!(metric_names::ATTEMPTS, "outcome" => outcome.kind.code()).increment(1);
     metrics::histogram!(metric_names::ATTEMPT_DURATION).record(outcome.duration.as_secs_f64());
@@ -184,13 +258,27 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, _slot: S
             return counted(Disposition::Ack, "superseded");
         }
         Recorded::Stored { disabled: true } => {
-            metrics::counter!(metric_names::SUBSCRIPTIONS_DISABLED).increment(1);
             log::info!("subscription disabled after 410 Gone subscription_id={subscription_id}");
         }
         Recorded::Stored { disabled: false } => {}
     }
     if let Some(delay) = retry_delay {
-        schedule_retry(ctx, delivery_id, attempt + 1, delay).await;
+        // The retry waits in the database; the scheduler queues it when due.
+        Stats::bump(&ctx.stats.retries_scheduled);
+        metrics::counter!(metric_names::RETRIES_SCHEDULED).increment(1);
+        log::debug!("retry scheduled delivery_id={delivery_id} attempt={} delay_ms={}", attempt + 1, delay.as_millis());
+    }
+    // The outcome is durable; health is bookkeeping on top of it (a lost
+    // update only delays the circuit by one attempt).
+    match ctx.health.observe(&ctx.pool, subscription_id, delivery_id, outcome.is_success()).await {
+        Ok(after) if after.circuit != Circuit::Closed => {
+            let parked = ctx.flow.park_waiters(subscription_id);
+            if parked > 0 {
+                log::debug!("circuit not closed: parking waiters subscription_id={subscription_id} count={parked}");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => log::warn!("updating endpoint health failed subscription_id={subscription_id} error={err}"),
     }
     counted(Disposition::Ack, outcome.kind.code())
 }
@@ -290,71 +378,6 @@ async fn record_with_retries(
             Err(err) => return Err(err),
         }
     }
-}
-
-/// Publishes the next attempt to its delay queue, then marks the row enqueued.
-/// If the broker does not confirm, the row stays `enqueued = false` with its
-/// `next_attempt_at`, and the outbox relay queues it: the database, not this
-/// message, is what guarantees the retry.
-async fn schedule_retry(ctx: &Context, delivery_id: uuid::Uuid, next_attempt: i32, delay: Duration) {
-    let mut published = retry::schedule(&ctx.broker, &ctx.topology, delivery_id, next_attempt, delay).await;
-    if published.is_err() {
-        // One more try on a fresh session (the publisher channel may just have been replaced).
-        if ctx.broker.wait_session(Duration::from_secs(5)).await.is_ok() {
-            published = retry::schedule(&ctx.broker, &ctx.topology, delivery_id, next_attempt, delay).await;
-        }
-    }
-    match published {
-        Ok(()) => {
-            Stats::bump(&ctx.stats.retries_scheduled);
-            metrics::counter!(metric_names::RETRIES_SCHEDULED).increment(1);
-            let marked = match db::conn(&ctx.pool).await {
-                Ok(mut conn) => {
-                    delivery::mark_enqueued(&mut conn, &[(delivery_id, next_attempt)]).await.map_err(db::DbError::from)
-                }
-                Err(err) => Err(err),
-            };
-            if let Err(err) = marked {
-                // The relay will publish a duplicate; the dispatcher drops whichever copy comes second.
-                log::warn!("marking a retry enqueued failed delivery_id={delivery_id} error={err}");
-            }
-        }
-        Err(err) => {
-            log::warn!(
-                "queueing a retry failed; the outbox relay will queue it delivery_id={delivery_id} attempt={next_attempt} error={err}"
-            );
-        }
-    }
-}
-
-/// Puts the message off on a defer queue without counting an attempt.
-async fn defer(
-    ctx: &Context,
-    message: &AmqpMessage,
-    subscription_id: Option<uuid::Uuid>,
-    deferrals: i64,
-) -> Disposition {
-    let delay = if deferrals < SHORT_DEFERRALS { DEFER_DELAYS[0] } else { DEFER_DELAYS[1] };
-    let mut headers = FieldTable::default();
-    headers.insert(DEFERRALS_HEADER.into(), AMQPValue::LongLongInt(deferrals.saturating_add(1)));
-    if let Some(subscription_id) = subscription_id {
-        headers.insert(SUBSCRIPTION_HEADER.into(), long_string(&subscription_id.to_string()));
-    }
-    let properties = persistent_json().with_headers(headers);
-    match ctx.broker.publish("", &ctx.topology.defer_queue(delay), &message.data, properties).await {
-        Ok(()) => {
-            Stats::bump(&ctx.stats.deferred);
-            counted(Disposition::Ack, "deferred")
-        }
-        Err(err) => {
-            log::warn!("deferring a message failed; requeueing error={err}");
-            counted(Disposition::Requeue, "broker_unavailable")
-        }
-    }
-}
-
-fn header<'a>(message: &'a AmqpMessage, name: &str) -> Option<&'a AMQPValue> {
-    message.properties.headers().as_ref()?.inner().get(name)
 }
 
 fn counted(disposition: Disposition, result: &'static str) -> Disposition {

@@ -1,14 +1,11 @@
-//! What follows an attempt (the contract's outcome rules), and queueing the
-//! next attempt on the delay queue of its retry delay.
+//! What follows an attempt: the contract's outcome rules, plus `Retry-After`,
+//! jitter and permanent failures. A retry waits in the database with its due
+//! time (`next_attempt_at`); [`crate::scheduler`] queues it when it is due.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use shared::{
-    amqp::{persistent_json, Broker, BrokerError, DispatchMessage, Topology},
-    config::Config,
-    models::delivery::DeliveryStatus,
-};
+use shared::{config::Config, models::delivery::DeliveryStatus};
 
 use crate::{outcome::Outcome, store::NextState};
 
@@ -25,10 +22,12 @@ pub struct RetryPolicy {
 pub const GONE_REASON: &str = "endpoint answered 410 Gone";
 
 /// The delivery's next state after `attempt` ended with `outcome`:
-/// 2xx succeeds; 410 fails for good and disables the subscription; anything
-/// else schedules retry number `attempt` after `retry_delay(attempt)` while
-/// retries are enabled, the attempt was not manual and `attempt <= max_retries`;
-/// otherwise the delivery fails.
+/// 2xx succeeds; 410 fails for good and disables the subscription; a
+/// permanent outcome (`blocked_address`) fails at once; anything else
+/// schedules retry number `attempt` while retries are enabled, the attempt
+/// was not manual and `attempt <= max_retries` — after the endpoint's
+/// `Retry-After` (429/503, clamped to 1 s … `RETRY_AFTER_MAX`) or else the
+/// `RETRY_SCHEDULE` delay varied by ±`RETRY_JITTER`; otherwise the delivery fails.
 pub fn next_state(
     outcome: &Outcome,
     attempt: i32,
@@ -49,8 +48,11 @@ pub fn next_state(
         };
         return (next, None);
     }
-    if policy.retry_enabled && !policy.manual_retry && attempt <= policy.max_retries {
-        let delay = config.retry_delay(u32::try_from(attempt).unwrap_or(1));
+    if !outcome.kind.is_permanent() && policy.retry_enabled && !policy.manual_retry && attempt <= policy.max_retries {
+        let delay = match outcome.retry_after {
+            Some(asked) => asked.clamp(Duration::from_secs(1), config.retry_after_max.max(Duration::from_secs(1))),
+            None => jittered(config.retry_delay(u32::try_from(attempt).unwrap_or(1)), config.retry_jitter),
+        };
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         return (
             NextState { status: DeliveryStatus::Retrying, next_attempt_at: Some(at), disable_subscription: None },
@@ -60,18 +62,14 @@ pub fn next_state(
     (NextState { status: DeliveryStatus::Failed, next_attempt_at: None, disable_subscription: None }, None)
 }
 
-/// Publishes `attempt` of the delivery to the delay queue for `delay` (through
-/// the default exchange, routed by queue name), persistent, and waits for the
-/// broker's confirm.
-pub async fn schedule(
-    broker: &Broker,
-    topology: &Topology,
-    delivery_id: uuid::Uuid,
-    attempt: i32,
-    delay: Duration,
-) -> Result<(), BrokerError> {
-    let body = serde_json::to_vec(&DispatchMessage::Attempt { delivery_id, attempt })?;
-    broker.publish("", &topology.retry_queue(delay), &body, persistent_json()).await
+/// `delay` varied uniformly within ±`jitter` (a fraction), so the failures
+/// of one outage do not all retry at the same instant.
+pub fn jittered(delay: Duration, jitter: f64) -> Duration {
+    if jitter <= 0.0 {
+        return delay;
+    }
+    let factor = 1.0 + jitter * (2.0 * fastrand::f64() - 1.0);
+    delay.mul_f64(factor.max(0.0))
 }
 
 #[cfg(test)]
@@ -84,6 +82,7 @@ mod tests {
         Config::from_lookup(|name| match name {
             "WEBHOOK_SECRET_KEY" => Some(key.to_owned()),
             "RETRY_SCHEDULE" => Some("1s,2s,3s".to_owned()),
+            "RETRY_JITTER" => Some("0".to_owned()),
             _ => None,
         })
         .expect("config")
@@ -114,5 +113,29 @@ mod tests {
             next_state(&Outcome::answered(200, None, d, None), 1, manual, &config).0.status,
             DeliveryStatus::Succeeded
         );
+        let blocked = Outcome::failed(OutcomeKind::BlockedAddress, "internal", d);
+        assert_eq!(next_state(&blocked, 1, auto, &config).0.status, DeliveryStatus::Failed, "never retried");
+    }
+
+    #[test]
+    fn retry_after_replaces_the_schedule_and_is_clamped() {
+        let config = config();
+        let d = Duration::from_millis(1);
+        let auto = RetryPolicy { retry_enabled: true, max_retries: 3, manual_retry: false };
+        let asked = |secs| Outcome::answered(429, None, d, None).with_retry_after(Some(Duration::from_secs(secs)));
+        assert_eq!(next_state(&asked(7), 1, auto, &config).1, Some(Duration::from_secs(7)));
+        assert_eq!(next_state(&asked(0), 1, auto, &config).1, Some(Duration::from_secs(1)), "at least 1 s");
+        assert_eq!(next_state(&asked(86_400), 1, auto, &config).1, Some(Duration::from_secs(3600)), "RETRY_AFTER_MAX");
+        assert_eq!(next_state(&asked(7), 4, auto, &config).0.status, DeliveryStatus::Failed, "still an attempt");
+    }
+
+    #[test]
+    fn jitter_spreads_delays_within_the_fraction() {
+        let base = Duration::from_secs(100);
+        assert_eq!(jittered(base, 0.0), base);
+        let delays: Vec<f64> = (0..2000).map(|_| jittered(base, 0.2).as_secs_f64()).collect();
+        let (min, max) = delays.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        assert!(min >= 80.0 && max <= 120.0, "within ±20 %: {min}..{max}");
+        assert!(min < 82.0 && max > 118.0, "and spread over it: {min}..{max}");
     }
 }

@@ -14,7 +14,8 @@ use shared::{
 use tokio::sync::{watch, Semaphore};
 
 use crate::{
-    batched_store, client, consumer, context::Context, deliver::DeliverContext, limits::SubscriptionSlots, metric_names,
+    batched_store, client, consumer, context::Context, deliver::DeliverContext, flow::Flow, health::Health,
+    metric_names, scheduler,
 };
 
 /// A running dispatcher.
@@ -25,8 +26,9 @@ pub struct Dispatcher {
     pub health_server: actix_web::dev::ServerHandle,
     stop: watch::Sender<bool>,
     consumer: tokio::task::JoinHandle<Option<lapin::Channel>>,
-    /// One permit per attempt that may be in flight.
-    in_flight: Arc<Semaphore>,
+    scheduler: tokio::task::JoinHandle<()>,
+    /// One permit per message taken from the queue and not settled yet.
+    unsettled: Arc<Semaphore>,
 }
 
 /// Why a dispatcher could not start.
@@ -55,12 +57,14 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
             allow_http_targets: config.allow_http_targets,
             allow_private_targets: config.allow_private_targets,
         },
-        slots: SubscriptionSlots::new(config.dispatcher_per_subscription),
+        flow: Flow::new(config.dispatcher_concurrency, config.dispatcher_per_subscription),
+        health: Arc::new(Health::new(&config)),
         stats: Arc::default(),
         // Claims are bookkeeping (a lost one only means a redelivered message):
         // committed asynchronously, saving a WAL flush per batch.
         claims: batched_store::claims(db::bookkeeping_pool(&config.database_url, 4, "webhooks-dispatcher-claims")?),
         records: batched_store::records(pool.clone()),
+        parks: batched_store::parks(pool.clone()),
         secrets: SecretBox::new(&config.secret_key),
         config: Arc::new(config),
         pool,
@@ -83,9 +87,10 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
     let health_server = server.handle();
     tokio::spawn(server);
 
-    let in_flight = Arc::new(Semaphore::new(context.config.dispatcher_concurrency));
+    let unsettled = Arc::new(Semaphore::new(consumer::prefetch(&context.config)));
     let (stop, stop_rx) = watch::channel(false);
-    let consumer = tokio::spawn(consumer::run(context.clone(), in_flight.clone(), stop_rx));
+    let consumer = tokio::spawn(consumer::run(context.clone(), unsettled.clone(), stop_rx.clone()));
+    let scheduler = tokio::spawn(scheduler::run(context.clone(), stop_rx));
     log::info!(
         "dispatcher started version={} health_addr={addr} amqp_prefix={} concurrency={} per_subscription={}",
         env!("CARGO_PKG_VERSION"),
@@ -93,7 +98,7 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
         context.config.dispatcher_concurrency,
         context.config.dispatcher_per_subscription
     );
-    Ok(Dispatcher { addr, context, health_server, stop, consumer, in_flight })
+    Ok(Dispatcher { addr, context, health_server, stop, consumer, scheduler, unsettled })
 }
 
 impl Dispatcher {
@@ -105,8 +110,11 @@ impl Dispatcher {
     pub async fn shutdown(self, drain: Duration) -> bool {
         let _ = self.stop.send(true);
         let channel = self.consumer.await.ok().flatten();
-        let permits = u32::try_from(self.context.config.dispatcher_concurrency).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(drain, self.in_flight.acquire_many(permits)).await.is_ok_and(|p| p.is_ok());
+        // Messages still waiting for a slot give their claim back and return to the queue.
+        self.context.flow.close();
+        let permits = u32::try_from(consumer::prefetch(&self.context.config)).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(drain, self.unsettled.acquire_many(permits)).await.is_ok_and(|p| p.is_ok());
+        let _ = self.scheduler.await;
         if !drained {
             log::warn!("shutdown drain bound reached; unfinished attempts will be redelivered");
         }

@@ -10,10 +10,18 @@ pub struct Stats {
     pub attempts: AtomicU64,
     /// Messages dropped because their attempt was finished or superseded.
     pub stale: AtomicU64,
-    /// Messages put off without an attempt (subscription at its cap, live claim elsewhere).
-    pub deferred: AtomicU64,
-    /// Retries published to a delay queue.
+    /// Deliveries parked in the database without an attempt because their
+    /// circuit is open: the only way a delivery is put off.
+    pub parked: AtomicU64,
+    /// Duplicate messages (the attempt is claimed by another dispatcher right
+    /// now) parked until that claim runs out.
+    pub duplicates_parked: AtomicU64,
+    /// Messages that waited in this process for a slot of their subscription.
+    pub waited: AtomicU64,
+    /// Retries scheduled (they wait in the database until due).
     pub retries_scheduled: AtomicU64,
+    /// Due deliveries this dispatcher's scheduler queued again.
+    pub requeued: AtomicU64,
 }
 
 impl Stats {

@@ -3,6 +3,8 @@
 //!
 //! Every write is conditional on `attempt_count = attempt - 1`, so a stale or
 //! duplicate message, or a dispatcher whose claim ran out, changes nothing.
+//! Recording or parking also clears `relay_lease_until`: that lease covered
+//! the message just handled, and the row's next due time is the scheduler's.
 //!
 //! The batched statements lock their delivery rows in id order first (the
 //! `locked` CTE), so two batches over overlapping rows queue behind each other
@@ -23,6 +25,8 @@ use shared::models::{
     attempt::NewAttempt,
     delivery::{DeliveryStatus, UNFINISHED_SQL},
 };
+
+use crate::metric_names;
 
 /// How long a claim outlives the subscription's timeout: time to record the outcome.
 pub const CLAIM_MARGIN_SECONDS: i32 = 5;
@@ -67,6 +71,17 @@ pub struct Claimed {
     pub secret_rotated_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = Text)]
     pub payload: String,
+    /// The subscription's circuit (`None`: no health row, i.e. closed).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub circuit: Option<String>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    pub consecutive_failures: Option<i32>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub open_until: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub probe_delivery_id: Option<uuid::Uuid>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub probe_until: Option<DateTime<Utc>>,
 }
 
 /// The answer to a claim.
@@ -101,7 +116,8 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
         "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
          UPDATE deliveries d \
          SET claimed_until = now() + make_interval(secs => s.timeout_seconds + $3) \
-         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), locked l, subscriptions s, events e \
+         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), locked l, events e, \
+           subscriptions s LEFT JOIN endpoint_health h ON h.subscription_id = s.id \
          WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 \
            AND (d.status IN {UNFINISHED_SQL} OR d.manual_retry) \
            AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
@@ -109,7 +125,8 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
          RETURNING m.attempt AS claimed_attempt, d.id AS delivery_id, d.subscription_id, d.event_id, \
            d.event_type, d.manual_retry, s.url, s.headers, s.headers_encrypted, s.timeout_seconds, s.retry_enabled, \
            s.max_retries, s.is_active, s.deleted_at IS NOT NULL AS is_deleted, s.secret_encrypted, \
-           s.previous_secret_encrypted, s.secret_rotated_at, e.payload"
+           s.previous_secret_encrypted, s.secret_rotated_at, e.payload, h.circuit, h.consecutive_failures, \
+           h.open_until, h.probe_delivery_id, h.probe_until"
     )
 });
 
@@ -166,7 +183,122 @@ pub async fn claim_many(conn: &mut AsyncPgConnection, wanted: &[(uuid::Uuid, i32
     Ok(answers.into_iter().flatten().collect())
 }
 
-/// Gives a claim back without an attempt (the message is deferred).
+/// Extends this dispatcher's claim on an attempt that waited long for a slot,
+/// so it does not run out while the request is made.
+pub async fn extend_claim(
+    conn: &mut AsyncPgConnection,
+    delivery_id: uuid::Uuid,
+    attempt: i32,
+    timeout_seconds: i32,
+) -> diesel::QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE deliveries SET claimed_until = now() + make_interval(secs => $3 + $4) \
+         WHERE id = $1 AND attempt_count = $2 - 1",
+    )
+    .bind::<SqlUuid, _>(delivery_id)
+    .bind::<Int4, _>(attempt)
+    .bind::<Int4, _>(timeout_seconds)
+    .bind::<Int4, _>(CLAIM_MARGIN_SECONDS)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// A delivery to park in the database instead of attempting it now.
+#[derive(Debug, Clone, Copy)]
+pub struct Park {
+    pub delivery_id: uuid::Uuid,
+    pub attempt: i32,
+    /// When it is due again; `None`: another dispatcher holds a live claim on
+    /// this attempt, so it is due when that claim runs out (and the claim is kept).
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Parks deliveries in one statement: `enqueued = false` with a due time, so
+/// the due-row scheduler queues them again; status and attempt number stay.
+/// Only where the delivery is still at `attempt - 1` (a recorded outcome wins).
+pub async fn park_many(conn: &mut AsyncPgConnection, parks: &[Park]) -> diesel::QueryResult<Vec<bool>> {
+    let ids: Vec<uuid::Uuid> = parks.iter().map(|p| p.delivery_id).collect();
+    let rows: Vec<RecordedRow> = shared::db::Prepared(
+        diesel::sql_query(
+            "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+             UPDATE deliveries d SET enqueued = false, \
+               next_attempt_at = coalesce(m.until, greatest(d.claimed_until, now()) + interval '1 second'), \
+               claimed_until = CASE WHEN m.until IS NULL THEN d.claimed_until END, relay_lease_until = NULL \
+             FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[]) AS m(id, attempt, until), locked l \
+             WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 \
+               AND (d.status IN ('pending', 'retrying') OR d.manual_retry) \
+             RETURNING d.id AS delivery_id",
+        )
+        .bind::<Array<SqlUuid>, _>(&ids)
+        .bind::<Array<Int4>, _>(parks.iter().map(|p| p.attempt).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(parks.iter().map(|p| p.until).collect::<Vec<_>>()),
+    )
+    .load(conn)
+    .await?;
+    let parked: HashSet<uuid::Uuid> = rows.into_iter().map(|r| r.delivery_id).collect();
+    Ok(ids.iter().map(|id| parked.contains(id)).collect())
+}
+
+/// Why a subscription is disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisableCause {
+    /// The endpoint answered 410 Gone.
+    Gone,
+    /// Every attempt failed for `AUTO_DISABLE_AFTER`.
+    AutoDisable,
+}
+
+impl DisableCause {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Gone => "gone",
+            Self::AutoDisable => "auto_disable",
+        }
+    }
+}
+
+/// Disables a subscription (`is_active = false`, `disabled_reason`): the one
+/// place every automatic disable goes through. Its deliveries waiting in the
+/// database fail now ("subscription disabled"), as queued ones do when their
+/// message arrives. True if this call disabled it (it was active).
+pub async fn disable_subscription(
+    conn: &mut AsyncPgConnection,
+    subscription_id: uuid::Uuid,
+    reason: &str,
+    cause: DisableCause,
+) -> diesel::QueryResult<bool> {
+    let disabled = diesel::sql_query(
+        "UPDATE subscriptions SET is_active = false, disabled_reason = $2, updated_at = now() \
+         WHERE id = $1 AND is_active",
+    )
+    .bind::<SqlUuid, _>(subscription_id)
+    .bind::<Text, _>(reason)
+    .execute(conn)
+    .await?
+        == 1;
+    if disabled {
+        diesel::sql_query(
+            "WITH w AS ( \
+               SELECT id FROM deliveries \
+               WHERE subscription_id = $1 AND NOT enqueued AND next_attempt_at IS NOT NULL \
+                 AND status IN ('pending', 'retrying') AND (claimed_until IS NULL OR claimed_until < now()) \
+               ORDER BY id FOR UPDATE SKIP LOCKED) \
+             UPDATE deliveries d SET status = 'failed', last_error = 'subscription disabled', \
+               next_attempt_at = NULL, manual_retry = false, updated_at = now() \
+             FROM w WHERE d.id = w.id",
+        )
+        .bind::<SqlUuid, _>(subscription_id)
+        .execute(conn)
+        .await?;
+        metrics::counter!(metric_names::SUBSCRIPTIONS_DISABLED, "cause" => cause.label()).increment(1);
+        log::info!("subscription disabled subscription_id={subscription_id} reason={reason:?}");
+    }
+    Ok(disabled)
+}
+
+/// Gives a claim back without an attempt (the dispatcher is stopping).
 pub async fn release(conn: &mut AsyncPgConnection, delivery_id: uuid::Uuid, attempt: i32) -> diesel::QueryResult<()> {
     diesel::sql_query("UPDATE deliveries SET claimed_until = NULL WHERE id = $1 AND attempt_count = $2 - 1")
         .bind::<SqlUuid, _>(delivery_id)
@@ -229,7 +361,8 @@ pub async fn record(
         let retrying = next.status == DeliveryStatus::Retrying;
         let updated = diesel::sql_query(
             "UPDATE deliveries SET attempt_count = $2, status = $3, next_attempt_at = $4, \
-                   last_status_code = $5, last_error = $6, claimed_until = NULL, manual_retry = false, \
+                   last_status_code = $5, last_error = $6, claimed_until = NULL, relay_lease_until = NULL, \
+                   manual_retry = false, \
                    enqueued = NOT $7, updated_at = now() \
                  WHERE id = $1 AND attempt_count = $2 - 1",
         )
@@ -248,15 +381,7 @@ pub async fn record(
         diesel::insert_into(shared::schema::delivery_attempts::table).values(&attempt_row).execute(conn).await?;
         let mut disabled = false;
         if let Some(reason) = &next.disable_subscription {
-            disabled = diesel::sql_query(
-                "UPDATE subscriptions SET is_active = false, disabled_reason = $2, updated_at = now() \
-                     WHERE id = $1 AND is_active",
-            )
-            .bind::<SqlUuid, _>(subscription_id)
-            .bind::<Text, _>(reason)
-            .execute(conn)
-            .await?
-                == 1;
+            disabled = disable_subscription(conn, subscription_id, reason, DisableCause::Gone).await?;
         }
         Ok(Recorded::Stored { disabled })
     })
@@ -297,7 +422,7 @@ pub async fn record_many(
              upd AS ( \
                UPDATE deliveries d SET attempt_count = v.attempt, status = v.status, \
                  next_attempt_at = v.next_attempt_at, last_status_code = v.status_code, \
-                 last_error = v.error, claimed_until = NULL, manual_retry = false, \
+                 last_error = v.error, claimed_until = NULL, relay_lease_until = NULL, manual_retry = false, \
                  enqueued = NOT v.retrying, updated_at = now() \
                FROM v, locked l WHERE d.id = v.delivery_id AND l.id = d.id AND d.attempt_count = v.attempt - 1 \
                RETURNING d.id), \

@@ -24,14 +24,23 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    /// A conflict caused by one field's value (`details.field` names it).
+    #[error("{message}")]
+    ConflictOn { field: &'static str, message: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The request line and headers together exceed what the server reads.
     #[error("the request line and headers are larger than {limit} bytes")]
     HeadTooLarge { limit: usize },
     /// The request line and headers did not arrive in time.
-    #[error("the request line and headers did not arrive in time")]
-    RequestTimeout,
+    #[error("the request line and headers did not arrive within {seconds} s")]
+    HeadTimeout { seconds: u64 },
+    /// The request body did not arrive within `INGEST_BODY_TIMEOUT`.
+    #[error("the request body did not arrive within {seconds} s")]
+    RequestTimeout { seconds: u64 },
+    /// Ingest holds as many publish bytes as it may (`INGEST_MAX_INFLIGHT_BYTES`): retry shortly.
+    #[error("too many publishes in flight; retry in {retry_after_seconds} s")]
+    Overloaded { retry_after_seconds: u64 },
     /// A field is missing, of the wrong type, or out of its allowed range.
     #[error("{field}: {message}")]
     Validation { field: String, message: String, details: Value },
@@ -63,10 +72,11 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::Conflict(_) => "conflict",
+            Self::Conflict(_) | Self::ConflictOn { .. } => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::HeadTooLarge { .. } => "request_header_fields_too_large",
-            Self::RequestTimeout => "request_timeout",
+            Self::HeadTimeout { .. } | Self::RequestTimeout { .. } => "request_timeout",
+            Self::Overloaded { .. } => "overloaded",
             Self::Validation { .. } => "validation_failed",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -82,10 +92,11 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConflictOn { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadTimeout { .. } | Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,8 +105,18 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, Self::Unauthorized) {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            Self::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            Self::Overloaded { retry_after_seconds } => {
+                response.insert_header(("Retry-After", retry_after_seconds.to_string()));
+            }
+            // The rest of the body is not read: the connection cannot be reused.
+            Self::RequestTimeout { .. } | Self::HeadTimeout { .. } => {
+                response.insert_header(("Connection", "close"));
+            }
+            _ => {}
         }
         response.json(self.body())
     }
@@ -119,6 +140,9 @@ impl ApiError {
         let details = match self {
             Self::Validation { details, .. } => details.clone(),
             Self::PayloadTooLarge { limit } | Self::HeadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            Self::HeadTimeout { seconds } | Self::RequestTimeout { seconds } => json!({ "timeout_seconds": seconds }),
+            Self::Overloaded { retry_after_seconds } => json!({ "retry_after_seconds": retry_after_seconds }),
+            Self::ConflictOn { field, .. } => json!({ "field": field }),
             Self::InvalidQuery { field: Some(field), .. } => json!({ "field": field }),
             _ => json!({}),
         };
@@ -144,6 +168,9 @@ impl From<diesel::result::Error> for ApiError {
 
 impl From<crate::publishing::error::PublishError> for ApiError {
     fn from(err: crate::publishing::error::PublishError) -> Self {
+        if let crate::publishing::error::PublishError::EventIdReused { .. } = &err {
+            return Self::ConflictOn { field: "event_id", message: err.to_string() };
+        }
         if err.is_unavailable() {
             Self::Unavailable(err.to_string())
         } else {

@@ -1,20 +1,28 @@
 //! Request extractors that turn bad input into the contract's errors:
-//! JSON bodies (400 not JSON, 422 naming the field, 413 too large) and query
+//! JSON bodies (400 not JSON, 422 naming the field, 413 too large, 408 too
+//! slow), publish bodies within the byte budget (503 over it) and query
 //! strings (400 malformed, 422 naming a parameter with a control character).
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, time::Duration};
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::{
     domain::text::{self, TextKind},
     error::ApiError,
+    publishing::budget::BudgetGuard,
+    state::AppState,
 };
 
 /// Largest body any route takes (publishing's limit, from the contract).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Body timeout when the app state is not reachable (never in the service).
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// What an over-budget publish is told to wait: bodies in flight are answered
+/// within a commit or two.
+const OVER_BUDGET_RETRY_AFTER_SECONDS: u64 = 1;
 
 /// A JSON body deserialized with the path of any failing field.
 pub struct Json<T>(pub T);
@@ -23,19 +31,81 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
-    fn from_request(_req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let mut payload = payload.take();
+        let timeout = body_timeout(req);
+        let declared = declared_length(req);
         Box::pin(async move {
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::BadRequest { code: "invalid_body", message: e.to_string() })?;
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_body(&mut payload, declared, timeout).await?;
             parse_json(&body).map(Json)
         })
+    }
+}
+
+/// A publish body, read within the byte budget: the bytes it holds stay taken
+/// until this value (and the guard in it) is dropped, after the answer.
+pub struct BudgetedJson<T> {
+    pub body: T,
+    pub guard: BudgetGuard,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for BudgetedJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let mut payload = payload.take();
+        let timeout = body_timeout(req);
+        let declared = declared_length(req);
+        let budget = req.app_data::<web::Data<AppState>>().map(|state| state.budget.clone());
+        Box::pin(async move {
+            if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+                return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+            }
+            let budget = budget.ok_or_else(|| ApiError::Internal("no byte budget in the app state".into()))?;
+            // Taken before a byte is read: an unknown length may grow to the limit.
+            let guard = budget.try_take(declared.unwrap_or(MAX_BODY_BYTES)).ok_or_else(|| {
+                metrics::counter!(crate::metric_names::OVER_BUDGET).increment(1);
+                ApiError::Overloaded { retry_after_seconds: OVER_BUDGET_RETRY_AFTER_SECONDS }
+            })?;
+            let body = read_body(&mut payload, declared, timeout).await?;
+            let body = parse_json(&body)?;
+            Ok(BudgetedJson { body, guard })
+        })
+    }
+}
+
+fn body_timeout(req: &HttpRequest) -> Duration {
+    req.app_data::<web::Data<AppState>>().map_or(DEFAULT_BODY_TIMEOUT, |state| state.config.ingest_body_timeout)
+}
+
+/// The `Content-Length` the client announced, if any.
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Reads the whole body, at most [`MAX_BODY_BYTES`], within `timeout` from now.
+async fn read_body(
+    payload: &mut Payload,
+    declared: Option<usize>,
+    timeout: Duration,
+) -> Result<web::BytesMut, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(MAX_BODY_BYTES));
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
+            Err(_) => {
+                metrics::counter!(crate::metric_names::BODY_TIMEOUTS).increment(1);
+                return Err(ApiError::RequestTimeout { seconds: timeout.as_secs().max(1) });
+            }
+            Ok(None) => return Ok(body),
+            Ok(Some(chunk)) => chunk,
+        };
+        let chunk = chunk.map_err(|e| ApiError::BadRequest { code: "invalid_body", message: e.to_string() })?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
+        }
+        body.extend_from_slice(&chunk);
     }
 }
 

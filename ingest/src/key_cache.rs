@@ -106,20 +106,31 @@ impl KeyCache {
         }
     }
 
-    /// Starts the listener that keeps this cache honest (see the module docs).
-    pub fn start_listener(&self, database_url: String) -> tokio::task::JoinHandle<()> {
+    /// Starts the listener that keeps this cache honest (see the module docs);
+    /// it ends when `stop` turns true.
+    pub fn start_listener(
+        &self,
+        database_url: String,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {
                 let started = Instant::now();
-                if let Err(err) = cache.listen(&database_url).await {
-                    log::warn!("API key change listener stopped; using no key cache until it is back error={err}");
+                tokio::select! {
+                    result = cache.listen(&database_url) => if let Err(err) = result {
+                        log::warn!("API key change listener stopped; using no key cache until it is back error={err}");
+                    },
+                    _ = crate::publishing::stopped(&mut stop) => return,
                 }
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(200);
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = crate::publishing::stopped(&mut stop) => return,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         })

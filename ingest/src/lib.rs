@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod protocol_errors;
 pub mod publishing;
 pub mod queue_depths;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod state;

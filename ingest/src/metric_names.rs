@@ -33,6 +33,20 @@ pub const MANUAL_RETRIES: &str = "webhooks_ingest_manual_retries_total";
 /// Gauge `{queue}`: messages waiting in a RabbitMQ queue (`events_ingest`,
 /// `dispatch`, `events_rejected`), sampled by the outbox relay.
 pub const QUEUE_MESSAGES: &str = "webhooks_ingest_queue_messages";
+/// Counter: AMQP-published events with neither `event_id` nor `message_id` (given a fresh id).
+pub const EVENTS_WITHOUT_ID: &str = "webhooks_ingest_events_without_id_total";
+/// Counter: tries of an AMQP-published event held in ingest while the database was unreachable.
+pub const AMQP_OUTAGE_RETRIES: &str = "webhooks_ingest_amqp_outage_retries_total";
+/// Counter: unfinished deliveries the reconciler queued again (their message lost or late).
+pub const RECONCILER_REQUEUED: &str = "webhooks_ingest_reconciler_requeued_total";
+/// Counter `{table}`: rows deleted by retention (`events`, `deliveries`, `subscriptions`).
+pub const RETENTION_DELETED: &str = "webhooks_ingest_retention_deleted_total";
+/// Gauge: publish body bytes held right now (HTTP and AMQP), against `INGEST_MAX_INFLIGHT_BYTES`.
+pub const INFLIGHT_BYTES: &str = "webhooks_ingest_inflight_bytes";
+/// Counter: publishes answered 503 because the byte budget was spent.
+pub const OVER_BUDGET: &str = "webhooks_ingest_over_budget_total";
+/// Counter: requests answered 408 because their body did not arrive in time.
+pub const BODY_TIMEOUTS: &str = "webhooks_ingest_body_timeouts_total";
 /// Gauge: 1 while the database and the broker are reachable (as `/readyz`), else 0.
 pub const READY: &str = "webhooks_ingest_ready";
 /// What the shared telemetry code records for ingest: its HTTP requests and readiness.
@@ -66,6 +80,16 @@ pub fn register() {
         "Messages waiting in a RabbitMQ queue, by queue (events_ingest, dispatch, events_rejected)"
     );
     describe_gauge!(READY, "1 while the database and the broker are reachable (as /readyz), else 0");
+    describe_counter!(
+        EVENTS_WITHOUT_ID,
+        "AMQP-published events with neither event_id nor message_id (given a fresh id)"
+    );
+    describe_counter!(AMQP_OUTAGE_RETRIES, "Tries of AMQP-published events held while the database was unreachable");
+    describe_counter!(RECONCILER_REQUEUED, "Unfinished deliveries queued again because they were overdue");
+    describe_counter!(RETENTION_DELETED, "Rows deleted by retention, by table (attempts go with their deliveries)");
+    describe_gauge!(INFLIGHT_BYTES, "Publish body bytes held right now, HTTP and AMQP together");
+    describe_counter!(OVER_BUDGET, "Publishes answered 503 because INGEST_MAX_INFLIGHT_BYTES was reached");
+    describe_counter!(BODY_TIMEOUTS, "Requests answered 408 because their body did not arrive in time");
     describe_counter!(SERVICE.http_requests, "HTTP requests answered, by method, route and status");
     describe_histogram!(SERVICE.http_duration, Unit::Seconds, "HTTP request latency, by method and route");
 
@@ -80,4 +104,8 @@ pub fn register() {
     let _ = metrics::gauge!(FANOUT_PENDING);
     let _ = metrics::counter!(MANUAL_RETRIES);
     let _ = metrics::gauge!(READY);
+    let _ = metrics::counter!(EVENTS_WITHOUT_ID);
+    let _ = metrics::counter!(RECONCILER_REQUEUED);
+    let _ = metrics::counter!(OVER_BUDGET);
+    let _ = metrics::gauge!(INFLIGHT_BYTES);
 }

@@ -22,6 +22,10 @@ use crate::error::ApiError;
 /// actix-http's limit on a request head (its `MAX_BUFFER_SIZE`).
 const HEAD_LIMIT_BYTES: usize = 131_072;
 
+/// How long a request line and headers may take to arrive (the server's
+/// `client_request_timeout`).
+pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A connection whose protocol-error answers carry the contract's body.
 pub struct ContractErrors<S> {
     inner: S,
@@ -104,7 +108,7 @@ fn bodiless_error(written: &[u8]) -> Option<ApiError> {
                       64 KiB, or both Content-Length and Transfer-Encoding"
                 .into(),
         }),
-        b"408 " => Some(ApiError::RequestTimeout),
+        b"408 " => Some(ApiError::HeadTimeout { seconds: HEAD_TIMEOUT.as_secs() }),
         b"431 " => Some(ApiError::HeadTooLarge { limit: HEAD_LIMIT_BYTES }),
         _ => None,
     }
@@ -149,7 +153,7 @@ mod tests {
 
     #[test]
     fn the_replacement_is_a_complete_json_answer() {
-        let answer = contract_answer(&ApiError::RequestTimeout);
+        let answer = contract_answer(&ApiError::HeadTimeout { seconds: 5 });
         let text = String::from_utf8(answer).expect("utf-8");
         let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
         assert!(head.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{head}");

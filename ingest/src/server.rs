@@ -1,7 +1,7 @@
 //! Starting ingest: migrations, pool, broker, catalog, HTTP server and
 //! background tasks. `main` and the tests both go through [`start`].
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt as _};
 use actix_web::dev::AppConfig;
@@ -18,32 +18,84 @@ use crate::{
     app::build_app,
     key_cache::KeyCache,
     protocol_errors::ContractErrors,
-    publishing::{batcher::FanoutBatcher, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay},
+    publishing::{
+        batcher::FanoutBatcher, budget::ByteBudget, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay,
+        reconciler::Reconciler,
+    },
+    retention::Retention,
     state::AppState,
 };
 
 /// Pending connections the listener queues (actix-web's default).
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// A running ingest: its address, state and server handle.
+/// How long [`Ingest::stop`] waits for the consumer and the relay to finish
+/// what they hold before aborting them.
+const STOP_BOUND: Duration = Duration::from_secs(15);
+
+/// A running ingest: its address, state and server handle. Dropping it ends
+/// its background tasks at once; [`Ingest::stop`] ends them gracefully.
 pub struct Ingest {
     pub addr: SocketAddr,
     pub state: AppState,
     pub server: actix_web::dev::ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// The AMQP event consumer and the outbox relay.
+    /// The AMQP event consumer, the outbox relay, the reconciler and retention.
     pub background: Vec<tokio::task::JoinHandle<()>>,
+    /// Tells the consumer and the relay to stop.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Ingest {
     /// Stops the HTTP server (letting requests in flight finish), then the
-    /// background tasks. Unacked AMQP messages go back to the queue, and
-    /// unqueued deliveries stay in the outbox, so stopping loses nothing.
-    pub async fn stop(self) {
+    /// consumer (messages in hand finish; the rest stay on the queue) and the
+    /// relay (after its round), bounded by [`STOP_BOUND`]. Unacked AMQP
+    /// messages go back to the queue, and unqueued deliveries stay in the
+    /// outbox, so stopping loses nothing.
+    pub async fn stop(mut self) {
         self.server.stop(true).await;
+        let _ = self.stop.send(true);
+        let mut background = std::mem::take(&mut self.background);
+        let all = futures_util::future::join_all(background.iter_mut().map(|t| async {
+            let _ = t.await;
+        }));
+        if tokio::time::timeout(STOP_BOUND, all).await.is_err() {
+            log::warn!("ingest background tasks did not stop within {STOP_BOUND:?}; aborting them");
+        }
+        for task in &background {
+            task.abort();
+        }
+    }
+}
+
+impl Ingest {
+    /// Ends the HTTP server, the consumer and the relay at once (no draining)
+    /// and waits until they are gone: for tests, before their database and
+    /// queues are dropped.
+    pub async fn halt(&mut self) {
+        let _ = self.stop.send(true);
         for task in &self.background {
             task.abort();
         }
+        for task in &mut self.background {
+            let _ = task.await;
+        }
+        self.background.clear();
+        self.server.stop(false).await;
+    }
+}
+
+impl Drop for Ingest {
+    /// Ends the consumer and the relay (and the HTTP server) without waiting,
+    /// so nothing of this ingest keeps running against a database or queues
+    /// that are about to go (as in tests).
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.background {
+            task.abort();
+        }
+        // Sends the stop command now; the returned future only awaits completion.
+        drop(self.server.stop(false));
     }
 }
 
@@ -80,6 +132,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let dispatch = DispatchQueue::start(broker.clone(), topology.clone(), bookkeeping);
     let catalog = Arc::new(catalog);
     let fanout = FanoutBatcher::start(pool.clone(), catalog.clone(), dispatch.clone());
+    let config_budget = config.ingest_max_inflight_bytes;
     let state = AppState {
         dispatch,
         fanout,
@@ -90,10 +143,12 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         topology: Arc::new(topology),
         catalog,
         key_cache: KeyCache::default(),
+        budget: ByteBudget::new(config_budget),
     };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let background = vec![
-        state.key_cache.start_listener(state.config.database_url.clone()),
-        consumer::start(state.clone()),
+        state.key_cache.start_listener(state.config.database_url.clone(), stopped.clone()),
+        consumer::start(state.clone(), stopped.clone()),
         OutboxRelay {
             broker: state.broker.clone(),
             topology: (*state.topology).clone(),
@@ -101,8 +156,21 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
             interval: state.config.outbox_interval,
             grace: state.config.outbox_grace,
         }
-        .start(),
+        .start(stopped.clone()),
+        Reconciler {
+            broker: state.broker.clone(),
+            topology: (*state.topology).clone(),
+            pool: state.pool.clone(),
+            interval: state.config.reconcile_interval,
+            grace: state.config.reconcile_grace,
+        }
+        .start(stopped.clone()),
     ];
+    let mut background = background;
+    match state.config.retention {
+        Some(retention) => background.push(Retention { pool: state.pool.clone(), retention }.start(stopped)),
+        None => log::info!("retention off (RETENTION=0): events are kept forever"),
+    }
     let (server, addr) = serve(state.clone(), workers)?;
     let handle = server.handle();
     let task = tokio::spawn(server);
@@ -112,7 +180,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         state.config.amqp_prefix,
         workers.max(1)
     );
-    Ok(Ingest { addr, state, server: handle, task, background })
+    Ok(Ingest { addr, state, server: handle, task, background, stop })
 }
 
 /// Binds `config.ingest_bind` and builds the HTTP server: actix-web's
@@ -139,8 +207,8 @@ fn serve(state: AppState, workers: usize) -> std::io::Result<(actix_server::Serv
                     let shutdown = shutdown.clone();
                     async move { shutdown.notified().await }
                 })
-                .client_request_timeout(std::time::Duration::from_secs(5))
-                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .client_request_timeout(crate::protocol_errors::HEAD_TIMEOUT)
+                .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(addr)
                 .finish(map_config(app, move |_| AppConfig::default()));
             fn_service(|io: tokio::net::TcpStream| async move {

@@ -12,7 +12,7 @@ use shared::{
 
 use crate::{
     key_cache::KeyCache,
-    publishing::{batcher::FanoutBatcher, dispatch_queue::DispatchQueue},
+    publishing::{batcher::FanoutBatcher, budget::ByteBudget, dispatch_queue::DispatchQueue},
 };
 
 /// Shared application state, cheap to clone.
@@ -30,4 +30,6 @@ pub struct AppState {
     pub dispatch: DispatchQueue,
     /// Stores published events in shared transactions (group commit).
     pub fanout: FanoutBatcher,
+    /// Publish body bytes held at once, HTTP and AMQP together.
+    pub budget: ByteBudget,
 }

@@ -5,12 +5,11 @@
 //!  modules ──► {p}.events (topic) ──#──► {p}.events.ingest ──► ingest consumer
 //!                                                         └─ rejects ──► {p}.events.rejected
 //!  ingest ───► {p}.dispatch (direct) ──dispatch──► {p}.dispatch ──► dispatchers
-//!  dispatcher ─► "" ──► {p}.dispatch.retry.<ms>ms (TTL, no consumer)
-//!                         └─ expires ──► dead-letters to {p}.dispatch / dispatch
-//!  dispatcher ─► "" ──► {p}.dispatch.defer.<ms>ms (same, for messages put off
-//!                        without an attempt: subscription at its in-flight cap,
-//!                        attempt claimed by another dispatcher)
+//!  dispatchers (due retries and parked deliveries, from the database) ──► {p}.dispatch
 //! ```
+//!
+//! Nothing waits in the broker: a retry or a delivery that must wait waits in
+//! PostgreSQL with a due time, and the dispatchers' scheduler queues it when due.
 
 use std::{sync::Arc, time::Duration};
 
@@ -33,10 +32,10 @@ pub const DISPATCH_ROUTING_KEY: &str = "dispatch";
 pub use webhooks_client::amqp::persistent_json;
 /// How long a connect, declare or publisher confirm may take before we give up on it.
 pub use webhooks_client::BROKER_TIMEOUT;
-/// Delays of the defer queues, shortest first: a message put off without an
-/// attempt waits the first a few times, then the longer one, so a backlog
-/// behind a hanging endpoint does not churn through the broker every second.
-pub const DEFER_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(10)];
+
+/// Deliveries of one message from a quorum `{p}.events.ingest` before the
+/// broker dead-letters it to `{p}.events.rejected`.
+pub const INGEST_DELIVERY_LIMIT: i64 = 20;
 
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,16 +91,11 @@ pub enum DispatchMessage {
 pub struct Topology {
     pub prefix: String,
     pub queue_type: QueueType,
-    /// Distinct retry delays, in milliseconds.
-    pub retry_delays_ms: Vec<u64>,
 }
 
 impl Topology {
     pub fn from_config(config: &Config) -> Self {
-        let mut delays: Vec<u64> = config.retry_schedule.iter().map(|d| d.as_millis() as u64).collect();
-        delays.sort_unstable();
-        delays.dedup();
-        Self { prefix: config.amqp_prefix.clone(), queue_type: config.amqp_queue_type, retry_delays_ms: delays }
+        Self { prefix: config.amqp_prefix.clone(), queue_type: config.amqp_queue_type }
     }
 
     /// Topic exchange modules publish events to (routing key = event type).
@@ -124,21 +118,28 @@ impl Topology {
     pub fn dispatch_queue(&self) -> String {
         format!("{}.dispatch", self.prefix)
     }
-    /// Delay queue holding messages for `delay` before they return to dispatch.
-    /// Named by its delay, so changing `RETRY_SCHEDULE` never redeclares a
-    /// queue with other arguments (which RabbitMQ refuses).
-    pub fn retry_queue(&self, delay: Duration) -> String {
-        format!("{}.dispatch.retry.{}ms", self.prefix, delay.as_millis())
-    }
-    /// Delay queue for a message put off without an attempt (see [`DEFER_DELAYS`]).
-    pub fn defer_queue(&self, delay: Duration) -> String {
-        format!("{}.dispatch.defer.{}ms", self.prefix, delay.as_millis())
-    }
-
     fn queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         if self.queue_type == QueueType::Quorum {
             args.insert("x-queue-type".into(), long_string("quorum"));
+        }
+        args
+    }
+
+    /// The ingest queue's arguments. On quorum queues the broker counts
+    /// deliveries itself: a message delivered [`INGEST_DELIVERY_LIMIT`] times
+    /// (say, one that crashes ingest each time, so it is never settled) is
+    /// dead-lettered to the rejected queue, at least once, rather than
+    /// redelivered forever. Ingest rejects a message the database refuses
+    /// itself, much earlier, with `x-rejection-code: storage_failed`.
+    fn ingest_queue_arguments(&self) -> FieldTable {
+        let mut args = self.queue_arguments();
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(INGEST_DELIVERY_LIMIT));
+            args.insert("x-dead-letter-exchange".into(), long_string(""));
+            args.insert("x-dead-letter-routing-key".into(), long_string(&self.rejected_queue()));
+            args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+            args.insert("x-overflow".into(), long_string("reject-publish"));
         }
         args
     }
@@ -151,7 +152,7 @@ impl Topology {
 
         // Published events: topic exchange, one queue for all types.
         declare_events_exchange(channel, &self.events_exchange()).await?;
-        channel.queue_declare(self.ingest_queue().into(), durable_queue, self.queue_arguments()).await?;
+        channel.queue_declare(self.ingest_queue().into(), durable_queue, self.ingest_queue_arguments()).await?;
         channel
             .queue_bind(
                 self.ingest_queue().into(),
@@ -184,36 +185,12 @@ impl Topology {
             )
             .await?;
 
-        // One delay queue per retry delay and per defer delay: no consumer; a message waits out
-        // `x-message-ttl` at the head, then RabbitMQ dead-letters it back to
-        // the dispatch exchange. (Per-message TTL would only expire at the
-        // head, so each delay needs its own queue.)
-        let retry_queues = self.retry_delays_ms.iter().map(|&ms| (self.retry_queue(Duration::from_millis(ms)), ms));
-        let defer_queues = DEFER_DELAYS.iter().map(|&d| (self.defer_queue(d), d.as_millis() as u64));
-        for (queue, delay_ms) in retry_queues.chain(defer_queues) {
-            let mut args = self.queue_arguments();
-            // How long a message waits, in milliseconds (an integer argument).
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay_ms as i64));
-            // Where it goes when the wait is over. Strings must be LongString:
-            // RabbitMQ closes the channel on a ShortString argument.
-            args.insert("x-dead-letter-exchange".into(), long_string(&self.dispatch_exchange()));
-            args.insert("x-dead-letter-routing-key".into(), long_string(DISPATCH_ROUTING_KEY));
-            if self.queue_type == QueueType::Quorum {
-                // Quorum queues dead-letter at most once unless told otherwise.
-                args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
-                args.insert("x-overflow".into(), long_string("reject-publish"));
-            }
-            channel.queue_declare(queue.into(), durable_queue, args).await?;
-        }
         Ok(())
     }
 
     /// Deletes everything [`Topology::declare`] made (tests clean up with it).
     pub async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
-        let mut queues = vec![self.ingest_queue(), self.rejected_queue(), self.dispatch_queue()];
-        queues.extend(self.retry_delays_ms.iter().map(|&ms| self.retry_queue(Duration::from_millis(ms))));
-        queues.extend(DEFER_DELAYS.iter().map(|&delay| self.defer_queue(delay)));
-        for queue in queues {
+        for queue in [self.ingest_queue(), self.rejected_queue(), self.dispatch_queue()] {
             channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
         }
         for exchange in [self.events_exchange(), self.dispatch_exchange()] {
@@ -268,10 +245,11 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the supervisor; returns at once (the first connection may still be pending).
-    pub fn start(url: String, topology: Topology) -> Self {
+    /// Starts the supervisor; returns at once (the first connection may still be
+    /// pending). `urls` is `AMQP_URL`: one URL, or the comma-separated nodes of a cluster.
+    pub fn start(urls: String, topology: Topology) -> Self {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(supervise(url, topology, tx));
+        tokio::spawn(supervise(crate::config::split_urls(&urls), topology, tx));
         Self { session: rx }
     }
 
@@ -316,6 +294,7 @@ impl Broker {
 }
 
 /// Opens a connection with a timeout (lapin's connect can hang on a half-open peer).
+/// `url` is one broker URL; see [`connect_any`] for a cluster's list.
 pub async fn connect(url: &str) -> Result<Connection, BrokerError> {
     tokio::time::timeout(BROKER_TIMEOUT, Connection::connect(url, ConnectionProperties::default()))
         .await
@@ -323,24 +302,65 @@ pub async fn connect(url: &str) -> Result<Connection, BrokerError> {
         .map_err(BrokerError::from)
 }
 
-async fn open_session(url: &str, topology: &Topology) -> Result<BrokerSession, BrokerError> {
-    let connection = connect(url).await?;
+/// Connects to the first node of `urls` (comma-separated nodes of one cluster,
+/// as `AMQP_URL` may list them) that answers, trying them in turn from index
+/// `start`; returns the connection and the index of the node that answered.
+pub async fn connect_any(urls: &[String], start: usize) -> Result<(Connection, usize), BrokerError> {
+    let mut last = BrokerError::Disconnected;
+    for offset in 0..urls.len() {
+        let index = (start + offset) % urls.len();
+        match connect(&urls[index]).await {
+            Ok(connection) => return Ok((connection, index)),
+            Err(err) => {
+                log::warn!("broker node unreachable node={} error={err}", node_name(&urls[index]));
+                last = err;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// `host:port` of a broker URL, for logs (never the credentials).
+pub fn node_name(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => format!("{}:{}", parsed.host_str().unwrap_or("?"), parsed.port().unwrap_or(5672)),
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+async fn open_session(connection: Connection, topology: &Topology) -> Result<BrokerSession, BrokerError> {
     let setup = async {
         let channel = connection.create_channel().await?;
         topology.declare(&channel).await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok::<_, BrokerError>(channel)
     };
-    let publisher = tokio::time::timeout(BROKER_TIMEOUT, setup).await.map_err(|_| BrokerError::Timeout)??;
-    Ok(BrokerSession { connection: Arc::new(connection), publisher })
+    match tokio::time::timeout(BROKER_TIMEOUT, setup).await.map_err(|_| BrokerError::Timeout).and_then(|r| r) {
+        Ok(publisher) => Ok(BrokerSession { connection: Arc::new(connection), publisher }),
+        Err(err) => {
+            let _ = connection.close(200, "session setup failed".into()).await;
+            Err(err)
+        }
+    }
 }
 
-async fn supervise(url: String, topology: Topology, tx: watch::Sender<Option<BrokerSession>>) {
+/// Keeps a session up: connects to the first node that answers and, after a
+/// loss, starts with the next node of the list, so a cluster that lost the
+/// node we were on is rejoined through another one at once.
+async fn supervise(urls: Vec<String>, topology: Topology, tx: watch::Sender<Option<BrokerSession>>) {
     let mut backoff = Duration::from_millis(100);
+    let mut next = 0;
     loop {
-        match open_session(&url, &topology).await {
+        let opened = match connect_any(&urls, next).await {
+            Ok((connection, index)) => {
+                next = index;
+                open_session(connection, &topology).await
+            }
+            Err(err) => Err(err),
+        };
+        match opened {
             Ok(session) => {
-                log::info!("broker connected prefix={}", topology.prefix);
+                log::info!("broker connected prefix={} node={}", topology.prefix, node_name(&urls[next]));
                 backoff = Duration::from_millis(100);
                 let connection = session.connection.clone();
                 let publisher = session.publisher.clone();
@@ -352,7 +372,16 @@ async fn supervise(url: String, topology: Topology, tx: watch::Sender<Option<Bro
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 tx.send_replace(None);
-                log::warn!("broker connection lost prefix={}; reconnecting", topology.prefix);
+                log::warn!(
+                    "broker connection lost prefix={} node={}; reconnecting",
+                    topology.prefix,
+                    node_name(&urls[next])
+                );
+                if urls.len() > 1 {
+                    // Another node first: the one we were on may be the one that went away.
+                    next = (next + 1) % urls.len();
+                    continue;
+                }
             }
             Err(err) => {
                 if tx.is_closed() {

@@ -73,6 +73,30 @@ pub struct Config {
     /// How old an unqueued delivery must be before the relay takes it over from
     /// the publisher that created it (which normally queues it within milliseconds).
     pub outbox_grace: Duration,
+    /// Consecutive failed attempts that open a subscription's circuit.
+    pub circuit_failure_threshold: i32,
+    /// The first open period of a circuit; it doubles per failed probe.
+    pub circuit_open_base: Duration,
+    /// The longest open period.
+    pub circuit_open_max: Duration,
+    /// Each retry delay varies uniformly within ± this fraction (0 = exact).
+    pub retry_jitter: f64,
+    /// Cap on a 429/503 `Retry-After`.
+    pub retry_after_max: Duration,
+    /// A subscription whose every attempt failed for this long is disabled.
+    pub auto_disable_after: Duration,
+    /// How often the reconciler looks for unfinished deliveries whose message was lost.
+    pub reconcile_interval: Duration,
+    /// How long past due an unfinished delivery must be before the reconciler
+    /// queues it again (whatever its `enqueued` flag says).
+    pub reconcile_grace: Duration,
+    /// Events older than this are deleted with their deliveries and attempts
+    /// (`RETENTION`; `None` = keep everything).
+    pub retention: Option<Duration>,
+    /// Publish body bytes ingest holds at once, HTTP and AMQP together.
+    pub ingest_max_inflight_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub ingest_body_timeout: Duration,
 }
 
 /// `DATABASE_URL` when unset.
@@ -104,10 +128,14 @@ impl Config {
                 reason: "use letters, digits, '_', '-' and '.'".into(),
             });
         }
+        let amqp_url = var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        if split_urls(&amqp_url).is_empty() {
+            return Err(ConfigError::Invalid { name: "AMQP_URL", reason: "no URL given".into() });
+        }
         Ok(Self {
             database_url: var("DATABASE_URL", DEFAULT_DATABASE_URL),
             database_pool_size: parse_number("DATABASE_POOL_SIZE", &var("DATABASE_POOL_SIZE", "16"), 1, 1000)?,
-            amqp_url: var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp_url,
             amqp_prefix: prefix,
             amqp_queue_type: match var("AMQP_QUEUE_TYPE", "classic").as_str() {
                 "classic" => QueueType::Classic,
@@ -133,7 +161,7 @@ impl Config {
             )?,
             dispatcher_per_subscription: parse_number(
                 "DISPATCHER_PER_SUBSCRIPTION",
-                &var("DISPATCHER_PER_SUBSCRIPTION", "16"),
+                &var("DISPATCHER_PER_SUBSCRIPTION", "128"),
                 1,
                 10_000,
             )?,
@@ -150,7 +178,36 @@ impl Config {
                 0,
                 86_400_000,
             )? as u64),
+            circuit_failure_threshold: parse_number(
+                "CIRCUIT_FAILURE_THRESHOLD",
+                &var("CIRCUIT_FAILURE_THRESHOLD", "5"),
+                1,
+                10_000,
+            )? as i32,
+            circuit_open_base: parse_duration("CIRCUIT_OPEN_BASE", &var("CIRCUIT_OPEN_BASE", "30s"))?,
+            circuit_open_max: parse_duration("CIRCUIT_OPEN_MAX", &var("CIRCUIT_OPEN_MAX", "1h"))?,
+            retry_jitter: parse_fraction("RETRY_JITTER", &var("RETRY_JITTER", "0.2"))?,
+            retry_after_max: parse_duration("RETRY_AFTER_MAX", &var("RETRY_AFTER_MAX", "1h"))?,
+            auto_disable_after: parse_duration("AUTO_DISABLE_AFTER", &var("AUTO_DISABLE_AFTER", "5d"))?,
+            reconcile_interval: parse_duration("RECONCILE_INTERVAL", &var("RECONCILE_INTERVAL", "30s"))?,
+            reconcile_grace: parse_duration("RECONCILE_GRACE", &var("RECONCILE_GRACE", "10m"))?,
+            retention: match var("RETENTION", "30d").trim() {
+                "0" => None,
+                other => Some(parse_duration("RETENTION", other)?),
+            },
+            ingest_max_inflight_bytes: parse_number(
+                "INGEST_MAX_INFLIGHT_BYTES",
+                &var("INGEST_MAX_INFLIGHT_BYTES", "33554432"),
+                MIN_INFLIGHT_BYTES,
+                1 << 40,
+            )?,
+            ingest_body_timeout: parse_duration("INGEST_BODY_TIMEOUT", &var("INGEST_BODY_TIMEOUT", "10s"))?,
         })
+    }
+
+    /// The broker URLs of `AMQP_URL` (comma-separated nodes of one cluster), in order.
+    pub fn amqp_urls(&self) -> Vec<String> {
+        split_urls(&self.amqp_url)
     }
 
     /// The delay before retry number `retry` (1-based); past the list, its last entry.
@@ -180,6 +237,17 @@ impl std::fmt::Debug for Config {
             ingest_prefetch,
             outbox_interval,
             outbox_grace,
+            circuit_failure_threshold,
+            circuit_open_base,
+            circuit_open_max,
+            retry_jitter,
+            retry_after_max,
+            auto_disable_after,
+            reconcile_interval,
+            reconcile_grace,
+            retention,
+            ingest_max_inflight_bytes,
+            ingest_body_timeout,
         } = self;
         f.debug_struct("Config")
             .field("database_url", &redact_urls(database_url))
@@ -198,6 +266,17 @@ impl std::fmt::Debug for Config {
             .field("ingest_prefetch", ingest_prefetch)
             .field("outbox_interval", outbox_interval)
             .field("outbox_grace", outbox_grace)
+            .field("circuit_failure_threshold", circuit_failure_threshold)
+            .field("circuit_open_base", circuit_open_base)
+            .field("circuit_open_max", circuit_open_max)
+            .field("retry_jitter", retry_jitter)
+            .field("retry_after_max", retry_after_max)
+            .field("auto_disable_after", auto_disable_after)
+            .field("reconcile_interval", reconcile_interval)
+            .field("reconcile_grace", reconcile_grace)
+            .field("retention", retention)
+            .field("ingest_max_inflight_bytes", ingest_max_inflight_bytes)
+            .field("ingest_body_timeout", ingest_body_timeout)
             .finish()
     }
 }
@@ -217,6 +296,14 @@ pub fn redact_urls(urls: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The smallest `INGEST_MAX_INFLIGHT_BYTES`: one publish body of the largest size.
+pub const MIN_INFLIGHT_BYTES: usize = 256 * 1024;
+
+/// Splits a comma-separated URL list, dropping blanks.
+pub fn split_urls(value: &str) -> Vec<String> {
+    value.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
 }
 
 fn parse_addr(name: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -240,30 +327,41 @@ fn parse_number(name: &'static str, value: &str, min: usize, max: usize) -> Resu
     }
 }
 
-/// Parses `5m,1h,6h`: each entry a whole number with unit `ms`, `s`, `m`, `h` or `d`.
+/// A fraction from 0 to 1 (`RETRY_JITTER`).
+fn parse_fraction(name: &'static str, value: &str) -> Result<f64, ConfigError> {
+    match value.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(ConfigError::Invalid { name, reason: format!("{value:?} is not a number from 0 to 1") }),
+    }
+}
+
+/// Parses one duration: a whole number with unit `ms`, `s`, `m`, `h` or `d`,
+/// above 0 and at most 49 days.
+pub fn parse_duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { name, reason };
+    let entry = value.trim();
+    let split = entry.find(|c: char| !c.is_ascii_digit()).unwrap_or(entry.len());
+    let (digits, unit) = entry.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| invalid(format!("{entry:?} has no number")))?;
+    let millis = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1_000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(invalid(format!("{entry:?}: unit must be ms, s, m, h or d"))),
+    };
+    if millis == 0 || millis > u32::MAX as u64 {
+        return Err(invalid(format!("{entry:?} must be above 0 and at most 49 days")));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+/// Parses `5m,1h,6h`: each entry a duration (see [`parse_duration`]).
 pub fn parse_schedule(value: &str) -> Result<Vec<Duration>, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid { name: "RETRY_SCHEDULE", reason };
-    let delays = value
-        .split(',')
-        .map(|entry| {
-            let entry = entry.trim();
-            let split = entry.find(|c: char| !c.is_ascii_digit()).unwrap_or(entry.len());
-            let (digits, unit) = entry.split_at(split);
-            let n: u64 = digits.parse().map_err(|_| invalid(format!("{entry:?} has no number")))?;
-            let millis = match unit {
-                "ms" => n,
-                "s" => n * 1_000,
-                "m" => n * 60_000,
-                "h" => n * 3_600_000,
-                "d" => n * 86_400_000,
-                _ => return Err(invalid(format!("{entry:?}: unit must be ms, s, m, h or d"))),
-            };
-            if millis == 0 || millis > u32::MAX as u64 {
-                return Err(invalid(format!("{entry:?} must be above 0 and at most 49 days")));
-            }
-            Ok(Duration::from_millis(millis))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let delays =
+        value.split(',').map(|entry| parse_duration("RETRY_SCHEDULE", entry)).collect::<Result<Vec<_>, _>>()?;
     if delays.is_empty() {
         return Err(invalid("empty".into()));
     }
@@ -306,7 +404,38 @@ mod tests {
         assert_eq!(ok.ingest_prefetch, 64);
         assert_eq!(ok.outbox_interval, Duration::from_secs(1));
         assert_eq!(ok.outbox_grace, Duration::from_secs(5));
+        assert_eq!((ok.circuit_failure_threshold, ok.circuit_open_base), (5, Duration::from_secs(30)));
+        assert_eq!((ok.circuit_open_max, ok.retry_after_max), (Duration::from_secs(3600), Duration::from_secs(3600)));
+        assert_eq!((ok.retry_jitter, ok.auto_disable_after), (0.2, Duration::from_secs(5 * 86_400)));
+        let bad_jitter = Config::from_lookup(|n| match n {
+            "WEBHOOK_SECRET_KEY" => Some(key.clone()),
+            "RETRY_JITTER" => Some("1.5".into()),
+            _ => None,
+        });
+        assert!(matches!(bad_jitter, Err(ConfigError::Invalid { name: "RETRY_JITTER", .. })));
         assert!(!format!("{:?}", ok.secret_key).contains('7'));
+        assert_eq!(ok.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(ok.ingest_max_inflight_bytes, 32 << 20);
+    }
+
+    #[test]
+    fn retention_zero_keeps_everything_and_urls_split_on_commas() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let vars = |name: &str| match name {
+            "WEBHOOK_SECRET_KEY" => Some(key.clone()),
+            "RETENTION" => Some("0".to_owned()),
+            "AMQP_URL" => Some("amqp://a:5672/%2f, amqp://b:5673/%2f,".to_owned()),
+            _ => None,
+        };
+        let config = Config::from_lookup(vars).expect("valid");
+        assert_eq!(config.retention, None);
+        assert_eq!(config.amqp_urls(), vec!["amqp://a:5672/%2f".to_owned(), "amqp://b:5673/%2f".to_owned()]);
+        let bad = Config::from_lookup(|n| match n {
+            "WEBHOOK_SECRET_KEY" => Some(key.clone()),
+            "RETENTION" => Some("30x".to_owned()),
+            _ => None,
+        });
+        assert!(matches!(bad, Err(ConfigError::Invalid { name: "RETENTION", .. })));
     }
 
     #[test]

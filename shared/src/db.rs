@@ -14,6 +14,9 @@ use futures_util::FutureExt;
 /// The migrations in `migrations/`, compiled into both binaries.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
+/// `statement_timeout` of every pooled connection.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A pool of async PostgreSQL connections.
 pub type DbPool = Pool<AsyncPgConnection>;
 /// One connection checked out of the pool.
@@ -128,8 +131,9 @@ fn build_pool(
                 .await
                 .map_err(|_| ConnectionError::BadConnection("connect timed out".into()))??;
             conn.batch_execute(&format!(
-                "SET application_name = '{application_name}'; SET statement_timeout = '30s'; \
-                 SET synchronous_commit = {synchronous_commit}"
+                "SET application_name = '{application_name}'; SET statement_timeout = '{}s'; \
+                 SET synchronous_commit = {synchronous_commit}",
+                STATEMENT_TIMEOUT.as_secs()
             ))
             .await
             .map_err(ConnectionError::CouldntSetupConfiguration)?;

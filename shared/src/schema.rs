@@ -54,6 +54,7 @@ diesel::table! {
         source -> Text,
         delivery_count -> Int4,
         created_at -> Timestamptz,
+        body_hash -> Nullable<Bytea>,
     }
 }
 
@@ -76,6 +77,7 @@ diesel::table! {
         claimed_until -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        requeued_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -93,6 +95,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    endpoint_health (subscription_id) {
+        subscription_id -> Uuid,
+        circuit -> Text,
+        consecutive_failures -> Int4,
+        last_success_at -> Nullable<Timestamptz>,
+        last_failure_at -> Nullable<Timestamptz>,
+        failing_since -> Nullable<Timestamptz>,
+        open_until -> Nullable<Timestamptz>,
+        open_count -> Int4,
+        probe_delivery_id -> Nullable<Uuid>,
+        probe_until -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(endpoint_health -> subscriptions (subscription_id));
 diesel::joinable!(deliveries -> subscriptions (subscription_id));
 diesel::joinable!(deliveries -> events (event_ref));
 diesel::joinable!(delivery_attempts -> deliveries (delivery_id));
@@ -104,4 +123,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     events,
     deliveries,
     delivery_attempts,
+    endpoint_health,
 );

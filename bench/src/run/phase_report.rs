@@ -9,6 +9,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    durability::{windows, DbSizeSample, FaultReport, Window},
     metrics::{MetricDeltas, QueueDepths},
     pgstats::PgCounters,
     procstat::Usage,
@@ -47,6 +48,8 @@ pub struct DeliveryReport {
     pub timed_out: bool,
     /// Publish start → receipt.
     pub latency: Percentiles,
+    /// `neighbours`: publish start → receipt at the quiet subscriptions only.
+    pub quiet_latency: Option<Percentiles>,
     /// First receipt to last receipt.
     pub seconds_first_to_last: f64,
     pub per_sec_sustained: f64,
@@ -55,6 +58,9 @@ pub struct DeliveryReport {
     /// End-to-end latency over the phase, by publish time: one bucket per
     /// [`TIMELINE_BUCKET`] from the first publish (stalls show up here).
     pub timeline: Vec<TimelineBucket>,
+    /// Deliveries and latency by publish time in [`RunOptions::window`]s
+    /// (throughput before, during and after a fault; latency while cleanup runs).
+    pub windows: Vec<Window>,
 }
 
 /// Width of a [`DeliveryReport::timeline`] bucket.
@@ -111,6 +117,10 @@ pub struct PhaseReport {
     pub ingest_metrics: MetricDeltas,
     /// One per dispatcher.
     pub dispatcher_metrics: Vec<MetricDeltas>,
+    /// `pg_database_size` of the services' database during the phase.
+    pub database_size: Vec<DbSizeSample>,
+    /// The fault injected during the phase, if any.
+    pub fault: Option<FaultReport>,
 }
 
 pub(super) fn publish_report(records: &[PublishRecord], layout: &Layout) -> PublishReport {
@@ -149,6 +159,7 @@ pub(super) fn delivery_report(
     receipts: &[Receipt],
     layout: &Layout,
     roles: &[Role],
+    window: Duration,
 ) -> DeliveryReport {
     let mut started: HashMap<u32, Instant> = HashMap::with_capacity(records.len());
     let mut expected = 0;
@@ -166,8 +177,10 @@ pub(super) fn delivery_report(
     }
     let mut report = DeliveryReport { expected, ..Default::default() };
     let mut latencies = Vec::with_capacity(expected);
+    let mut quiet_latencies = Vec::new();
     let first_publish = records.iter().map(|r| r.started).min();
     let mut buckets: Vec<Vec<Duration>> = Vec::new();
+    let mut by_publish_time: Vec<(Duration, Duration)> = Vec::with_capacity(expected);
     let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
     for (&(event, sub), &(at, count)) in &arrivals {
         report.duplicated += count - 1;
@@ -180,6 +193,9 @@ pub(super) fn delivery_report(
                 report.received += 1;
                 let latency = at.saturating_duration_since(published);
                 latencies.push(latency);
+                if layout.neighbours && sub > 0 {
+                    quiet_latencies.push(latency);
+                }
                 if let Some(origin) = first_publish {
                     let bucket = (published.saturating_duration_since(origin).as_millis() / TIMELINE_BUCKET.as_millis())
                         as usize;
@@ -187,6 +203,7 @@ pub(super) fn delivery_report(
                         buckets.resize_with(bucket + 1, Vec::new);
                     }
                     buckets[bucket].push(latency);
+                    by_publish_time.push((published.saturating_duration_since(origin), latency));
                 }
                 first = Some(first.map_or(at, |f| f.min(at)));
                 last = Some(last.map_or(at, |l| l.max(at)));
@@ -208,6 +225,8 @@ pub(super) fn delivery_report(
             }
         })
         .collect();
+    report.quiet_latency = layout.neighbours.then(|| Percentiles::of(&mut quiet_latencies));
+    report.windows = windows(&by_publish_time, window);
     report.latency = Percentiles::of(&mut latencies);
     if let (Some(first), Some(last)) = (first, last) {
         report.seconds_first_to_last = (last - first).as_secs_f64();

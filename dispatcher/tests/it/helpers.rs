@@ -46,7 +46,13 @@ pub struct TestEnv {
 
 /// Starts a fresh environment (ingest only; start dispatchers as the test needs).
 pub async fn spawn_env() -> TestEnv {
-    let TestEnvironment { config, prefix, db } = TestEnvironment::create(&[]).await;
+    spawn_env_with(&[]).await
+}
+
+/// Starts a fresh environment whose ingest has config `overrides` (pass the
+/// same to dispatchers where they must agree, e.g. `RETRY_SCHEDULE`).
+pub async fn spawn_env_with(overrides: &[(&str, &str)]) -> TestEnv {
+    let TestEnvironment { config, prefix, db } = TestEnvironment::create(overrides).await;
     let ingest = ingest::server::start(config.clone(), 1).await.expect("ingest starts");
     ingest.state.broker.wait_session(Duration::from_secs(10)).await.expect("broker connects");
     let publisher = create_api_key(&ingest.state.pool, &Principal::Publisher, "test").await;
@@ -112,6 +118,14 @@ impl SubSpec {
 pub struct TestSub {
     pub id: uuid::Uuid,
     pub secret: String,
+}
+
+impl Drop for TestEnv {
+    /// Stops ingest's server, consumer and relay before the database and the
+    /// queues are dropped, so nothing keeps running against them.
+    fn drop(&mut self) {
+        shared::testing::finish_in_drop(self.ingest.halt());
+    }
 }
 
 impl TestEnv {
@@ -247,6 +261,17 @@ impl TestEnv {
             .expect("deliveries")
     }
 
+    pub async fn deliveries_of_subscription(&self, subscription_id: uuid::Uuid) -> Vec<Delivery> {
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = self.conn().await;
+        d::deliveries
+            .filter(d::subscription_id.eq(subscription_id))
+            .select(Delivery::as_select())
+            .load(&mut conn)
+            .await
+            .expect("deliveries")
+    }
+
     pub async fn delivery(&self, id: uuid::Uuid) -> Delivery {
         use shared::schema::deliveries::dsl as d;
         let mut conn = self.conn().await;
@@ -289,6 +314,46 @@ impl TestEnv {
     pub async fn wait_succeeded(&self, n: i64, timeout: Duration) {
         let done = eventually(timeout, || async { (self.count_status("succeeded").await >= n).then_some(()) }).await;
         assert!(done.is_some(), "only {} of {n} deliveries succeeded", self.count_status("succeeded").await);
+    }
+
+    /// The subscription's health row (`None`: nothing recorded yet).
+    pub async fn health(&self, subscription_id: uuid::Uuid) -> Option<shared::models::endpoint_health::EndpointHealth> {
+        let mut conn = self.conn().await;
+        shared::models::endpoint_health::for_subscriptions(&mut conn, &[subscription_id])
+            .await
+            .expect("health")
+            .remove(&subscription_id)
+    }
+
+    /// Waits until the subscription's circuit is `circuit` (and `check` holds for the row).
+    pub async fn wait_circuit(
+        &self,
+        subscription_id: uuid::Uuid,
+        circuit: &str,
+        check: impl Fn(&shared::models::endpoint_health::EndpointHealth) -> bool,
+        timeout: Duration,
+    ) -> shared::models::endpoint_health::EndpointHealth {
+        let found = eventually(timeout, || async {
+            self.health(subscription_id).await.filter(|row| row.circuit == circuit && check(row))
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("the circuit of {subscription_id} never became {circuit}"))
+    }
+
+    /// Deliveries waiting in the database (parked or retry due later) with no attempt yet.
+    pub async fn count_parked_unattempted(&self, subscription_id: uuid::Uuid) -> i64 {
+        use shared::schema::deliveries::dsl as d;
+        let mut conn = self.conn().await;
+        d::deliveries
+            .filter(d::subscription_id.eq(subscription_id))
+            .filter(d::enqueued.eq(false))
+            .filter(d::next_attempt_at.is_not_null())
+            .filter(d::attempt_count.eq(0))
+            .filter(d::status.eq(DeliveryStatus::Pending))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .expect("count")
     }
 
     /// A tenant API key.

@@ -65,7 +65,7 @@ pub struct FanoutResult {
 /// Hands events to the batching task; cheap to clone.
 #[derive(Clone)]
 pub struct FanoutBatcher {
-    batcher: Batcher<PreparedEvent, Result<FanoutResult, PublishError>>,
+    batcher: Batcher<Arc<PreparedEvent>, Result<FanoutResult, PublishError>>,
     catalog: Arc<Catalog>,
     /// Publishes handed over and not answered yet.
     pending: Arc<AtomicUsize>,
@@ -88,6 +88,29 @@ impl Drop for PendingGuard {
         self.0.fetch_sub(1, Ordering::SeqCst);
         metrics::gauge!(FANOUT_PENDING).decrement(1.0);
     }
+}
+
+/// A publish ready to be stored: the envelope is serialized once, so the
+/// parsed event (with its data) can be dropped, and submitting it again
+/// (after an outage) shares the same bytes. Shared with the batch, never copied.
+#[derive(Debug, Clone)]
+pub struct PreparedPublish(Arc<PreparedEvent>);
+
+impl PreparedPublish {
+    /// The envelope's size in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.0.payload.len()
+    }
+}
+
+/// SHA-256 of the event's canonical body: its type, data and metadata, as
+/// compact JSON with object keys sorted (serde_json's map keeps keys sorted:
+/// its `preserve_order` feature is off). Two publishes of one `event_id` are a
+/// true repeat only when these match.
+fn body_hash(event: &EventToPublish) -> Vec<u8> {
+    let body = serde_json::json!([event.event_type, event.data, event.metadata]);
+    let canonical = serde_json::to_vec(&body).unwrap_or_default();
+    ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref().to_vec()
 }
 
 /// The envelope every subscriber of `event` receives, stamped now.
@@ -114,7 +137,7 @@ impl FanoutBatcher {
             queue_capacity: QUEUE_CAPACITY,
             size_histogram: metrics::histogram!(crate::metric_names::FANOUT_BATCH_SIZE),
         };
-        let batcher = Batcher::start(settings, move |events: Vec<PreparedEvent>| {
+        let batcher = Batcher::start(settings, move |events: Vec<Arc<PreparedEvent>>| {
             let (pool, dispatch) = (pool.clone(), dispatch.clone());
             async move { commit_batch(&pool, &dispatch, events).await }
         });
@@ -124,7 +147,22 @@ impl FanoutBatcher {
     /// Stores the event and one delivery per matching subscription of its
     /// tenant; answers once that is committed (or failed).
     pub async fn publish(&self, event: &EventToPublish) -> Result<FanoutResult, PublishError> {
-        self.submit(event, None).await
+        let prepared = self.prepare(event)?;
+        self.submit(&prepared).await
+    }
+
+    /// Serializes the envelope subscribers receive, stamped now (see [`PreparedPublish`]).
+    pub fn prepare(&self, event: &EventToPublish) -> Result<PreparedPublish, PublishError> {
+        self.prepare_for(event, None)
+    }
+
+    /// Stores a prepared publish (see [`Self::publish`]); may be called again
+    /// with the same one after an error. The same `event_ref` on every try: a
+    /// try that failed stored nothing, and one that did commit makes the next
+    /// a repeat of its `event_id`.
+    pub async fn submit(&self, prepared: &PreparedPublish) -> Result<FanoutResult, PublishError> {
+        let _pending = PendingGuard::new(&self.pending);
+        self.batcher.call(prepared.0.clone()).await.unwrap_or(Err(PublishError::Stopped))
     }
 
     /// Stores the event and one delivery to `subscription_id` (a live
@@ -135,16 +173,17 @@ impl FanoutBatcher {
         event: &EventToPublish,
         subscription_id: uuid::Uuid,
     ) -> Result<FanoutResult, PublishError> {
-        self.submit(event, Some(subscription_id)).await
+        let prepared = self.prepare_for(event, Some(subscription_id))?;
+        self.submit(&prepared).await
     }
 
-    async fn submit(
+    fn prepare_for(
         &self,
         event: &EventToPublish,
         only_subscription: Option<uuid::Uuid>,
-    ) -> Result<FanoutResult, PublishError> {
+    ) -> Result<PreparedPublish, PublishError> {
         let payload = envelope_body(event).map_err(|e| PublishError::Envelope(Arc::new(e)))?;
-        let prepared = PreparedEvent {
+        Ok(PreparedPublish(Arc::new(PreparedEvent {
             event_ref: uuid::Uuid::now_v7(),
             tenant_id: event.tenant_id.clone(),
             event_id: event.event_id.clone(),
@@ -153,9 +192,8 @@ impl FanoutBatcher {
             source: event.source,
             patterns: self.catalog.matching_patterns(&event.event_type).join(PATTERN_SEPARATOR),
             only_subscription,
-        };
-        let _pending = PendingGuard::new(&self.pending);
-        self.batcher.call(prepared).await.unwrap_or(Err(PublishError::Stopped))
+            body_hash: body_hash(event),
+        })))
     }
 
     /// Publishes handed to this batcher and not answered yet (waiting for a
@@ -197,14 +235,30 @@ fn plan(events: &[&PreparedEvent]) -> BatchPlan {
 async fn commit_batch(
     pool: &DbPool,
     dispatch: &DispatchQueue,
-    requests: Vec<PreparedEvent>,
+    requests: Vec<Arc<PreparedEvent>>,
 ) -> Vec<Result<FanoutResult, PublishError>> {
-    let events: Vec<&PreparedEvent> = requests.iter().collect();
+    let events: Vec<&PreparedEvent> = requests.iter().map(Arc::as_ref).collect();
     let BatchPlan { firsts, first_of } = plan(&events);
     let to_store: Vec<&PreparedEvent> = firsts.iter().map(|&i| events[i]).collect();
     let stored = match store(pool, &to_store).await {
         Ok(results) => {
             log::debug!("stored a batch of published events events={} distinct={}", requests.len(), to_store.len());
+            results
+        }
+        Err(err @ PublishError::Failed(_)) if to_store.len() > 1 => {
+            // Refused, not unreachable: maybe one event poisons the batch. Alone,
+            // the others go through and only the culprit fails.
+            log::warn!(
+                "storing a batch of published events failed; storing them one by one events={} error={err}",
+                requests.len()
+            );
+            let mut results = Vec::with_capacity(to_store.len());
+            for event in &to_store {
+                results.push(match store(pool, std::slice::from_ref(event)).await {
+                    Ok(mut one) => one.pop().unwrap_or(Err(PublishError::Stopped)),
+                    Err(err) => Err(err),
+                });
+            }
             results
         }
         Err(err) => {
@@ -225,6 +279,9 @@ async fn commit_batch(
         .filter(|&(i, &first)| i != first)
         .map(|(i, &first)| {
             let answer = match &result_of[&first] {
+                Ok(_) if requests[i].body_hash != requests[first].body_hash => {
+                    Err(PublishError::EventIdReused { event_id: requests[i].event_id.clone() })
+                }
                 Ok(first) => Ok(FanoutResult {
                     event_id: first.event_id.clone(),
                     delivery_count: first.delivery_count,
@@ -256,6 +313,7 @@ mod tests {
             source: "http",
             patterns: "*".into(),
             only_subscription: None,
+            body_hash: Vec::new(),
         }
     }
 

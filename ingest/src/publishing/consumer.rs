@@ -4,8 +4,21 @@
 //!
 //! A message is acked only once its event and deliveries are committed, or
 //! once a copy is confirmed on `{p}.events.rejected` with the reason in
-//! `x-rejection-reason`. A database problem leaves the message on the queue
-//! (nack with requeue, after a pause), so nothing is ever dropped.
+//! `x-rejection-reason`. While the database is unreachable the message waits
+//! in ingest, unacked, and is stored once it is back; a message the database
+//! refuses is tried [`MAX_STORAGE_TRIES`] times, then rejected with code
+//! `storage_failed` (see [`super::storage_tries`]). Nothing is ever dropped.
+//!
+//! Idempotency: a body without `event_id` takes the AMQP `message_id`
+//! property as its event id, so a redelivery after the commit (lost ack,
+//! channel drop, failover) creates nothing new. A message with neither gets a
+//! fresh id and is counted in `webhooks_ingest_events_without_id_total`.
+//!
+//! Memory: every message takes its size from the byte budget shared with
+//! HTTP publishing before it is handled; while the budget is spent the
+//! consumer takes no further message (the broker's prefetch holds the rest).
+//! A message over 256 KiB is moved to the rejected queue at once, one at a
+//! time, without parsing.
 //!
 //! The body is the JSON of `POST /events`. If it has no `event_type`, the
 //! routing key is used (when the message came through the events exchange);
@@ -23,11 +36,13 @@ use lapin::{
 };
 use serde_json::Value;
 use shared::amqp::{long_string, publish_confirmed, BrokerError, BrokerSession};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use super::{
-    body::{EventToPublish, InvalidEvent, PublishBody},
+    body::{is_valid_event_id, EventToPublish, InvalidEvent, PublishBody},
+    budget::BudgetGuard,
     error::PublishError,
+    storage_tries::{self, MAX_STORAGE_TRIES},
 };
 use crate::{
     extract::{from_json_value, BodyError, MAX_BODY_BYTES},
@@ -39,17 +54,21 @@ use crate::{
 pub const REJECTION_REASON_HEADER: &str = "x-rejection-reason";
 /// Header carrying the rejection code alone, for machines.
 pub const REJECTION_CODE_HEADER: &str = "x-rejection-code";
-/// How long a message waits before it is requeued after a database error, so
-/// an outage does not turn into a redelivery storm.
+/// How long a message waits before it is put back after the database refused
+/// it, so a poison message does not spin.
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
+/// Longest pause between two tries while the database is unreachable.
+const OUTAGE_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Why a message cannot be accepted: a stable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// `invalid_json`, `payload_too_large`, `missing_field`, `invalid_field`,
-    /// `event_type_mismatch`, or an [`InvalidEvent`] code (`unknown_event_type`,
-    /// `reserved_event_type`, `missing_tenant`, `invalid_event_data`, `invalid_metadata`,
-    /// `invalid_event_id`).
+    /// `event_type_mismatch`, `invalid_message_id`, `storage_failed`, or an
+    /// [`InvalidEvent`] code (`unknown_event_type`, `reserved_event_type`,
+    /// `missing_tenant`, `invalid_event_data`, `invalid_metadata`,
+    /// `invalid_event_id`), or `event_id_conflict` (an `event_id` published
+    /// before with another body).
     pub code: &'static str,
     pub message: String,
 }
@@ -105,20 +124,33 @@ pub fn parse_message(data: &[u8], routing_key: Option<&str>) -> Result<PublishBo
     })
 }
 
-/// Starts the consumer; it re-subscribes after every broker reconnect.
-pub fn start(state: AppState) -> tokio::task::JoinHandle<()> {
+/// How long a stopping consumer waits for the messages it is handling.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Starts the consumer; it re-subscribes after every broker reconnect, until
+/// `stop` turns true: then it takes no new message, lets those in hand finish
+/// (up to [`STOP_DRAIN`]) and closes its channel, which returns any unacked
+/// message to the queue.
+pub fn start(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
         loop {
-            let session = match state.broker.wait_session(Duration::from_secs(60)).await {
-                Ok(session) => session,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let session = tokio::select! {
+                _ = super::stopped(&mut stop) => return,
+                session = state.broker.wait_session(Duration::from_secs(60)) => match session {
+                    Ok(session) => session,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
             };
             let started = tokio::time::Instant::now();
-            match consume(&state, &session).await {
+            let result = consume(&state, &session, stop.clone()).await;
+            if *stop.borrow() {
+                return;
+            }
+            match result {
                 Ok(()) => log::warn!("event consumer stopped; re-subscribing"),
                 Err(err) => log::warn!("event consumer failed error={err}; re-subscribing"),
             }
@@ -134,8 +166,13 @@ pub fn start(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Consumes on a channel of its own until the channel or connection ends.
-async fn consume(state: &AppState, session: &BrokerSession) -> Result<(), BrokerError> {
+/// Consumes on a channel of its own until the channel or connection ends, or
+/// `stop` turns true.
+async fn consume(
+    state: &AppState,
+    session: &BrokerSession,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BrokerError> {
     let prefetch = state.config.ingest_prefetch.max(1);
     let channel = session.connection.create_channel().await?;
     channel.basic_qos(prefetch, BasicQosOptions { global: false }).await?;
@@ -152,15 +189,33 @@ async fn consume(state: &AppState, session: &BrokerSession) -> Result<(), Broker
     // The prefetch already bounds what the broker hands us; the semaphore keeps
     // the spawned tasks to the same bound if the broker ever sends more.
     let slots = Arc::new(Semaphore::new(usize::from(prefetch)));
-    let events_exchange = state.topology.events_exchange();
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery?;
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            _ = super::stopped(&mut stop) => {
+                // Let the messages in hand be acked (or requeued) before closing.
+                let permits = u32::from(prefetch);
+                let _ = tokio::time::timeout(STOP_DRAIN, slots.acquire_many(permits)).await;
+                break;
+            }
+            next = consumer.next() => match next {
+                Some(delivery) => delivery?,
+                None => break,
+            },
+        };
+        if delivery.data.len() > MAX_BODY_BYTES {
+            // Handled here, one at a time: never parsed, never held twice.
+            reject_oversized(state, &session.publisher, delivery).await;
+            continue;
+        }
+        // Room in the byte budget first: while it is spent, no further message is taken.
+        let budget = state.budget.take(delivery.data.len()).await;
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let state = state.clone();
         let publisher = session.publisher.clone();
-        let from_events_exchange = delivery.exchange.as_str() == events_exchange;
+        let channel = channel.clone();
         tokio::spawn(async move {
-            handle(&state, &publisher, delivery, from_events_exchange).await;
+            handle(&state, &publisher, &channel, delivery, budget).await;
             drop(slot);
         });
     }
@@ -180,65 +235,156 @@ enum Outcome {
     Accepted,
     /// Cannot ever be accepted: move to the rejected queue, then ack.
     Rejected(Rejection),
-    /// Could not be made durable now: nack with requeue, after a pause.
-    Retry(PublishError),
+    /// The database refused it: try again later (counted), or reject it at the limit.
+    Refused(PublishError),
+    /// Not handled now (ingest is stopping, or the channel went away): requeue.
+    Abandoned,
 }
 
-async fn handle(state: &AppState, publisher: &Channel, delivery: Delivery, from_events_exchange: bool) {
-    let routing_key = from_events_exchange.then(|| delivery.routing_key.as_str());
-    let outcome = match parse_message(&delivery.data, routing_key) {
+/// Parses, validates and stores one message, then settles it. `budget` holds
+/// the message's bytes until it is settled.
+async fn handle(state: &AppState, publisher: &Channel, channel: &Channel, delivery: Delivery, budget: BudgetGuard) {
+    let (exchange, routing_key) = storage_tries::original_routing(&delivery);
+    let routing_key = (exchange == state.topology.events_exchange()).then_some(routing_key);
+    let message_id = delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned());
+    let outcome = match parse_message(&delivery.data, routing_key.as_deref()) {
         Err(rejection) => Outcome::Rejected(rejection),
-        Ok(body) => match body.validate(&state.catalog, "amqp") {
-            Err(invalid) => Outcome::Rejected(invalid.into()),
-            Ok(event) => accept(state, &event).await,
+        Ok(body) => match with_message_id(body, message_id) {
+            Err(rejection) => Outcome::Rejected(rejection),
+            Ok(body) => match body.validate(&state.catalog, "amqp") {
+                Err(invalid) => Outcome::Rejected(invalid.into()),
+                Ok(event) => accept(state, channel, event).await,
+            },
         },
     };
+    settle(state, publisher, &delivery, outcome).await;
+    drop(budget);
+}
+
+/// The AMQP `message_id` is the event id when the body has none. Neither:
+/// a fresh id (made by validation) and a count in the metric.
+fn with_message_id(mut body: PublishBody, message_id: Option<String>) -> Result<PublishBody, Rejection> {
+    if body.event_id.is_some() {
+        return Ok(body);
+    }
+    match message_id {
+        Some(id) if is_valid_event_id(&id) => body.event_id = Some(id),
+        Some(id) => {
+            return Err(Rejection {
+                code: "invalid_message_id",
+                message: format!(
+                    "the body has no event_id and the message_id property {id:?} is not 1 to 128 characters of \
+                     A-Z a-z 0-9 _ . : -"
+                ),
+            })
+        }
+        None => metrics::counter!(metric_names::EVENTS_WITHOUT_ID).increment(1),
+    }
+    Ok(body)
+}
+
+async fn settle(state: &AppState, publisher: &Channel, delivery: &Delivery, outcome: Outcome) {
     match outcome {
-        Outcome::Accepted => ack(&delivery).await,
-        Outcome::Rejected(rejection) => {
-            log::warn!(
-                "published event rejected reason={} routing_key={} bytes={}",
-                rejection.code,
-                delivery.routing_key,
-                delivery.data.len()
-            );
-            match move_to_rejected(state, publisher, &delivery, &rejection).await {
-                Ok(()) => {
-                    metrics::counter!(metric_names::EVENTS_REJECTED, "reason" => rejection.code).increment(1);
-                    ack(&delivery).await;
-                }
+        Outcome::Accepted => ack(delivery).await,
+        Outcome::Rejected(rejection) => reject(state, publisher, delivery, &rejection).await,
+        Outcome::Refused(err) => {
+            let tries = storage_tries::earlier_tries(delivery) + 1;
+            if tries >= MAX_STORAGE_TRIES {
+                log::error!("published event refused by the database {tries} times; rejecting it error={err}");
+                let rejection = Rejection {
+                    code: "storage_failed",
+                    message: format!("storing the event failed {tries} times: {err}"),
+                };
+                return reject(state, publisher, delivery, &rejection).await;
+            }
+            log::error!("storing published event failed; trying again later tries={tries} error={err}");
+            metrics::counter!(metric_names::AMQP_EVENTS_REQUEUED).increment(1);
+            tokio::time::sleep(REQUEUE_DELAY).await;
+            match storage_tries::put_back(publisher, &state.topology, delivery, tries).await {
+                Ok(()) => ack(delivery).await,
                 Err(err) => {
-                    log::warn!("moving a rejected event failed error={err}; requeueing it");
-                    requeue(&delivery).await;
+                    log::warn!("putting a failed event back failed error={err}; requeueing it");
+                    requeue(delivery).await;
                 }
             }
         }
-        Outcome::Retry(err) => {
-            if err.is_unavailable() {
-                log::warn!("database unavailable; requeueing published event error={err}");
-            } else {
-                log::error!("storing published event failed; requeueing it error={err}");
-            }
-            metrics::counter!(metric_names::AMQP_EVENTS_REQUEUED).increment(1);
-            requeue(&delivery).await;
+        Outcome::Abandoned => requeue(delivery).await,
+    }
+}
+
+/// Moves the message to the rejected queue with its reason, then acks it
+/// (requeues it if the move fails).
+async fn reject(state: &AppState, publisher: &Channel, delivery: &Delivery, rejection: &Rejection) {
+    log::warn!(
+        "published event rejected reason={} routing_key={} bytes={}",
+        rejection.code,
+        delivery.routing_key,
+        delivery.data.len()
+    );
+    match move_to_rejected(state, publisher, delivery, rejection).await {
+        Ok(()) => {
+            metrics::counter!(metric_names::EVENTS_REJECTED, "reason" => rejection.code).increment(1);
+            ack(delivery).await;
+        }
+        Err(err) => {
+            log::warn!("moving a rejected event failed error={err}; requeueing it");
+            requeue(delivery).await;
         }
     }
 }
 
+/// A message over 256 KiB: moved to the rejected queue unparsed.
+async fn reject_oversized(state: &AppState, publisher: &Channel, delivery: Delivery) {
+    let rejection = Rejection {
+        code: "payload_too_large",
+        message: format!("body is {} bytes; the limit is {MAX_BODY_BYTES}", delivery.data.len()),
+    };
+    reject(state, publisher, &delivery, &rejection).await;
+}
+
 /// Stores the event and its deliveries (in a shared batch); once committed, the
 /// batcher has handed the new deliveries to the dispatch queue, whatever
-/// happens to the ack (a redelivered message finds the event and creates nothing).
-async fn accept(state: &AppState, event: &EventToPublish) -> Outcome {
-    match state.fanout.publish(event).await {
-        Ok(result) => {
-            if result.is_new {
-                metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "amqp", "event_type" => event.event_type.clone())
-                    .increment(1);
-                metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
+/// happens to the ack (a redelivered message finds the event and creates
+/// nothing). While the database is unreachable it tries again, with growing
+/// pauses, for as long as the consumer's channel lives.
+async fn accept(state: &AppState, channel: &Channel, event: EventToPublish) -> Outcome {
+    let prepared = match state.fanout.prepare(&event) {
+        Ok(prepared) => prepared,
+        Err(err) => return Outcome::Refused(err),
+    };
+    let event_type = event.event_type;
+    // The parsed data is not needed any more: only the envelope is kept.
+    drop(event.data);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match state.fanout.submit(&prepared).await {
+            Ok(result) => {
+                if result.is_new {
+                    metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "amqp", "event_type" => event_type)
+                        .increment(1);
+                    metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
+                }
+                return Outcome::Accepted;
             }
-            Outcome::Accepted
+            Err(PublishError::Stopped) => return Outcome::Abandoned,
+            Err(err) if err.is_unavailable() => {
+                if !channel.status().connected() {
+                    return Outcome::Abandoned;
+                }
+                log::warn!(
+                    "database unavailable; holding a published event error={err} retry_in_ms={}",
+                    pause.as_millis()
+                );
+                metrics::counter!(metric_names::AMQP_OUTAGE_RETRIES).increment(1);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(OUTAGE_MAX_PAUSE);
+            }
+            // Never acceptable as sent: retrying would not change the answer.
+            Err(err @ PublishError::EventIdReused { .. }) => {
+                return Outcome::Rejected(Rejection { code: "event_id_conflict", message: err.to_string() })
+            }
+            Err(err) => return Outcome::Refused(err),
         }
-        Err(err) => Outcome::Retry(err),
     }
 }
 
@@ -250,12 +396,11 @@ async fn move_to_rejected(
     delivery: &Delivery,
     rejection: &Rejection,
 ) -> Result<(), BrokerError> {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    // The original exchange and routing key, also for a copy we put back.
+    let mut headers = storage_tries::headers_with_origin(delivery);
     // Every string header is a LongString: RabbitMQ mishandles ShortString values.
     headers.insert(REJECTION_REASON_HEADER.into(), long_string(&rejection.header_value()));
     headers.insert(REJECTION_CODE_HEADER.into(), long_string(rejection.code));
-    headers.insert("x-original-exchange".into(), long_string(delivery.exchange.as_str()));
-    headers.insert("x-original-routing-key".into(), long_string(delivery.routing_key.as_str()));
     headers.insert("x-rejected-at".into(), AMQPValue::LongLongInt(chrono::Utc::now().timestamp()));
     let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
     let queue = state.topology.rejected_queue();

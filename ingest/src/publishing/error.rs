@@ -16,6 +16,12 @@ pub enum PublishError {
     /// The envelope could not be serialized.
     #[error("serializing the event failed: {0}")]
     Envelope(Arc<serde_json::Error>),
+    /// The `event_id` was published before with a different body.
+    #[error(
+        "event_id {event_id:?} was already published with a different body (event_type, event_data or metadata); \
+         a repeat must send the same body, a new event needs a new event_id"
+    )]
+    EventIdReused { event_id: String },
     /// The batcher is gone (the service is stopping).
     #[error("the publishing pipeline has stopped")]
     Stopped,

@@ -11,6 +11,8 @@
 
 use std::{sync::LazyLock, time::Duration};
 
+use tokio::sync::watch;
+
 use diesel::{
     sql_types::{Array, BigInt, Int4, Interval, Uuid as SqlUuid},
     QueryableByName,
@@ -19,7 +21,10 @@ use diesel_async::RunQueryDsl;
 use shared::{
     amqp::{Broker, BrokerError, Topology},
     db::{DbError, DbPool},
-    models::delivery::{self, UNFINISHED_SQL},
+    models::{
+        delivery::{self, UNFINISHED_SQL},
+        endpoint_health::NOT_PARKED,
+    },
 };
 
 use super::dispatch_queue::publish_batch;
@@ -75,10 +80,11 @@ struct Backlog {
 }
 
 impl OutboxRelay {
-    /// Runs rounds forever, every `interval` (at once again after a full batch).
-    pub fn start(self) -> tokio::task::JoinHandle<()> {
+    /// Runs rounds every `interval` (at once again after a full batch) until
+    /// `stop` turns true; a round in progress finishes first.
+    pub fn start(self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            loop {
+            while !*stop.borrow() {
                 let full = match self.run_once().await {
                     Ok(relayed) => relayed as i64 >= BATCH,
                     Err(err) => {
@@ -91,7 +97,10 @@ impl OutboxRelay {
                 }
                 crate::queue_depths::record(&self.broker, &self.topology).await;
                 if !full {
-                    tokio::time::sleep(self.interval).await;
+                    tokio::select! {
+                        _ = super::stopped(&mut stop) => {}
+                        _ = tokio::time::sleep(self.interval) => {}
+                    }
                 }
             }
         })
@@ -152,11 +161,12 @@ static BACKLOG_SQL: LazyLock<String> = LazyLock::new(|| {
 static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH due AS ( \
-           SELECT id FROM deliveries \
+           SELECT id FROM deliveries d \
            WHERE NOT enqueued AND status IN {UNFINISHED_SQL} \
              AND updated_at < now() - $1 \
              AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
              AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
+             AND {NOT_PARKED} \
            ORDER BY updated_at \
            LIMIT $2 \
            FOR UPDATE SKIP LOCKED) \
@@ -166,7 +176,8 @@ static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Leases due rows in one statement: the CTE locks them (skipping rows another
+/// Leases due rows in one statement (rows parked behind a circuit that is not
+/// closed are not due, whatever their time): the CTE locks them (skipping rows another
 /// relay holds), the UPDATE sets the lease, and the commit of this statement
 /// makes the lease visible to every other relay. `updated_at` is left alone:
 /// it is the delivery's API-visible time.
@@ -195,6 +206,7 @@ async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[(uuid::Uui
     }
 }
 
-fn to_interval(duration: Duration) -> diesel::data_types::PgInterval {
+/// A `Duration` as a PostgreSQL interval (microseconds, saturating).
+pub fn to_interval(duration: Duration) -> diesel::data_types::PgInterval {
     diesel::data_types::PgInterval::from_microseconds(duration.as_micros().min(i64::MAX as u128) as i64)
 }

@@ -4,7 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use shared::models::api_key::Principal;
 
-use crate::{auth::Auth, error::ApiError, extract::Json, metric_names, publishing::body::PublishBody, state::AppState};
+use crate::{
+    auth::Auth, error::ApiError, extract::BudgetedJson, metric_names, publishing::body::PublishBody, state::AppState,
+};
 
 /// The publish answer: the event id and how many deliveries it has.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -18,13 +20,15 @@ pub struct PublishResponse {
 /// durable; 200 with the first result when the `event_id` was seen before.
 #[utoipa::path(post, path = "/api/v1/events", tag = "publishing", request_body = PublishBody,
     responses((status = 202, body = PublishResponse), (status = 200, body = PublishResponse),
-              (status = 400), (status = 401), (status = 403), (status = 413), (status = 422), (status = 503)),
+              (status = 400), (status = 401), (status = 403), (status = 408), (status = 413), (status = 422), (status = 503)),
     security(("bearer" = [])))]
 pub async fn publish_event(
     auth: Auth,
     state: web::Data<AppState>,
-    Json(body): Json<PublishBody>,
+    BudgetedJson { body, guard }: BudgetedJson<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body's bytes stay taken from the budget until the answer is made.
+    let _guard = guard;
     let event = body.validate(&state.catalog, "http")?;
     if let Principal::Tenant(tenant) = &auth.0 {
         if *tenant != event.tenant_id {
@@ -33,13 +37,16 @@ pub async fn publish_event(
     }
     // Answered once the batch holding this event is committed; the batcher
     // has queued its new deliveries by then.
-    let result = state.fanout.publish(&event).await?;
+    let prepared = state.fanout.prepare(&event)?;
+    let event_type = event.event_type;
+    // Only the serialized envelope is held from here on, not the parsed data.
+    drop(event.data);
+    let result = state.fanout.submit(&prepared).await?;
     let response = PublishResponse { event_id: result.event_id, deliveries: result.delivery_count };
     if !result.is_new {
         return Ok(HttpResponse::Ok().json(response));
     }
-    metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "http", "event_type" => event.event_type.clone())
-        .increment(1);
+    metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "http", "event_type" => event_type).increment(1);
     metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
     Ok(HttpResponse::Accepted().json(response))
 }

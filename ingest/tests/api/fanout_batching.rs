@@ -185,11 +185,13 @@ async fn the_same_event_id_published_many_times_in_one_burst_is_stored_once_and_
     app.insert_subscription("t2", url, &["billing.*"], true).await;
     let publisher = app.publisher_key().await;
 
-    // 40 copies of one event of t1, 5 of the same event_id for t2 (another
-    // event: ids are unique per tenant), and 20 other events, interleaved.
+    // 40 identical copies of one event of t1, 5 publishes of the same event_id
+    // for t2 (another event: ids are unique per tenant) each with another body
+    // (a reused event_id: one is stored, the others conflict), and 20 other
+    // events, interleaved.
     let mut bodies = Vec::new();
     for i in 0..40 {
-        bodies.push(json!({"event_type": "invoice.created", "event_data": {"copy": i}, "tenant_id": "t1", "event_id": "evt_dup"}));
+        bodies.push(json!({"event_type": "invoice.created", "event_data": {"invoice_id": "inv_dup"}, "tenant_id": "t1", "event_id": "evt_dup"}));
         if i % 8 == 0 {
             bodies.push(json!({"event_type": "invoice.paid", "event_data": {"copy": i}, "tenant_id": "t2", "event_id": "evt_dup"}));
         }
@@ -212,14 +214,25 @@ async fn the_same_event_id_published_many_times_in_one_burst_is_stored_once_and_
             .map(|(_, a)| a)
             .collect()
     };
-    for (tenant, copies, deliveries) in [("t1", 40, 2), ("t2", 5, 1)] {
+    for (tenant, copies, deliveries, repeat_status) in
+        [("t1", 40, 2, StatusCode::OK), ("t2", 5, 1, StatusCode::CONFLICT)]
+    {
         let copies_answered = answers_for(tenant, "evt_dup");
         assert_eq!(copies_answered.len(), copies);
         let accepted = copies_answered.iter().filter(|(s, _)| *s == StatusCode::ACCEPTED).count();
-        let repeated = copies_answered.iter().filter(|(s, _)| *s == StatusCode::OK).count();
-        assert_eq!((accepted, repeated), (1, copies - 1), "{tenant}: one 202 (the first), 200 for every repeat");
-        for (_, answer) in &copies_answered {
-            assert_eq!(*answer, json!({"event_id": "evt_dup", "deliveries": deliveries}), "{tenant}");
+        let repeated = copies_answered.iter().filter(|(s, _)| *s == repeat_status).count();
+        assert_eq!(
+            (accepted, repeated),
+            (1, copies - 1),
+            "{tenant}: one 202 (the first), {repeat_status} for the rest"
+        );
+        for (status, answer) in &copies_answered {
+            if *status == StatusCode::CONFLICT {
+                assert_eq!(answer["error"]["code"], "conflict", "{answer}");
+                assert_eq!(answer["error"]["details"]["field"], "event_id", "{answer}");
+            } else {
+                assert_eq!(*answer, json!({"event_id": "evt_dup", "deliveries": deliveries}), "{tenant}");
+            }
         }
         assert_eq!(app.deliveries_of(tenant, "evt_dup").await.len(), deliveries, "{tenant}: created once");
     }
@@ -247,7 +260,7 @@ async fn the_same_event_id_published_many_times_in_one_burst_is_stored_once_and_
     };
     let payload: Value = serde_json::from_str(&stored[0].0).expect("payload json");
     assert_eq!(payload["id"], "evt_dup");
-    assert!(payload["data"]["copy"].as_i64().is_some_and(|c| (0..40).contains(&c)), "{payload}");
+    assert_eq!(payload["data"], json!({"invoice_id": "inv_dup"}), "{payload}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

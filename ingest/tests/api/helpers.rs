@@ -12,6 +12,9 @@ use shared::{
 };
 use std::time::Duration;
 
+/// How long a progress-based wait tolerates no progress at all.
+pub const STALL: Duration = Duration::from_secs(30);
+
 /// A running ingest with its own database and AMQP prefix.
 pub struct TestApp {
     pub base: String,
@@ -41,6 +44,14 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ingest,
         prefix,
         db,
+    }
+}
+
+impl Drop for TestApp {
+    /// Stops ingest's server, consumer and relay before the database and the
+    /// queues are dropped, so nothing keeps running against them.
+    fn drop(&mut self) {
+        shared::testing::finish_in_drop(self.ingest.halt());
     }
 }
 
@@ -171,13 +182,35 @@ impl TestApp {
         messages
     }
 
+    /// Messages ready on `queue` (not counting those delivered and unacked).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        use lapin::options::QueueDeclareOptions;
+        let connection = shared::amqp::connect(&amqp_url()).await.expect("direct broker connection");
+        let channel = connection.create_channel().await.expect("channel");
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = connection.close(200, "counted".into()).await;
+        declared.message_count()
+    }
+
     /// Drains the dispatch queue until `expected` messages arrived (or 30 s
     /// passed), then once more, so late duplicates are caught too.
     pub async fn collect_dispatch_messages(&self, expected: usize) -> Vec<shared::amqp::DispatchMessage> {
         let mut messages = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while messages.len() < expected && tokio::time::Instant::now() < deadline {
-            messages.extend(self.drain_dispatch_queue().await);
+        // Waits on progress, not a wall clock: gives up only after a stall.
+        let mut last_progress = tokio::time::Instant::now();
+        while messages.len() < expected && last_progress.elapsed() < STALL {
+            let drained = self.drain_dispatch_queue().await;
+            if !drained.is_empty() {
+                last_progress = tokio::time::Instant::now();
+            }
+            messages.extend(drained);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -229,6 +262,27 @@ impl TestApp {
         use diesel_async::RunQueryDsl;
         let mut conn = db::conn(&self.ingest.state.pool).await.expect("conn");
         diesel::sql_query(sql).execute(&mut conn).await.expect("sql")
+    }
+
+    /// Waits until every delivery of `tenant` is marked enqueued, for as long
+    /// as the number still unqueued keeps falling (a loaded machine is slow,
+    /// not stuck); `false` once it made no progress for [`STALL`].
+    pub async fn wait_all_enqueued(&self, tenant: &str) -> bool {
+        let mut fewest = usize::MAX;
+        let mut last_progress = tokio::time::Instant::now();
+        loop {
+            let unqueued = self.deliveries_of_tenant(tenant).await.iter().filter(|d| !d.enqueued).count();
+            if unqueued == 0 {
+                return true;
+            }
+            if unqueued < fewest {
+                fewest = unqueued;
+                last_progress = tokio::time::Instant::now();
+            } else if last_progress.elapsed() > STALL {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Every delivery of a tenant.

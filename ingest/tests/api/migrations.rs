@@ -25,8 +25,8 @@ async fn migrations_go_up_on_an_empty_database_and_down_again() {
     let test_db = TestDb::create().await; // created and migrated up
     assert_eq!(
         table_count(&test_db.url).await,
-        6,
-        "api_keys, event_types, subscriptions, events, deliveries, delivery_attempts"
+        7,
+        "api_keys, event_types, subscriptions, events, deliveries, delivery_attempts, endpoint_health"
     );
     let url = test_db.url.clone();
     let reverted = tokio::task::spawn_blocking(move || db::revert_all_migrations_blocking(&url))
@@ -37,7 +37,7 @@ async fn migrations_go_up_on_an_empty_database_and_down_again() {
     assert_eq!(table_count(&test_db.url).await, 0);
     let applied = db::run_migrations(&test_db.url).await.expect("up again");
     assert_eq!(applied, reverted);
-    assert_eq!(table_count(&test_db.url).await, 6);
+    assert_eq!(table_count(&test_db.url).await, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,5 +59,5 @@ async fn processes_migrating_the_same_database_at_once_all_succeed() {
         shared::db::migration_count(),
         "the migrations ran exactly once in all: {applied:?}"
     );
-    assert_eq!(table_count(&test_db.url).await, 6);
+    assert_eq!(table_count(&test_db.url).await, 7);
 }

@@ -119,35 +119,30 @@ async fn several_outbox_relays_queue_each_unconfirmed_delivery_exactly_once() {
     let body = json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1"});
     let (status, answer) = app.post("/api/v1/events", &publisher, &body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let first_queued = eventually(Duration::from_secs(30), || async {
-        app.deliveries_of_tenant("t1").await.iter().all(|d| d.enqueued).then_some(())
-    })
-    .await;
-    assert!(first_queued.is_some());
+    assert!(app.wait_all_enqueued("t1").await, "the first publish's deliveries were not all queued");
     assert_eq!(app.collect_dispatch_messages(1_200).await.len(), 1_200);
 
     // A second ingest on the same database and prefix, so two relays (plus two
     // more run directly here) compete for the same rows.
     let second = ingest::server::start(app.config.clone(), 1).await.expect("second ingest starts");
     second.state.broker.wait_session(Duration::from_secs(10)).await.expect("second ingest connects");
-    let extra: Vec<_> = (0..2).map(|_| relay_of(&app).start()).collect();
+    let (stop_extra, stopped) = tokio::sync::watch::channel(false);
+    let extra: Vec<_> = (0..2).map(|_| relay_of(&app).start(stopped.clone())).collect();
 
     // As if every confirm had been lost: unqueued and past the grace period.
     let reset = app.sql("UPDATE deliveries SET enqueued = false, updated_at = now() - interval '1 minute'").await;
     assert_eq!(reset, 1_200);
 
-    let requeued = eventually(Duration::from_secs(30), || async {
-        app.deliveries_of_tenant("t1").await.iter().all(|d| d.enqueued).then_some(())
-    })
-    .await;
-    assert!(requeued.is_some(), "the relays did not queue every delivery");
+    // Waits on progress: the relays stop only when every row is queued or they stall.
+    assert!(app.wait_all_enqueued("t1").await, "the relays stopped queueing before every delivery was queued");
     let messages = app.collect_dispatch_messages(1_200).await;
     let counts = count_by_delivery(&messages);
     let duplicated = counts.values().filter(|&&n| n > 1).count();
     assert_eq!(duplicated, 0, "{duplicated} deliveries were queued more than once");
     assert_eq!(counts.len(), 1_200, "some deliveries were never queued");
+    let _ = stop_extra.send(true);
     for task in extra {
-        task.abort();
+        let _ = task.await;
     }
     second.stop().await;
 }

@@ -57,6 +57,45 @@ async fn publishing_creates_one_delivery_per_matching_subscription_and_queues_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_event_id_with_another_body_is_a_conflict_and_a_true_repeat_is_not() {
+    let app = spawn_app().await;
+    app.insert_subscription("t1", "http://127.0.0.1:9/hook", &["*"], true).await;
+    let publisher = app.publisher_key().await;
+    let first = json!({"event_type": "invoice.created", "tenant_id": "t1", "event_id": "evt_reused",
+        "event_data": {"invoice_id": "inv_1", "amount": 100}, "metadata": {"source": "billing"}});
+    let (status, answer) = app.post("/api/v1/events", &publisher, &first).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+
+    // Same content, keys in another order: a true repeat.
+    let reordered = json!({"metadata": {"source": "billing"}, "event_id": "evt_reused", "tenant_id": "t1",
+        "event_data": {"amount": 100, "invoice_id": "inv_1"}, "event_type": "invoice.created"});
+    let (status, answer) = app.post("/api/v1/events", &publisher, &reordered).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"event_id": "evt_reused", "deliveries": 1})));
+
+    let changed = [
+        json!({"event_type": "invoice.created", "tenant_id": "t1", "event_id": "evt_reused",
+            "event_data": {"invoice_id": "inv_1", "amount": 200}, "metadata": {"source": "billing"}}),
+        json!({"event_type": "invoice.paid", "tenant_id": "t1", "event_id": "evt_reused",
+            "event_data": {"invoice_id": "inv_1", "amount": 100}, "metadata": {"source": "billing"}}),
+        json!({"event_type": "invoice.created", "tenant_id": "t1", "event_id": "evt_reused",
+            "event_data": {"invoice_id": "inv_1", "amount": 100}}),
+    ];
+    for body in &changed {
+        let (status, answer) = app.post("/api/v1/events", &publisher, body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}: {answer}");
+        assert_eq!(assert_error(&answer, "conflict")["field"], "event_id");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("evt_reused"), "the message names the event_id: {message}");
+    }
+    assert_eq!(app.deliveries_of("t1", "evt_reused").await.len(), 1, "a conflict creates nothing");
+    // The same event_id under another tenant is another event.
+    let other_tenant =
+        json!({"event_type": "invoice.paid", "tenant_id": "t2", "event_id": "evt_reused", "event_data": {}});
+    let (status, answer) = app.post("/api/v1/events", &publisher, &other_tenant).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_rejects_bad_input_with_the_right_status() {
     let app = spawn_app().await;
     let publisher = app.publisher_key().await;

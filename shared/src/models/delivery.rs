@@ -108,6 +108,11 @@ pub struct Delivery {
 /// row is harmless: the dispatcher already has its message and sets `enqueued`
 /// when it records the attempt; at worst the outbox relay queues a duplicate
 /// message, which the dispatcher's claim drops.
+///
+/// A row whose due time is in the future is left alone too: a dispatcher got
+/// the message first and parked the delivery in the database (circuit open),
+/// so no message for it is queued any more, and marking it would hide it from
+/// the scheduler for good.
 pub async fn mark_enqueued(
     conn: &mut diesel_async::AsyncPgConnection,
     confirmed: &[(uuid::Uuid, i32)],
@@ -121,7 +126,8 @@ pub async fn mark_enqueued(
         "UPDATE deliveries d SET enqueued = true \
          FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), \
            (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) AS l \
-         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued",
+         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued \
+           AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())",
     )
     .bind::<Array<Uuid>, _>(ids)
     .bind::<Array<Int4>, _>(attempts);

@@ -3,5 +3,6 @@
 pub mod api_key;
 pub mod attempt;
 pub mod delivery;
+pub mod endpoint_health;
 pub mod event;
 pub mod subscription;

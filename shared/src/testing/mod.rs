@@ -101,6 +101,16 @@ impl Drop for TestPrefix {
     }
 }
 
+/// Runs `future` to completion from synchronous code on a multi-thread tokio
+/// runtime, e.g. a test fixture's `Drop` stopping its services before its
+/// database goes. On any other runtime (or none) it does nothing.
+pub fn finish_in_drop(future: impl std::future::Future<Output = ()>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| handle.block_on(future));
+    }
+}
+
 /// What every integration test starts from: a fresh database, an AMQP prefix
 /// of its own (its queues deleted on drop) and a test config for both.
 /// Dropping it drops the database and the queues, so keep it alive, and drop
@@ -131,7 +141,7 @@ pub async fn create_api_key(pool: &crate::db::DbPool, principal: &Principal, nam
     api_key::create(&mut conn, principal, Some(name)).await.unwrap_or_else(|e| panic!("creating an API key: {e}"))
 }
 
-/// A config for tests: http and private targets allowed, `RETRY_SCHEDULE=1s,2s,3s`,
+/// A config for tests: http and private targets allowed, `RETRY_SCHEDULE=1s,2s,3s`, `RETRY_JITTER=0`,
 /// a random secret key, ports chosen by the OS; `overrides` wins.
 pub fn test_config(database_url: &str, amqp_prefix: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let key = base64::engine::general_purpose::STANDARD.encode(crate::crypto::random_bytes::<32>().unwrap_or([9; 32]));
@@ -143,6 +153,8 @@ pub fn test_config(database_url: &str, amqp_prefix: &str, overrides: &[(&str, &s
         ("DISPATCHER_BIND", "127.0.0.1:0".to_owned()),
         ("WEBHOOK_SECRET_KEY", key),
         ("RETRY_SCHEDULE", "1s,2s,3s".to_owned()),
+        // Exact retry times: tests that time retries must not see jitter.
+        ("RETRY_JITTER", "0".to_owned()),
         ("ALLOW_HTTP_TARGETS", "true".to_owned()),
         ("ALLOW_PRIVATE_TARGETS", "true".to_owned()),
         ("DATABASE_POOL_SIZE", "8".to_owned()),

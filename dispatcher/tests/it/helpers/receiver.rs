@@ -18,11 +18,16 @@ pub struct Reply {
     pub delay: Duration,
     pub location: Option<String>,
     pub body: String,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, delay: Duration::ZERO, location: None, body: String::new() }
+        Self { status, delay: Duration::ZERO, location: None, body: String::new(), headers: Vec::new() }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
     }
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
@@ -33,7 +38,13 @@ impl Reply {
         self
     }
     pub fn redirect(location: &str) -> Self {
-        Self { status: 302, delay: Duration::ZERO, location: Some(location.to_owned()), body: String::new() }
+        Self {
+            status: 302,
+            delay: Duration::ZERO,
+            location: Some(location.to_owned()),
+            body: String::new(),
+            headers: Vec::new(),
+        }
     }
 }
 
@@ -178,6 +189,9 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<ReceiverSt
     let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).expect("status"));
     if let Some(location) = reply.location {
         response.insert_header(("Location", location));
+    }
+    for (name, value) in reply.headers {
+        response.insert_header((name, value));
     }
     response.body(reply.body)
 }

@@ -2,7 +2,10 @@
 
 use actix_web::{web, HttpResponse};
 use diesel_async::AsyncConnection;
-use shared::{crypto, db, header_values, models::subscription};
+use shared::{
+    crypto, db, header_values,
+    models::{endpoint_health, subscription},
+};
 use uuid::Uuid;
 
 use super::{
@@ -44,7 +47,7 @@ pub async fn create_subscription(
     log::info!("subscription created tenant_id={tenant_id} subscription_id={id}");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/webhooks/subscriptions/{id}")))
-        .json(SubscriptionWithSecret::new(row, secret, &state.secrets)?))
+        .json(SubscriptionWithSecret::new(row, None, secret, &state.secrets)?))
 }
 
 /// Lists the tenant's subscriptions, oldest first, a page at a time.
@@ -68,7 +71,15 @@ pub async fn list_subscriptions(
     let mut conn = db::conn(&state.pool).await?;
     let rows = subscription::list(&mut conn, tenant_id, after, limit).await?;
     let (rows, next_cursor) = page::split_page(rows, limit, |row| page::encode_cursor(row.id));
-    let items = rows.into_iter().map(|row| SubscriptionView::new(row, &state.secrets)).collect::<Result<_, _>>()?;
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let health = endpoint_health::for_subscriptions(&mut conn, &ids).await?;
+    let items = rows
+        .into_iter()
+        .map(|row| {
+            let h = health.get(&row.id);
+            SubscriptionView::new(row, h, &state.secrets)
+        })
+        .collect::<Result<_, _>>()?;
     Ok(HttpResponse::Ok().json(SubscriptionPage { items, next_cursor }))
 }
 
@@ -85,7 +96,8 @@ pub async fn get_subscription(scope: TenantScope, state: web::Data<AppState>) ->
     let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let mut conn = db::conn(&state.pool).await?;
     let row = super::live_subscription(&mut conn, tenant_id, id).await?;
-    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, &state.secrets)?))
+    let health = endpoint_health::for_subscriptions(&mut conn, &[id]).await?;
+    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, health.get(&id), &state.secrets)?))
 }
 
 /// Changes any subset of the fields; absent fields stay as they are.
@@ -107,6 +119,7 @@ pub async fn update_subscription(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
     let (mut changes, headers) = body.validate(&Rules::of(&state))?;
+    let reenabled = changes.is_active == Some(true);
     let secrets = &state.secrets;
     let mut conn = db::conn(&state.pool).await?;
     let row = conn
@@ -126,8 +139,13 @@ pub async fn update_subscription(
             subscription::update(conn, tenant_id, id, changes).await?.ok_or(ApiError::NotFound)
         })
         .await?;
+    if reenabled {
+        // Re-enabling is the user saying the endpoint works again: its health starts over.
+        endpoint_health::reset(&mut conn, id).await?;
+    }
     log::info!("subscription updated tenant_id={tenant_id} subscription_id={id}");
-    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, &state.secrets)?))
+    let health = endpoint_health::for_subscriptions(&mut conn, &[id]).await?;
+    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, health.get(&id), &state.secrets)?))
 }
 
 /// Deletes a subscription: nothing more is delivered to it; its delivery log stays.

@@ -9,7 +9,10 @@ use shared::{
     catalog::Catalog,
     crypto::{CryptoError, SecretBox},
     header_values::{self, NamesOnly},
-    models::subscription::{NewSubscription, Subscription, SubscriptionChanges},
+    models::{
+        endpoint_health::{Circuit, EndpointHealth},
+        subscription::{NewSubscription, Subscription, SubscriptionChanges},
+    },
 };
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -246,14 +249,56 @@ pub struct SubscriptionView {
     pub timeout_seconds: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Why the service disabled it (e.g. the endpoint answered 410 Gone).
+    /// Why the service disabled it (e.g. the endpoint answered 410 Gone, or
+    /// every attempt failed for `AUTO_DISABLE_AFTER`, since when).
     #[schema(required = true)]
     pub disabled_reason: Option<String>,
+    /// How the endpoint has been answering, and its circuit breaker.
+    pub health: HealthView,
+}
+
+/// A subscription's endpoint health: after `CIRCUIT_FAILURE_THRESHOLD`
+/// consecutive failed attempts the circuit opens and nothing is sent until
+/// `open_until`; then one probe attempt (`half_open`) closes or re-opens it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    pub circuit: Circuit,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: i32,
+    #[schema(required = true)]
+    pub last_success_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// While the circuit is not closed: when the next probe may go out.
+    #[schema(required = true)]
+    pub open_until: Option<DateTime<Utc>>,
+}
+
+impl HealthView {
+    /// The view of a health row (`None`: nothing recorded yet, healthy).
+    pub fn of(row: Option<&EndpointHealth>) -> Self {
+        match row {
+            None => Self {
+                circuit: Circuit::Closed,
+                consecutive_failures: 0,
+                last_success_at: None,
+                last_failure_at: None,
+                open_until: None,
+            },
+            Some(row) => Self {
+                circuit: row.circuit(),
+                consecutive_failures: row.consecutive_failures,
+                last_success_at: row.last_success_at,
+                last_failure_at: row.last_failure_at,
+                open_until: (row.circuit() != Circuit::Closed).then_some(row.open_until).flatten(),
+            },
+        }
+    }
 }
 
 impl SubscriptionView {
-    /// The row as the API shows it: header values opened, sensitive ones masked.
-    pub fn new(row: Subscription, secrets: &SecretBox) -> Result<Self, CryptoError> {
+    /// The view of a row with its health row: header values opened, sensitive ones masked.
+    pub fn new(row: Subscription, health: Option<&EndpointHealth>, secrets: &SecretBox) -> Result<Self, CryptoError> {
         Ok(Self {
             headers: header_values::masked(secrets, &row.id, &row.headers, row.headers_encrypted)?,
             id: row.id,
@@ -267,6 +312,7 @@ impl SubscriptionView {
             created_at: row.created_at,
             updated_at: row.updated_at,
             disabled_reason: row.disabled_reason,
+            health: HealthView::of(health),
         })
     }
 }
@@ -282,8 +328,13 @@ pub struct SubscriptionWithSecret {
 }
 
 impl SubscriptionWithSecret {
-    pub fn new(row: Subscription, secret: String, secrets: &SecretBox) -> Result<Self, CryptoError> {
-        Ok(Self { subscription: SubscriptionView::new(row, secrets)?, secret })
+    pub fn new(
+        row: Subscription,
+        health: Option<&EndpointHealth>,
+        secret: String,
+        secrets: &SecretBox,
+    ) -> Result<Self, CryptoError> {
+        Ok(Self { subscription: SubscriptionView::new(row, health, secrets)?, secret })
     }
 }
 

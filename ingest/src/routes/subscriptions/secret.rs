@@ -2,7 +2,10 @@
 //! signing `webhook-signature` for 24 hours, so receivers can switch over.
 
 use actix_web::{web, HttpResponse};
-use shared::{crypto, db, models::subscription};
+use shared::{
+    crypto, db,
+    models::{endpoint_health, subscription},
+};
 
 use super::dto::SubscriptionWithSecret;
 use crate::{
@@ -28,5 +31,6 @@ pub async fn rotate_secret(scope: TenantScope, state: web::Data<AppState>) -> Re
     let mut conn = db::conn(&state.pool).await?;
     let row = subscription::rotate_secret(&mut conn, tenant_id, id, sealed).await?.ok_or(ApiError::NotFound)?;
     log::info!("subscription secret rotated tenant_id={tenant_id} subscription_id={id}");
-    Ok(HttpResponse::Ok().json(SubscriptionWithSecret::new(row, secret, &state.secrets)?))
+    let health = endpoint_health::for_subscriptions(&mut conn, &[id]).await?;
+    Ok(HttpResponse::Ok().json(SubscriptionWithSecret::new(row, health.get(&id), secret, &state.secrets)?))
 }

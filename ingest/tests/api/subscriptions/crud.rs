@@ -42,6 +42,9 @@ async fn creating_a_subscription_answers_201_with_defaults_and_a_secret() {
     assert_eq!(body["max_retries"], 3);
     assert_eq!(body["timeout_seconds"], 30);
     assert_eq!(body["disabled_reason"], Value::Null);
+    let healthy = json!({"circuit": "closed", "consecutive_failures": 0, "last_success_at": null,
+        "last_failure_at": null, "open_until": null});
+    assert_eq!(body["health"], healthy);
     assert!(body["secret"].as_str().expect("secret").starts_with("whsec_"), "{body}");
     assert_eq!(timestamp(&body, "created_at"), timestamp(&body, "updated_at"));
 }
@@ -161,10 +164,31 @@ async fn reactivating_a_disabled_subscription_clears_its_disabled_reason() {
         };
         subscription::update(&mut conn, "t1", id, changes).await.expect("update").expect("found");
     }
+    // …after its circuit had opened (what the dispatchers record).
+    {
+        let mut conn = db::conn(&app.ingest.state.pool).await.expect("conn");
+        diesel_async::RunQueryDsl::execute(
+            diesel::sql_query(format!(
+                "INSERT INTO endpoint_health (subscription_id, circuit, consecutive_failures, last_failure_at, \
+                   failing_since, open_until, open_count) \
+                 VALUES ('{id}', 'open', 7, now(), now(), now() + interval '1 hour', 2)"
+            )),
+            &mut conn,
+        )
+        .await
+        .expect("health row");
+    }
     let path = item_path(&id.to_string());
     let (_, read) = app.get(&path, &token).await;
     assert_eq!(read["is_active"], false);
     assert_eq!(read["disabled_reason"], "endpoint answered 410 Gone");
+    assert_eq!(
+        (read["health"]["circuit"].as_str(), read["health"]["consecutive_failures"].as_i64()),
+        (Some("open"), Some(7))
+    );
+    assert!(read["health"]["open_until"].is_string() && read["health"]["last_failure_at"].is_string(), "{read}");
+    let (_, listed) = app.get(COLLECTION, &token).await;
+    assert_eq!(listed["items"][0]["health"], read["health"], "the list shows health too");
 
     // Changing something else leaves it disabled, with its reason.
     let (_, patched) = app.request(Method::PATCH, &path, Some(&token), Some(&json!({"max_retries": 1}))).await;
@@ -174,6 +198,10 @@ async fn reactivating_a_disabled_subscription_clears_its_disabled_reason() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(patched["is_active"], true);
     assert_eq!(patched["disabled_reason"], Value::Null);
+    // Re-enabling starts its health over.
+    assert_eq!(patched["health"]["circuit"], "closed");
+    assert_eq!(patched["health"]["consecutive_failures"], 0);
+    assert_eq!((&patched["health"]["open_until"], &patched["health"]["last_failure_at"]), (&Value::Null, &Value::Null));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,6 +86,7 @@ async fn rotating_the_secret_returns_a_new_one_and_keeps_the_old_encrypted() {
         "timeout_seconds",
         "created_at",
         "disabled_reason",
+        "health",
     ] {
         assert_eq!(rotated[field], created[field], "{field}");
     }

@@ -1,0 +1,3 @@
+DROP INDEX deliveries_waiting_subscription_idx;
+DROP INDEX deliveries_waiting_idx;
+DROP TABLE endpoint_health;
