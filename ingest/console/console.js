@@ -123,6 +123,7 @@
       button('Dismiss', () => { bannerBox.hidden = true; }, 'quiet'),
     );
     bannerBox.hidden = false;
+    bannerBox.scrollIntoView({ block: 'nearest' });
   }
 
   function toast(...content) {
@@ -184,7 +185,8 @@
       signOut('The server refused your key (it may have been revoked). Sign in again.');
       err.handled = true;
     } else if (res.status >= 500) {
-      banner(`The server could not complete the request (${res.status} ${err.code}): ${err.message}. Try again in a moment.`);
+      banner(`The server could not complete the request (${res.status} ${err.code}): ${err.message}`);
+      err.handled = 'banner';
     }
     throw err;
   }
@@ -363,6 +365,13 @@
   }
 
   function failed(err) {
+    if (err && err.handled === 'banner') {
+      // The banner says what happened; offer the way back.
+      page(h('div', { class: 'page-head' }, h('h1', {}, 'This page could not load')),
+        h('p', {}, 'The server had a problem (see above). It is usually brief.'),
+        h('div', { class: 'actions' }, button('Try again', () => render(), 'primary', { id: 'try-again' }), link('#/subscriptions', 'Subscriptions', { class: 'button quiet' })));
+      return;
+    }
     if (err && err.handled) return;
     page(h('div', { class: 'page-head' }, h('h1', {}, err instanceof ApiError && err.status === 404 ? 'Not found' : 'Something went wrong')),
       inlineError(err), h('p', {}, link('#/subscriptions', 'Back to subscriptions')));
@@ -421,7 +430,7 @@
         const tr = h('tr', { class: 'clickable', 'data-id': sub.id },
           cell('Endpoint',
             h('div', { class: 'cell-main' }, link(href, sub.url, { class: 'mono break' })),
-            sub.description ? h('div', { class: 'cell-sub break' }, sub.description) : null),
+            sub.description ? h('div', { class: 'cell-sub break clamp', title: sub.description }, sub.description) : null),
           cell('Events', eventChips(sub.events, 3)),
           cell('Status', badge(state.label, state.kind), state.reason ? h('div', { class: 'cell-sub' }, state.reason) : null),
           h('td', { 'data-label': 'Health', class: 'col-health' }, h('div', { class: 'cell' }, healthCell(sub.health))),
@@ -569,7 +578,8 @@
         try {
           if ((await onConfirm(error)) !== false) dialog.close();
         } catch (err) {
-          if (!err.handled) replace(error, inlineError(err));
+          // A modal hides the banner: say it here too.
+          if (!err.handled || err.handled === 'banner') replace(error, inlineError(err));
         }
       });
     });
@@ -641,7 +651,8 @@
       replace(box,
         h('div', {}, badge(j.status || 'running'), ` ${queued} of ${total} queued`),
         h('progress', { max: Math.max(total, 1), value: total ? queued : (j.status === 'completed' ? 1 : 0) }),
-        j.finished_at ? h('div', { class: 'cell-sub' }, 'finished ', when(j.finished_at)) : null);
+        j.finished_at ? h('div', { class: 'cell-sub' }, 'finished ', when(j.finished_at)) : null,
+        j.error ? h('p', { class: 'inline-error' }, j.error) : null);
     };
     draw(job);
     if (features.jobs && job.id && job.status === 'running') {
@@ -1044,8 +1055,8 @@
       a.response_body
         ? h('details', { open: true }, h('summary', {}, 'Response body'), h('pre', { class: 'code wrap response-body' }, a.response_body))
         : h('p', { class: 'muted' }, 'No response body.'),
-      a.request_headers ? h('details', {}, h('summary', {}, 'Request headers'), headerTable(a.request_headers)) : null,
-      a.response_headers ? h('details', {}, h('summary', {}, 'Response headers'), headerTable(a.response_headers)) : null);
+      a.request_headers ? h('details', { class: 'request-headers' }, h('summary', {}, 'Request headers'), headerTable(a.request_headers)) : null,
+      a.response_headers ? h('details', { class: 'response-headers' }, h('summary', {}, 'Response headers'), headerTable(a.response_headers)) : null);
   }
 
   async function deliveryDetail(id) {
@@ -1074,7 +1085,7 @@
       replace(summary,
         h('dt', {}, 'Delivery ID'), h('dd', { class: 'mono' }, delivery.id),
         h('dt', {}, 'Event'), h('dd', {}, h('span', { class: 'mono' }, delivery.event_id),
-          features.eventLookup ? [' ', link(route('events', delivery.event_id), 'look up')] : null),
+          features.eventLookup ? [' ', link(route('events', delivery.event_id), 'look up', { id: 'event-lookup' })] : null),
         h('dt', {}, 'Subscription'), h('dd', {}, link(route('subscriptions', delivery.subscription_id), sub ? sub.url : delivery.subscription_id, { class: 'mono break' }),
           sub ? null : h('span', { class: 'muted' }, ' (deleted)')),
         h('dt', {}, 'Attempts'), h('dd', { id: 'attempt-count' }, String(delivery.attempt_count)),

@@ -14,8 +14,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from dotmac.platform.webhooks.config import BusSettings
 from dotmac.platform.webhooks.errors import OutboxError
-from dotmac.platform.webhooks.events import get_event_bus
+from dotmac.platform.webhooks.events import EventBus, get_event_bus
 from dotmac.platform.webhooks.models import WebhookEvent
 from dotmac.platform.webhooks.outbox import OutboxStore
 
@@ -169,3 +170,27 @@ async def test_the_outbox_refuses_a_database_other_than_postgresql(tmp_path: Pat
             OutboxStore(engine)
     finally:
         engine.dispose()
+
+
+async def test_an_outbox_event_the_system_refuses_is_marked_failed_not_retried_forever(
+    system: System, module_engine: AsyncEngine, tenant: str
+) -> None:
+    bus = EventBus(BusSettings(transport="http", api_url=system.api_url, publisher_key=system.publisher_key))
+    try:
+        async with async_sessionmaker(module_engine)() as db:
+            refused = await bus.publish("invoice.teleported", {"invoice_id": "inv_9"}, tenant, db=db)
+
+        async def failed() -> dict | None:
+            async with module_engine.connect() as conn:
+                row = (await conn.execute(
+                    text("SELECT attempts, sent_at, last_error FROM webhook_outbox WHERE event_id = :id AND failed_at IS NOT NULL"),
+                    {"id": refused},
+                )).mappings().first()
+                return dict(row) if row else None
+
+        row = await eventually(failed, 30, "the refused row to be marked failed")
+        assert row["sent_at"] is None
+        assert row["attempts"] == 1
+        assert "422" in row["last_error"]
+    finally:
+        await bus.close()

@@ -36,7 +36,14 @@ async fn count_where(env: &TestEnv, condition: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purging_the_dispatch_and_retry_queues_mid_run_still_ends_every_delivery_succeeded() {
-    let overrides = [("RETRY_SCHEDULE", "4s"), ("RECONCILE_GRACE", "1s"), ("RECONCILE_INTERVAL", "250ms")];
+    let overrides = [
+        // Long enough that every first attempt is recorded before the first
+        // retry is due, even on a loaded machine.
+        ("RETRY_SCHEDULE", "15s"),
+        ("RETRY_JITTER", "0"),
+        ("RECONCILE_GRACE", "1s"),
+        ("RECONCILE_INTERVAL", "250ms"),
+    ];
     let env = spawn_env_with(&overrides).await;
     // Every first attempt fails, every later one succeeds.
     let receiver =
@@ -60,8 +67,8 @@ async fn purging_the_dispatch_and_retry_queues_mid_run_still_ends_every_delivery
 
     let _dispatcher = env.start_dispatcher(&overrides).await;
     // The reconciler queues them again; every first attempt fails and the
-    // retry waits 4 s in its row (retries wait in the database)...
-    let retrying = eventually(Duration::from_secs(30), || async {
+    // retry waits 15 s in its row (retries wait in the database)...
+    let retrying = eventually(Duration::from_secs(90), || async {
         (count_where(&env, "status = 'retrying' AND attempt_count = 1").await == total).then_some(())
     })
     .await;

@@ -11,10 +11,15 @@ use std::{
     time::Duration,
 };
 
-use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
+
+use crate::webdriver::{Client, Element};
+
+/// WebDriver's key codes.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
 
 /// How long a condition may take to become true in the page.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -129,8 +134,7 @@ impl Browser {
         let mut last_error = String::new();
         // chromedriver needs a moment to listen.
         for _ in 0..100 {
-            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&webdriver).await {
+            match Client::connect(&webdriver, capabilities.clone()).await {
                 Ok(client) => {
                     return Self {
                         client,
@@ -159,7 +163,7 @@ impl Browser {
             }
             self.save_screenshots();
         }
-        let _ = self.client.clone().close().await;
+        let _ = self.client.close().await;
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
@@ -211,7 +215,7 @@ impl Browser {
     pub async fn wait_for(&self, css: &str) -> Element {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+            if let Ok(element) = self.client.find(css).await {
                 if element.is_displayed().await.unwrap_or(false) {
                     return element;
                 }
@@ -221,12 +225,12 @@ impl Browser {
         }
     }
 
-    /// Waits until the first element matching `css` contains `needle`; returns its text.
+    /// Waits until an element matching `css` contains `needle`; returns its text.
     pub async fn wait_text(&self, css: &str, needle: &str) -> String {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let mut last = String::new();
         loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+            for element in self.client.find_all(css).await.unwrap_or_default() {
                 if let Ok(text) = element.text().await {
                     if text.contains(needle) {
                         return text;
@@ -271,6 +275,12 @@ impl Browser {
         let element = self.find(css).await;
         element.clear().await.unwrap_or_else(|e| panic!("clear {css}: {e}"));
         element.send_keys(text).await.unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    /// Sends keys to the focused element, as a user typing.
+    pub async fn press(&self, keys: &str) {
+        let focused = self.client.active_element().await.expect("a focused element");
+        focused.send_keys(keys).await.unwrap_or_else(|e| panic!("press {keys:?}: {e}"));
     }
 
     /// Runs JavaScript in the page (`return …` to get a value).

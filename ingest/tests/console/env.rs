@@ -98,6 +98,30 @@ impl ConsoleEnv {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Cuts ingest off from its database (`false`: new connections refused,
+    /// open ones ended), or lets it back in (`true`).
+    pub async fn allow_database(&self, allowed: bool) {
+        let database = self._db.name.clone();
+        let mut statements = vec![format!("ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allowed}")];
+        if !allowed {
+            statements.push(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+            ));
+        }
+        tokio::task::spawn_blocking(move || {
+            use diesel::RunQueryDsl as _;
+            let mut conn = <diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
+                diesel_async::AsyncPgConnection,
+            > as diesel::Connection>::establish(&shared::testing::admin_url())
+            .expect("admin connection");
+            for statement in statements {
+                diesel::sql_query(statement).execute(&mut conn).expect("admin statement");
+            }
+        })
+        .await
+        .expect("admin task");
+    }
+
     /// Stops the dispatcher, then ingest.
     pub async fn stop(self) {
         self.dispatcher.shutdown(Duration::from_secs(5)).await;

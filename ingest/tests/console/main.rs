@@ -10,6 +10,7 @@
 
 mod browser;
 mod env;
+mod errors;
 mod layout;
 mod readme;
 mod receiver;
@@ -17,3 +18,4 @@ mod safety;
 mod signin;
 mod subscriptions;
 mod troubleshooting;
+mod webdriver;
