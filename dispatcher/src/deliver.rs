@@ -3,12 +3,13 @@
 //! Recording the outcome and acking belong to the caller.
 
 use std::{
+    collections::BTreeMap,
     net::IpAddr,
     time::{Duration, Instant},
 };
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
-use shared::{headers::is_reserved_header, signing, targets::is_public_ip};
+use shared::{header_values::NamesOnly, headers::is_reserved_header, signing, targets::is_public_ip};
 
 use crate::outcome::{classify_error, Outcome, OutcomeKind};
 
@@ -19,8 +20,9 @@ pub const MAX_RESPONSE_HEADERS: usize = 8 * 1024;
 /// The `User-Agent` of every request.
 pub const USER_AGENT_VALUE: &str = "DotMac-Webhooks/1.0";
 
-/// Everything one attempt needs, secrets already decrypted.
-#[derive(Debug, Clone)]
+/// Everything one attempt needs, secrets already decrypted. Its `Debug`
+/// hides the secrets and the header values.
+#[derive(Clone)]
 pub struct Job {
     pub delivery_id: uuid::Uuid,
     /// 1-based number of this attempt.
@@ -29,8 +31,8 @@ pub struct Job {
     pub event_id: String,
     pub event_type: String,
     pub url: String,
-    /// The subscription's own headers (a JSON object of strings).
-    pub custom_headers: serde_json::Value,
+    /// The subscription's own headers, values decrypted.
+    pub custom_headers: BTreeMap<String, String>,
     pub timeout: Duration,
     /// The current signing secret.
     pub secret: String,
@@ -40,10 +42,31 @@ pub struct Job {
     pub payload: String,
 }
 
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("delivery_id", &self.delivery_id)
+            .field("attempt", &self.attempt)
+            .field("subscription_id", &self.subscription_id)
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("url", &self.url)
+            .field("custom_headers", &NamesOnly(&self.custom_headers))
+            .field("timeout", &self.timeout)
+            .field("secret", &"<redacted>")
+            .field("previous_secret", &self.previous_secret.as_ref().map(|_| "<redacted>"))
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
+}
+
 /// What `deliver_one` needs besides the job.
 #[derive(Clone)]
 pub struct DeliverContext {
     pub client: reqwest::Client,
+    /// `ALLOW_HTTP_TARGETS`: a subscription saved as `http://` under relaxed
+    /// settings is refused once the dispatcher runs strict.
+    pub allow_http_targets: bool,
     /// `ALLOW_PRIVATE_TARGETS`: skip the IP-literal check.
     pub allow_private_targets: bool,
 }
@@ -61,7 +84,17 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
             )
         }
     };
+    // The deployment may have become stricter since the URL was saved.
+    if url.scheme() == "http" && !ctx.allow_http_targets {
+        return Outcome::failed(
+            OutcomeKind::BlockedAddress,
+            "plain http:// targets are refused (ALLOW_HTTP_TARGETS is off)",
+            started.elapsed(),
+        );
+    }
     if !ctx.allow_private_targets {
+        // hyper skips the resolver for IP literals, so they are checked here;
+        // names are checked for every address they resolve to, by the client's resolver.
         let literal = match url.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
@@ -110,8 +143,8 @@ pub fn headers_json(headers: &HeaderMap, max_bytes: usize) -> serde_json::Value 
     let mut object = serde_json::Map::new();
     let mut used = 0usize;
     for name in headers.keys() {
-        let value = if shared::redaction::is_sensitive_header(name.as_str()) {
-            shared::redaction::MASK.to_owned()
+        let value = if shared::header_values::is_sensitive(name.as_str()) {
+            shared::header_values::MASK.to_owned()
         } else {
             let values: Vec<String> =
                 headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
@@ -188,20 +221,16 @@ pub fn request_headers(job: &Job, now: i64) -> Result<HeaderMap, String> {
         let value = HeaderValue::from_str(&value).map_err(|_| format!("header {name} would be invalid"))?;
         headers.insert(name, value);
     }
-    if let Some(custom) = job.custom_headers.as_object() {
-        for (name, value) in custom {
-            // HeaderName is lower-case, so a differently cased duplicate of ours collides too.
-            let (Ok(name), Some(Ok(value))) =
-                (HeaderName::from_bytes(name.as_bytes()), value.as_str().map(HeaderValue::from_str))
-            else {
-                log::debug!("custom header skipped: invalid subscription_id={} header={name}", job.subscription_id);
-                continue;
-            };
-            if headers.contains_key(&name) || is_reserved_header(name.as_str()) {
-                continue;
-            }
-            headers.insert(name, value);
+    for (name, value) in &job.custom_headers {
+        // HeaderName is lower-case, so a differently cased duplicate of ours collides too.
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) else {
+            log::debug!("custom header skipped: invalid subscription_id={} header={name}", job.subscription_id);
+            continue;
+        };
+        if headers.contains_key(&name) || is_reserved_header(name.as_str()) {
+            continue;
         }
+        headers.insert(name, value);
     }
     Ok(headers)
 }
@@ -218,10 +247,16 @@ mod tests {
             event_id: "evt_1".into(),
             event_type: "invoice.created".into(),
             url: "https://example.com/hook".into(),
-            custom_headers: serde_json::json!({
-                "X-Custom": "yes", "x-webhook-signature": "forged", "USER-AGENT": "evil", "Host": "other",
-                "X-Number": 5,
-            }),
+            custom_headers: [
+                ("X-Custom", "yes"),
+                ("x-webhook-signature", "forged"),
+                ("USER-AGENT", "evil"),
+                ("Host", "other"),
+                ("X-Bad", "line\nbreak"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
             timeout: Duration::from_secs(5),
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
             previous_secret: Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()),
@@ -232,7 +267,9 @@ mod tests {
     #[test]
     fn logged_headers_mask_credentials_and_stop_at_the_limit() {
         let mut job = job();
-        job.custom_headers = serde_json::json!({"Authorization": "Bearer s3cret", "X-Tenant": "acme"});
+        job.custom_headers = [("Authorization", "Bearer s3cret"), ("X-Tenant", "acme")]
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .into();
         let headers = request_headers(&job, 1_700_000_000).expect("headers");
         let logged = headers_json(&headers, usize::MAX);
         assert_eq!(logged["authorization"], "***");
@@ -263,7 +300,7 @@ mod tests {
         assert_eq!(headers["x-custom"], "yes");
         assert_eq!(headers["user-agent"], USER_AGENT_VALUE);
         assert!(!headers.contains_key("host"));
-        assert!(!headers.contains_key("x-number"));
+        assert!(!headers.contains_key("x-bad"));
         assert_eq!(headers.get_all("x-webhook-signature").iter().count(), 1);
         let legacy = headers["x-webhook-signature"].to_str().expect("ascii");
         assert!(signing::verify_legacy(&job.secret, job.payload.as_bytes(), legacy));
@@ -273,5 +310,36 @@ mod tests {
         for secret in [&job.secret, job.previous_secret.as_ref().expect("previous")] {
             assert!(signing::verify_standard(secret, "evt_1", 1_700_000_000, job.payload.as_bytes(), standard));
         }
+    }
+
+    #[test]
+    fn debug_shows_no_secret_and_no_header_value() {
+        let mut job = job();
+        job.custom_headers.insert("Authorization".into(), "Bearer hunter2".into());
+        let printed = format!("{job:?}");
+        for secret in ["hunter2", "whsec_", &job.secret] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("Authorization"));
+    }
+
+    fn context(allow_http_targets: bool, allow_private_targets: bool) -> DeliverContext {
+        DeliverContext { client: reqwest::Client::new(), allow_http_targets, allow_private_targets }
+    }
+
+    #[tokio::test]
+    async fn targets_the_policy_refuses_are_blocked_before_any_request() {
+        let mut job = job();
+        for (url, ctx) in [
+            ("http://example.com/hook", context(false, true)),
+            ("https://127.0.0.1/hook", context(true, false)),
+            ("https://[2002:7f00:1::]/hook", context(true, false)),
+        ] {
+            job.url = url.to_owned();
+            let outcome = deliver_one(&ctx, &job).await;
+            assert_eq!(outcome.kind, OutcomeKind::BlockedAddress, "{url}: {outcome:?}");
+        }
+        job.url = "ftp://example.com/".into();
+        assert_eq!(deliver_one(&context(true, true), &job).await.kind, OutcomeKind::Request);
     }
 }

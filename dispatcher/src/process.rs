@@ -272,7 +272,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Dispo
     }
     // The outcome is durable; health is bookkeeping on top of it (a lost
     // update only delays the circuit by one attempt).
-    let notify = !shared::catalog::is_operational(&event_type);
+    let notify = !shared::catalog::is_reserved(&event_type);
     match ctx.health.observe(&ctx.pool, subscription_id, delivery_id, outcome.is_success(), notify).await {
         Ok(after) if after.circuit != Circuit::Closed => {
             let parked = ctx.flow.park_waiters(subscription_id);
@@ -310,7 +310,7 @@ fn log_attempt(
     );
 }
 
-/// Decrypts the secrets and builds the job; an undecryptable secret is an
+/// Decrypts the secrets and header values and builds the job; an undecryptable one is an
 /// `internal` outcome (recorded like any failed attempt, so it shows in the log).
 fn job_of(ctx: &Context, claimed: Claimed, attempt: i32) -> Result<Job, Box<Outcome>> {
     let secret = ctx.secrets.open(&claimed.subscription_id, &claimed.secret_encrypted).map_err(|err| {
@@ -329,6 +329,16 @@ fn job_of(ctx: &Context, claimed: Claimed, attempt: i32) -> Result<Job, Box<Outc
         },
         _ => None,
     };
+    let custom_headers = shared::header_values::open(
+        &ctx.secrets,
+        &claimed.subscription_id,
+        &claimed.headers,
+        claimed.headers_encrypted,
+    )
+    .map_err(|err| {
+        log::error!("custom header values unusable subscription_id={} error={err}", claimed.subscription_id);
+        Outcome::failed(OutcomeKind::Internal, "the custom header values could not be decrypted", Duration::ZERO)
+    })?;
     Ok(Job {
         delivery_id: claimed.delivery_id,
         attempt,
@@ -336,7 +346,7 @@ fn job_of(ctx: &Context, claimed: Claimed, attempt: i32) -> Result<Job, Box<Outc
         event_id: claimed.event_id,
         event_type: claimed.event_type,
         url: claimed.url,
-        custom_headers: claimed.headers,
+        custom_headers,
         timeout: Duration::from_secs(u64::try_from(claimed.timeout_seconds.max(1)).unwrap_or(30)),
         secret,
         previous_secret,

@@ -54,6 +54,7 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
     let context = Context {
         deliver: DeliverContext {
             client: client::build(&config)?,
+            allow_http_targets: config.allow_http_targets,
             allow_private_targets: config.allow_private_targets,
         },
         flow: Flow::new(config.dispatcher_concurrency, config.dispatcher_per_subscription),

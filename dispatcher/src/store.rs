@@ -54,8 +54,11 @@ pub struct Claimed {
     pub manual_retry: bool,
     #[diesel(sql_type = Text)]
     pub url: String,
+    /// Values sealed unless `headers_encrypted` is false (see `shared::header_values`).
     #[diesel(sql_type = Jsonb)]
     pub headers: serde_json::Value,
+    #[diesel(sql_type = Bool)]
+    pub headers_encrypted: bool,
     #[diesel(sql_type = Int4)]
     pub timeout_seconds: i32,
     #[diesel(sql_type = Bool)]
@@ -126,7 +129,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
            AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
            AND s.id = d.subscription_id AND e.id = d.event_ref \
          RETURNING m.attempt AS claimed_attempt, d.id AS delivery_id, d.subscription_id, d.event_id, \
-           d.event_type, d.manual_retry, s.url, s.headers, s.timeout_seconds, s.retry_enabled, \
+           d.event_type, d.manual_retry, s.url, s.headers, s.headers_encrypted, s.timeout_seconds, s.retry_enabled, \
            s.max_retries, s.is_active, s.deleted_at IS NOT NULL AS is_deleted, s.secret_encrypted, \
            s.previous_secret_encrypted, s.secret_rotated_at, e.payload, h.circuit, h.consecutive_failures, \
            h.open_until, h.probe_delivery_id, h.probe_until"
@@ -381,7 +384,7 @@ pub async fn record(
             return Ok(Recorded::Superseded);
         };
         diesel::insert_into(shared::schema::delivery_attempts::table).values(&attempt_row).execute(conn).await?;
-        let notify = !catalog::is_operational(&delivery.event_type);
+        let notify = !catalog::is_reserved(&delivery.event_type);
         let mut disabled = false;
         if let Some(reason) = &next.disable_subscription {
             disabled = disable_subscription(conn, subscription_id, reason, DisableCause::Gone, notify).await?;

@@ -28,6 +28,7 @@ pub fn build_app(
         .app_data(web::Data::new(state))
         .app_data(web::Data::new(readiness))
         .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
+        .wrap(middleware::from_fn(crate::extract::reject_malformed_query))
         .wrap(middleware::from_fn(|req, next| telemetry::record_request(metric_names::SERVICE, req, next)))
         .configure(telemetry::health_routes)
         .configure(routes::configure)

@@ -1,45 +1,14 @@
 //! Bearer-token authentication. Tokens are looked up by SHA-256 and the
-//! result cached briefly, so a busy publisher does not cost a query per request.
+//! result cached ([`crate::key_cache`]), so a busy publisher does not cost a
+//! query per request, while a revoked key is refused within 2 seconds.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    pin::Pin,
-    sync::{Arc, RwLock},
-    time::{Duration, Instant},
-};
+use std::{future::Future, pin::Pin};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use shared::models::api_key::{self, Principal};
 use uuid::Uuid;
 
 use crate::{error::ApiError, state::AppState};
-
-/// How long a looked-up token is trusted without asking the database again.
-const CACHE_TTL: Duration = Duration::from_secs(30);
-
-/// Token hash → principal, with the time it was looked up.
-#[derive(Clone, Default)]
-pub struct AuthCache(Arc<RwLock<CachedPrincipals>>);
-
-/// Token hash → the principal and when it was looked up.
-type CachedPrincipals = HashMap<Vec<u8>, (Principal, Instant)>;
-
-impl AuthCache {
-    fn get(&self, hash: &[u8]) -> Option<Principal> {
-        let map = self.0.read().ok()?;
-        map.get(hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(p, _)| p.clone())
-    }
-
-    fn put(&self, hash: Vec<u8>, principal: Principal) {
-        if let Ok(mut map) = self.0.write() {
-            if map.len() > 10_000 {
-                map.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-            }
-            map.insert(hash, (principal, Instant::now()));
-        }
-    }
-}
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -115,13 +84,14 @@ impl FromRequest for Auth {
             let token = token.ok_or(ApiError::Unauthorized)?;
             let state = state.ok_or_else(|| ApiError::Internal("app state missing".into()))?;
             let hash = shared::crypto::hash_api_token(&token);
-            if let Some(principal) = state.auth_cache.get(&hash) {
+            if let Some(principal) = state.key_cache.get(&hash) {
                 return Ok(Auth(principal));
             }
+            let lookup = state.key_cache.begin_lookup();
             let mut conn = shared::db::conn(&state.pool).await?;
-            let key = api_key::find_by_token(&mut conn, &token).await?.ok_or(ApiError::Unauthorized)?;
+            let key = api_key::authenticate(&mut conn, &hash).await?.ok_or(ApiError::Unauthorized)?;
             let principal = key.principal().ok_or(ApiError::Unauthorized)?;
-            state.auth_cache.put(hash, principal.clone());
+            state.key_cache.put(lookup, hash, principal.clone());
             Ok(Auth(principal))
         })
     }

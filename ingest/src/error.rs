@@ -29,6 +29,12 @@ pub enum ApiError {
     ConflictOn { field: &'static str, message: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request line and headers together exceed what the server reads.
+    #[error("the request line and headers are larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    /// The request line and headers did not arrive in time.
+    #[error("the request line and headers did not arrive within {seconds} s")]
+    HeadTimeout { seconds: u64 },
     /// The request body did not arrive within `INGEST_BODY_TIMEOUT`.
     #[error("the request body did not arrive within {seconds} s")]
     RequestTimeout { seconds: u64 },
@@ -68,7 +74,8 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) | Self::ConflictOn { .. } => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::RequestTimeout { .. } => "request_timeout",
+            Self::HeadTooLarge { .. } => "request_header_fields_too_large",
+            Self::HeadTimeout { .. } | Self::RequestTimeout { .. } => "request_timeout",
             Self::Overloaded { .. } => "overloaded",
             Self::Validation { .. } => "validation_failed",
             Self::Unavailable(_) => "service_unavailable",
@@ -87,7 +94,8 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::ConflictOn { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::HeadTimeout { .. } | Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -96,7 +104,27 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            Self::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            Self::Overloaded { retry_after_seconds } => {
+                response.insert_header(("Retry-After", retry_after_seconds.to_string()));
+            }
+            // The rest of the body is not read: the connection cannot be reused.
+            Self::RequestTimeout { .. } | Self::HeadTimeout { .. } => {
+                response.insert_header(("Connection", "close"));
+            }
+            _ => {}
+        }
+        response.json(self.body())
+    }
+}
+
+impl ApiError {
+    /// The contract's error body; logs internal causes (once, here).
+    pub fn body(&self) -> Value {
         // Internal causes are logged once here and never shown to the caller.
         let message = match self {
             Self::Internal(cause) => {
@@ -111,28 +139,14 @@ impl ResponseError for ApiError {
         };
         let details = match self {
             Self::Validation { details, .. } => details.clone(),
-            Self::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
-            Self::RequestTimeout { seconds } => json!({ "timeout_seconds": seconds }),
+            Self::PayloadTooLarge { limit } | Self::HeadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            Self::HeadTimeout { seconds } | Self::RequestTimeout { seconds } => json!({ "timeout_seconds": seconds }),
             Self::Overloaded { retry_after_seconds } => json!({ "retry_after_seconds": retry_after_seconds }),
             Self::ConflictOn { field, .. } => json!({ "field": field }),
             Self::InvalidQuery { field: Some(field), .. } => json!({ "field": field }),
             _ => json!({}),
         };
-        let mut response = HttpResponse::build(status);
-        match self {
-            Self::Unauthorized => {
-                response.insert_header(("WWW-Authenticate", "Bearer"));
-            }
-            Self::Overloaded { retry_after_seconds } => {
-                response.insert_header(("Retry-After", retry_after_seconds.to_string()));
-            }
-            // The rest of the body is not read: the connection cannot be reused.
-            Self::RequestTimeout { .. } => {
-                response.insert_header(("Connection", "close"));
-            }
-            _ => {}
-        }
-        response.json(json!({ "error": { "code": self.code(), "message": message, "details": details } }))
+        json!({ "error": { "code": self.code(), "message": message, "details": details } })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Request extractors that turn bad input into the contract's errors:
 //! JSON bodies (400 not JSON, 422 naming the field, 413 too large, 408 too
 //! slow), publish bodies within the byte budget (503 over it) and query
-//! strings (400).
+//! strings (400 malformed, 422 naming a parameter with a control character).
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -9,7 +9,12 @@ use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::{error::ApiError, publishing::budget::BudgetGuard, state::AppState};
+use crate::{
+    domain::text::{self, TextKind},
+    error::ApiError,
+    publishing::budget::BudgetGuard,
+    state::AppState,
+};
 
 /// Largest body any route takes (publishing's limit, from the contract).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -131,10 +136,16 @@ pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError>
     from_json_value(value)
 }
 
-/// Deserializes an already parsed JSON object into `T`, naming the failing field.
+/// Deserializes an already parsed JSON object into `T`, naming the failing
+/// field. No string anywhere in it may hold a NUL (PostgreSQL refuses it).
 pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, BodyError> {
-    if !value.is_object() {
+    let Some(object) = value.as_object() else {
         return Err(BodyError::Field { field: "body".into(), message: "must be a JSON object".into(), missing: false });
+    };
+    for (key, item) in object {
+        text::check(key, key, TextKind::Data)
+            .and_then(|()| text::check_json(key, item))
+            .map_err(|invalid| BodyError::Field { field: invalid.field, message: invalid.message, missing: false })?;
     }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
@@ -151,7 +162,8 @@ pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<
     })
 }
 
-/// A query string; a malformed one is a 400 `invalid_query` naming the parameter.
+/// A query string: a malformed one is a 400 `invalid_query` naming the
+/// parameter; a parameter whose value holds a control character is a 422 naming it.
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest for Query<T> {
@@ -163,8 +175,12 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
     }
 }
 
-/// Deserializes a query string, naming the failing parameter.
+/// Parses a query string strictly (see [`query_pairs`]), checks every value
+/// with [`TextKind::Line`], then deserializes it, naming the failing parameter.
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    for (name, value) in query_pairs(query)? {
+        text::check(&name, &value, TextKind::Line)?;
+    }
     let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -176,6 +192,68 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
         };
         ApiError::InvalidQuery { field, message }
     })
+}
+
+/// The decoded `name=value` pairs of a query string. Unlike the lenient
+/// `application/x-www-form-urlencoded` parsers, a `%` not followed by two hex
+/// digits, or an escape that decodes to invalid UTF-8, is a 400 (naming the
+/// parameter when its name is readable): guessing what such a query meant is
+/// how two parsers come to disagree.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    fn decode(part: &str) -> Result<String, String> {
+        let bytes = part.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'%' => {
+                    let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                    let byte = hex
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| "a `%` not followed by two hex digits".to_owned())?;
+                    decoded.push(byte);
+                    i += 3;
+                }
+                b'+' => {
+                    decoded.push(b' ');
+                    i += 1;
+                }
+                other => {
+                    decoded.push(other);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(decoded).map_err(|_| "an escape that is not UTF-8".to_owned())
+    }
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(name).map_err(|why| ApiError::InvalidQuery {
+                field: None,
+                message: format!("malformed query string: a parameter name has {why}"),
+            })?;
+            let value = decode(value).map_err(|why| ApiError::InvalidQuery {
+                message: format!("query parameter `{name}` has {why}"),
+                field: Some(name.clone()),
+            })?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// Middleware: a malformed query string is a 400 on every route, whether or
+/// not its handler reads the query.
+pub async fn reject_malformed_query(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if let Err(err) = query_pairs(req.query_string()) {
+        return Ok(req.error_response(err));
+    }
+    next.call(req).await.map(actix_web::dev::ServiceResponse::map_into_boxed_body)
 }
 
 #[cfg(test)]
@@ -210,25 +288,55 @@ mod tests {
         assert_eq!(field_of(r#"{"url": "x", "nested": {}}"#), "nested.n");
         assert_eq!(field_of("[1]"), "body");
         assert!(matches!(parse_json::<Body>(b"{not json"), Err(ApiError::BadRequest { code: "invalid_json", .. })));
+        assert_eq!(field_of(r#"{"url": "a\u0000b"}"#), "url");
+        assert_eq!(field_of(r#"{"url": "x", "nested": {"n": 1, "s\u0000": 2}}"#), "nested.s\u{0}");
+    }
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Params {
+        limit: Option<i64>,
+        event_type: Option<String>,
+    }
+
+    #[test]
+    fn query_strings_are_parsed_strictly() {
+        let parsed: Params = parse_query("limit=5&event_type=invoice.created&other=x%20y+z").expect("valid");
+        assert_eq!(parsed, Params { limit: Some(5), event_type: Some("invoice.created".into()) });
+        assert_eq!(
+            query_pairs("a=%C3%A9&b&=c").expect("valid"),
+            [("a".into(), "é".into()), ("b".into(), String::new()), (String::new(), "c".into())]
+        );
+        for bad in ["%", "x=%", "x=%4", "x=%zz", "x=%FF", "%G0=1"] {
+            assert!(matches!(parse_query::<Params>(bad), Err(ApiError::InvalidQuery { .. })), "{bad}");
+        }
+        match parse_query::<Params>("event_type=%00") {
+            Err(ApiError::Validation { field, .. }) => assert_eq!(field, "event_type"),
+            other => panic!("expected a 422, got {:?}", other.err()),
+        }
+        assert!(matches!(parse_query::<Params>("limit=ten"), Err(ApiError::InvalidQuery { .. })));
     }
 
     #[derive(Debug, serde::Deserialize)]
     #[expect(dead_code, reason = "fields are only deserialized")]
-    struct Params {
+    struct PageParams {
         limit: Option<u16>,
         cursor: Option<String>,
     }
 
     #[test]
     fn query_errors_name_the_parameter() {
-        match parse_query::<Params>("cursor=x&limit=abc") {
+        match parse_query::<PageParams>("cursor=x&limit=abc") {
             Err(ApiError::InvalidQuery { field: Some(field), message }) => {
                 assert_eq!(field, "limit");
                 assert!(message.contains("`limit`"), "{message}");
             }
             other => panic!("expected invalid_query naming limit, got {other:?}"),
         }
-        assert!(parse_query::<Params>("limit=5").is_ok());
-        assert!(parse_query::<Params>("").is_ok());
+        assert!(parse_query::<PageParams>("limit=5").is_ok());
+        assert!(parse_query::<PageParams>("").is_ok());
+        match parse_query::<PageParams>("limit=5&cursor=%zz") {
+            Err(ApiError::InvalidQuery { field: Some(field), .. }) => assert_eq!(field, "cursor"),
+            other => panic!("expected invalid_query naming cursor, got {other:?}"),
+        }
     }
 }

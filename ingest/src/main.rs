@@ -1,10 +1,13 @@
-//! `webhooks-ingest`: serve (default), `migrate`, `api-key create`.
+//! `webhooks-ingest`: serve (default), `migrate`, `api-key create|list|revoke`.
+
+mod key_commands;
 
 use clap::{Args, Parser, Subcommand};
 use shared::{
     config::{self, Config},
+    crypto::SecretBox,
     db,
-    models::api_key::{self, Principal},
+    models::subscription,
 };
 
 /// Shown under `--help`: where the settings come from.
@@ -45,6 +48,10 @@ enum Command {
 enum ApiKeyCommand {
     /// Create a key; prints the token alone on the last line.
     Create(CreateKey),
+    /// List keys (never their tokens): id, kind, tenant, name, created, last used, revoked.
+    List(ListKeys),
+    /// Revoke a key: every running ingest refuses it within 2 seconds.
+    Revoke(RevokeKey),
 }
 
 #[derive(Args)]
@@ -67,6 +74,25 @@ struct CreateKey {
     name: Option<String>,
 }
 
+#[derive(Args)]
+struct ListKeys {
+    /// Only this tenant's keys.
+    #[arg(long, conflicts_with = "publisher")]
+    tenant: Option<String>,
+    /// Only publisher keys.
+    #[arg(long)]
+    publisher: bool,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RevokeKey {
+    /// The key's id (from `api-key list`).
+    id: String,
+}
+
 #[tokio::main]
 async fn main() {
     shared::telemetry::init_logging();
@@ -83,26 +109,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate => {
             let applied = db::run_migrations(&config::database_url_from_env()).await?;
             println!("applied {applied} migration(s)");
+            // Sealing rows stored in clear needs the key; without it ingest seals them at start.
+            if let Ok(config) = Config::from_env() {
+                let pool = db::pool(&config.database_url, 1, "webhooks-ingest-cli")?;
+                let mut conn = db::conn(&pool).await?;
+                let sealed = subscription::seal_clear_headers(&mut conn, &SecretBox::new(&config.secret_key)).await?;
+                if sealed > 0 {
+                    println!("sealed the custom header values of {sealed} subscription(s)");
+                }
+            }
         }
         Command::ApiKey(ApiKeyCommand::Create(args)) => {
-            let principal = match (args.scope.tenant, args.scope.publisher) {
-                (Some(tenant), false) => {
-                    let tenant = tenant.trim().to_owned();
-                    anyhow::ensure!(!tenant.is_empty() && tenant.len() <= 128, "--tenant must be 1 to 128 characters");
-                    Principal::Tenant(tenant)
-                }
-                _ => Principal::Publisher,
-            };
             let database_url = config::database_url_from_env();
-            db::run_migrations(&database_url).await?;
-            let pool = db::pool(&database_url, 1, "webhooks-ingest-cli")?;
-            let mut conn = db::conn(&pool).await?;
-            let token = api_key::create(&mut conn, &principal, args.name.as_deref()).await?;
-            match &principal {
-                Principal::Tenant(tenant) => eprintln!("created a tenant key for {tenant}; it is shown only once:"),
-                Principal::Publisher => eprintln!("created a publisher key; it is shown only once:"),
-            }
-            println!("{token}");
+            key_commands::create(&database_url, args.scope.tenant.as_deref(), args.name.as_deref()).await?;
+        }
+        Command::ApiKey(ApiKeyCommand::List(args)) => {
+            let database_url = config::database_url_from_env();
+            key_commands::list(&database_url, args.tenant.as_deref(), args.publisher, args.json).await?;
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke(args)) => {
+            key_commands::revoke(&config::database_url_from_env(), &args.id).await?;
         }
         Command::Serve => {
             let config = Config::from_env()?;

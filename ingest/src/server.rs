@@ -3,18 +3,21 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use actix_web::HttpServer;
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt as _};
+use actix_web::dev::AppConfig;
 use shared::{
     amqp::{Broker, Topology},
     catalog::Catalog,
     config::Config,
     crypto::SecretBox,
     db,
+    models::subscription,
 };
 
 use crate::{
     app::build_app,
-    auth::AuthCache,
+    key_cache::KeyCache,
+    protocol_errors::ContractErrors,
     publishing::{
         batcher::FanoutBatcher, budget::ByteBudget, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay,
         reconciler::Reconciler,
@@ -22,6 +25,9 @@ use crate::{
     retention::Retention,
     state::AppState,
 };
+
+/// Pending connections the listener queues (actix-web's default).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// How long [`Ingest::stop`] waits for the consumer and the relay to finish
 /// what they hold before aborting them.
@@ -111,8 +117,13 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     crate::metric_names::register();
     db::run_migrations(&config.database_url).await?;
     let pool = db::pool(&config.database_url, config.database_pool_size, "webhooks-ingest")?;
+    let secrets = SecretBox::new(&config.secret_key);
     let catalog = {
         let mut conn = db::conn(&pool).await?;
+        let sealed = subscription::seal_clear_headers(&mut conn, &secrets).await?;
+        if sealed > 0 {
+            log::info!("custom header values sealed at rest subscriptions={sealed}");
+        }
         Catalog::load(&mut conn).await?
     };
     let topology = Topology::from_config(&config);
@@ -126,17 +137,18 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let state = AppState {
         dispatch,
         fanout,
-        secrets: SecretBox::new(&config.secret_key),
+        secrets,
         config: Arc::new(config),
         pool,
         broker,
         topology: Arc::new(topology),
         catalog,
-        auth_cache: AuthCache::default(),
+        key_cache: KeyCache::default(),
         budget: ByteBudget::new(config_budget),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut background = vec![
+        state.key_cache.start_listener(state.config.database_url.clone(), stopped.clone()),
         consumer::start(state.clone(), stopped.clone()),
         OutboxRelay {
             broker: state.broker.clone(),
@@ -160,13 +172,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         Some(retention) => background.push(Retention { pool: state.pool.clone(), retention }.start(stopped)),
         None => log::info!("retention off (RETENTION=0): events are kept forever"),
     }
-    let app_state = state.clone();
-    let server = HttpServer::new(move || build_app(app_state.clone()))
-        .workers(workers.max(1))
-        .disable_signals()
-        .bind(state.config.ingest_bind)?;
-    let addr = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("no listen address"))?;
-    let server = server.run();
+    let (server, addr) = serve(state.clone(), workers)?;
     let handle = server.handle();
     let task = tokio::spawn(server);
     log::info!(
@@ -176,4 +182,43 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         workers.max(1)
     );
     Ok(Ingest { addr, state, server: handle, task, background, stop })
+}
+
+/// Binds `config.ingest_bind` and builds the HTTP server: actix-web's
+/// `HttpServer` with its defaults, except that each connection goes through
+/// [`ContractErrors`], so protocol errors answer in the contract's shape.
+fn serve(state: AppState, workers: usize) -> std::io::Result<(actix_server::Server, SocketAddr)> {
+    let socket = match state.config.ingest_bind {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(state.config.ingest_bind)?;
+    let listener = socket.listen(LISTEN_BACKLOG)?.into_std()?;
+    let addr = listener.local_addr()?;
+    let builder = actix_server::Server::build().workers(workers.max(1)).disable_signals();
+    // Lets keep-alive connections close at once when the server stops gracefully.
+    let shutdown = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("webhooks-ingest", listener, move || {
+            let shutdown = shutdown.clone();
+            let app = build_app(state.clone()).into_factory().map_err(|err| err.error_response());
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .client_request_timeout(crate::protocol_errors::HEAD_TIMEOUT)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .finish(map_config(app, move |_| AppConfig::default()));
+            fn_service(|io: tokio::net::TcpStream| async move {
+                let _ = io.set_nodelay(true);
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((ContractErrors::new(io), actix_http::Protocol::Http1, peer))
+            })
+            .and_then(http)
+        })?
+        .run();
+    Ok((server, addr))
 }

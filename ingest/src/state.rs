@@ -11,7 +11,7 @@ use shared::{
 };
 
 use crate::{
-    auth::AuthCache,
+    key_cache::KeyCache,
     publishing::{batcher::FanoutBatcher, budget::ByteBudget, dispatch_queue::DispatchQueue},
 };
 
@@ -24,7 +24,8 @@ pub struct AppState {
     pub topology: Arc<Topology>,
     pub catalog: Arc<Catalog>,
     pub secrets: SecretBox,
-    pub auth_cache: AuthCache,
+    /// Looked-up API keys; dropped whenever a key is revoked.
+    pub key_cache: KeyCache,
     /// Queues committed deliveries on the broker, off the request path.
     pub dispatch: DispatchQueue,
     /// Stores published events in shared transactions (group commit).

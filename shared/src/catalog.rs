@@ -20,14 +20,20 @@ pub struct EventType {
     pub category: String,
 }
 
-/// The category of operational events (`webhook.subscription.disabled`, …):
-/// the `*` pattern does not match it; a tenant opts in with `webhook.*` or an
-/// exact type.
+/// The service's own category: `webhook.test` and the operational events
+/// (`webhook.subscription.disabled`, …). Only the service publishes them
+/// (`POST /events` and AMQP publishing refuse them), and the `*` pattern does
+/// not match them: a tenant opts in with `webhook.*` or an exact type.
 pub const OPERATIONAL_CATEGORY: &str = "webhook";
 
-/// Whether `event_type` is one of ours (`webhook.…`) rather than a module's.
-pub fn is_operational(event_type: &str) -> bool {
-    stem(event_type) == OPERATIONAL_CATEGORY
+/// The prefix of every type in [`OPERATIONAL_CATEGORY`].
+pub const RESERVED_PREFIX: &str = "webhook.";
+
+/// Whether `event_type` is one of ours ([`OPERATIONAL_CATEGORY`]) rather than
+/// a module's: reserved for the service, never matched by `*`, and a delivery
+/// of one never causes an operational event.
+pub fn is_reserved(event_type: &str) -> bool {
+    event_type.starts_with(RESERVED_PREFIX)
 }
 
 /// The patterns that match an operational event type: the type and
@@ -87,7 +93,7 @@ impl Catalog {
     /// `*` matches every event except the operational ones.
     pub fn matching_patterns(&self, event_type: &str) -> Vec<String> {
         let category = self.get(event_type).map(|entry| entry.category.as_str());
-        if is_operational(event_type) || category == Some(OPERATIONAL_CATEGORY) {
+        if is_reserved(event_type) || category == Some(OPERATIONAL_CATEGORY) {
             return operational_patterns(event_type);
         }
         let mut patterns = vec![event_type.to_owned(), format!("{}.*", stem(event_type)), "*".to_owned()];
@@ -156,5 +162,12 @@ mod tests {
         assert_eq!(c.types_matching(&["*".into()]), ["invoice.created", "email.sent"]);
         assert_eq!(c.types_matching(&["webhook.*".into()]), ["webhook.delivery.failed"]);
         assert_eq!(c.types_matching(&["billing.*".into(), "email.sent".into()]), ["invoice.created", "email.sent"]);
+    }
+
+    #[test]
+    fn the_reserved_types_are_the_operational_category() {
+        assert_eq!(RESERVED_PREFIX, format!("{OPERATIONAL_CATEGORY}."));
+        assert!(is_reserved("webhook.test") && is_reserved("webhook.delivery.failed"));
+        assert!(!is_reserved("webhooks.created") && !is_reserved("invoice.created"));
     }
 }

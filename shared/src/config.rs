@@ -46,8 +46,9 @@ pub enum QueueType {
     Quorum,
 }
 
-/// Settings shared by ingest and the dispatcher.
-#[derive(Debug, Clone)]
+/// Settings shared by ingest and the dispatcher. Its `Debug` hides the
+/// passwords in `database_url` and `amqp_url` and the secret key.
+#[derive(Clone)]
 pub struct Config {
     pub database_url: String,
     pub database_pool_size: usize,
@@ -227,6 +228,91 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured without `..`: a new field cannot be added without deciding here how it prints.
+        let Self {
+            database_url,
+            database_pool_size,
+            amqp_url,
+            amqp_prefix,
+            amqp_queue_type,
+            ingest_bind,
+            dispatcher_bind,
+            secret_key,
+            retry_schedule,
+            allow_http_targets,
+            allow_private_targets,
+            dispatcher_concurrency,
+            dispatcher_per_subscription,
+            ingest_prefetch,
+            outbox_interval,
+            outbox_grace,
+            recovery_batch_size,
+            recovery_batch_pause,
+            circuit_failure_threshold,
+            circuit_open_base,
+            circuit_open_max,
+            retry_jitter,
+            retry_after_max,
+            auto_disable_after,
+            reconcile_interval,
+            reconcile_grace,
+            retention,
+            ingest_max_inflight_bytes,
+            ingest_body_timeout,
+        } = self;
+        f.debug_struct("Config")
+            .field("database_url", &redact_urls(database_url))
+            .field("database_pool_size", database_pool_size)
+            .field("amqp_url", &redact_urls(amqp_url))
+            .field("amqp_prefix", amqp_prefix)
+            .field("amqp_queue_type", amqp_queue_type)
+            .field("ingest_bind", ingest_bind)
+            .field("dispatcher_bind", dispatcher_bind)
+            .field("secret_key", secret_key)
+            .field("retry_schedule", retry_schedule)
+            .field("allow_http_targets", allow_http_targets)
+            .field("allow_private_targets", allow_private_targets)
+            .field("dispatcher_concurrency", dispatcher_concurrency)
+            .field("dispatcher_per_subscription", dispatcher_per_subscription)
+            .field("ingest_prefetch", ingest_prefetch)
+            .field("outbox_interval", outbox_interval)
+            .field("outbox_grace", outbox_grace)
+            .field("recovery_batch_size", recovery_batch_size)
+            .field("recovery_batch_pause", recovery_batch_pause)
+            .field("circuit_failure_threshold", circuit_failure_threshold)
+            .field("circuit_open_base", circuit_open_base)
+            .field("circuit_open_max", circuit_open_max)
+            .field("retry_jitter", retry_jitter)
+            .field("retry_after_max", retry_after_max)
+            .field("auto_disable_after", auto_disable_after)
+            .field("reconcile_interval", reconcile_interval)
+            .field("reconcile_grace", reconcile_grace)
+            .field("retention", retention)
+            .field("ingest_max_inflight_bytes", ingest_max_inflight_bytes)
+            .field("ingest_body_timeout", ingest_body_timeout)
+            .finish()
+    }
+}
+
+/// One or more comma-separated URLs with every password replaced by `***`,
+/// for logs and `Debug`. Text that does not parse as a URL is hidden whole.
+pub fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|raw| match url::Url::parse(raw.trim()) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "<unparsable URL>".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The smallest `INGEST_MAX_INFLIGHT_BYTES`: one publish body of the largest size.
 pub const MIN_INFLIGHT_BYTES: usize = 256 * 1024;
 
@@ -366,5 +452,24 @@ mod tests {
             _ => None,
         });
         assert!(matches!(bad, Err(ConfigError::Invalid { name: "RETENTION", .. })));
+    }
+
+    #[test]
+    fn debug_hides_passwords_and_the_secret_key() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let config = Config::from_lookup(|n| match n {
+            "WEBHOOK_SECRET_KEY" => Some(key.clone()),
+            "DATABASE_URL" => Some("postgres://app:pg-hunter2@db.example:5432/webhooks".to_owned()),
+            "AMQP_URL" => Some("amqp://app:mq-hunter2@mq1:5672/%2f,amqps://app:mq-hunter3@mq2/%2f".to_owned()),
+            _ => None,
+        })
+        .expect("valid");
+        let printed = format!("{config:?}");
+        for secret in ["pg-hunter2", "mq-hunter2", "mq-hunter3", key.as_str()] {
+            assert!(!printed.contains(secret), "{secret} printed in {printed}");
+        }
+        assert!(printed.contains("postgres://app:***@db.example:5432/webhooks"), "{printed}");
+        assert!(printed.contains("amqps://app:***@mq2/%2f"), "{printed}");
+        assert_eq!(redact_urls("not a url with a password"), "<unparsable URL>");
     }
 }

@@ -38,29 +38,38 @@ impl SecretBox {
 
     /// Encrypts `plaintext`, bound to `owner_id`.
     pub fn seal(&self, owner_id: &uuid::Uuid, plaintext: &str) -> Result<Vec<u8>, CryptoError> {
+        self.seal_bound(owner_id.as_bytes(), plaintext)
+    }
+
+    /// Decrypts what [`SecretBox::seal`] stored for `owner_id`.
+    pub fn open(&self, owner_id: &uuid::Uuid, stored: &[u8]) -> Result<String, CryptoError> {
+        self.open_bound(owner_id.as_bytes(), stored)
+    }
+
+    /// Encrypts `plaintext`, bound to `context` (the associated data): it opens
+    /// only with the same context, so a value copied to another row or field
+    /// does not.
+    pub fn seal_bound(&self, context: &[u8], plaintext: &str) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
         let mut buffer = plaintext.as_bytes().to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(owner_id.as_bytes()), &mut buffer)
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), &mut buffer)
             .map_err(|_| CryptoError::Random)?;
         let mut stored = nonce.to_vec();
         stored.extend_from_slice(&buffer);
         Ok(stored)
     }
 
-    /// Decrypts what [`SecretBox::seal`] stored for `owner_id`.
-    pub fn open(&self, owner_id: &uuid::Uuid, stored: &[u8]) -> Result<String, CryptoError> {
+    /// Decrypts what [`SecretBox::seal_bound`] stored for `context`.
+    pub fn open_bound(&self, context: &[u8], stored: &[u8]) -> Result<String, CryptoError> {
         if stored.len() < NONCE_LEN {
             return Err(CryptoError::Decrypt);
         }
         let (nonce, sealed) = stored.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Decrypt)?;
         let mut buffer = sealed.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(owner_id.as_bytes()), &mut buffer)
-            .map_err(|_| CryptoError::Decrypt)?;
+        let plain = self.key.open_in_place(nonce, Aad::from(context), &mut buffer).map_err(|_| CryptoError::Decrypt)?;
         String::from_utf8(plain.to_vec()).map_err(|_| CryptoError::Decrypt)
     }
 }

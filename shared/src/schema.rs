@@ -9,6 +9,7 @@ diesel::table! {
         name -> Nullable<Text>,
         created_at -> Timestamptz,
         revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -39,6 +40,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        headers_encrypted -> Bool,
     }
 }
 

@@ -178,6 +178,13 @@ impl TestEnv {
         let id = uuid::Uuid::now_v7();
         let secret = shared::crypto::generate_signing_secret().expect("secret");
         let sealed = self.ingest.state.secrets.seal(&id, &secret).expect("seal");
+        // Sealed the way the API stores them (only string values make sense as headers).
+        let headers: std::collections::BTreeMap<String, String> = spec
+            .headers
+            .as_object()
+            .map(|object| object.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+            .unwrap_or_default();
+        let headers = shared::header_values::seal(&self.ingest.state.secrets, &id, &headers).expect("seal headers");
         let mut conn = self.conn().await;
         subscription::insert(
             &mut conn,
@@ -187,7 +194,8 @@ impl TestEnv {
                 url: spec.url,
                 description: None,
                 events: spec.events,
-                headers: spec.headers,
+                headers,
+                headers_encrypted: true,
                 is_active: spec.is_active,
                 retry_enabled: spec.retry_enabled,
                 max_retries: spec.max_retries,

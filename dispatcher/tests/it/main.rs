@@ -5,6 +5,7 @@ mod circuit;
 mod control;
 mod failures;
 mod flow;
+mod hardening;
 mod helpers;
 mod lost_messages;
 mod observability;

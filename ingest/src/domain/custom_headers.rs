@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use shared::headers::is_reserved_header;
+use shared::{
+    header_values::{is_sensitive, MASK},
+    headers::is_reserved_header,
+};
 
 use super::InvalidField;
 
@@ -64,9 +67,52 @@ impl CustomHeaders {
         Ok(Self(headers))
     }
 
-    /// The JSON object stored in `subscriptions.headers`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.0.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect())
+    /// The headers by name.
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// Sensitive headers whose value is [`MASK`]: a client sending back what it read.
+    fn masked_names(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().filter(|(name, value)| is_sensitive(name) && value.as_str() == MASK).map(|(name, _)| name)
+    }
+
+    /// Whether some value is [`MASK`] standing for a stored value.
+    pub fn has_masked(&self) -> bool {
+        self.masked_names().next().is_some()
+    }
+
+    /// For a new subscription: [`MASK`] stands for a stored value, and there is none.
+    pub fn refuse_masked(self) -> Result<Self, InvalidField> {
+        if let Some(name) = self.masked_names().next() {
+            return Err(InvalidField::new(
+                format!("headers.{name}"),
+                format!("{MASK:?} stands for a stored value (as responses show it); give the real value"),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// For a PATCH: each [`MASK`] value of a sensitive header takes the value
+    /// `stored` has under the same name (names ignore case); one with no stored
+    /// value is a 422.
+    pub fn keep_masked(mut self, stored: &BTreeMap<String, String>) -> Result<Self, InvalidField> {
+        let masked: Vec<String> = self.masked_names().cloned().collect();
+        for name in masked {
+            let kept = stored.iter().find(|(old, _)| old.eq_ignore_ascii_case(&name)).map(|(_, value)| value.clone());
+            match kept {
+                Some(value) => {
+                    self.0.insert(name, value);
+                }
+                None => {
+                    return Err(InvalidField::new(
+                        format!("headers.{name}"),
+                        format!("{MASK:?} keeps the stored value, but this subscription has no {name} header"),
+                    ))
+                }
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -81,7 +127,22 @@ mod tests {
     #[test]
     fn ordinary_headers_are_kept_as_spelled() {
         let headers = parse(&[("X-Custom-Header", "v 1"), ("Authorization", "Bearer abc")]).expect("valid");
-        assert_eq!(headers.to_json(), serde_json::json!({"X-Custom-Header": "v 1", "Authorization": "Bearer abc"}));
+        assert_eq!(headers.as_map()["X-Custom-Header"], "v 1");
+        assert_eq!(headers.as_map()["Authorization"], "Bearer abc");
+    }
+
+    #[test]
+    fn masked_values_keep_the_stored_ones_or_are_refused() {
+        let stored: BTreeMap<String, String> =
+            [("authorization".to_owned(), "Bearer old".to_owned())].into_iter().collect();
+        let sent = parse(&[("Authorization", "***"), ("X-Plain", "***")]).expect("valid");
+        assert!(sent.has_masked());
+        let kept = sent.clone().keep_masked(&stored).expect("kept");
+        assert_eq!(kept.as_map()["Authorization"], "Bearer old");
+        assert_eq!(kept.as_map()["X-Plain"], "***", "a non-sensitive header's value is literal");
+        assert_eq!(sent.clone().keep_masked(&BTreeMap::new()).expect_err("none").field, "headers.Authorization");
+        assert_eq!(sent.refuse_masked().expect_err("create").field, "headers.Authorization");
+        assert!(parse(&[("X-Plain", "***")]).expect("valid").refuse_masked().is_ok());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The numeric and text settings of a subscription, each with its range.
 
-use super::InvalidField;
+use super::{
+    text::{self, TextKind},
+    InvalidField,
+};
 
 /// Retries after the first attempt: 0 to 10.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +47,8 @@ impl TimeoutSeconds {
     }
 }
 
-/// A free-text label for the subscription, at most 500 characters.
+/// A free-text label for the subscription, at most 500 characters; line
+/// breaks and tabs are fine, other control characters (NUL above all) are not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description(String);
 
@@ -55,6 +59,7 @@ impl Description {
         if value.chars().count() > Self::MAX_CHARS {
             return Err(InvalidField::new("description", format!("must be at most {} characters", Self::MAX_CHARS)));
         }
+        text::check("description", &value, TextKind::Prose)?;
         Ok(Self(value))
     }
 
@@ -81,5 +86,7 @@ mod tests {
     fn descriptions_are_counted_in_characters() {
         assert!(Description::parse("é".repeat(500)).is_ok());
         assert_eq!(Description::parse("a".repeat(501)).expect_err("long").field, "description");
+        assert_eq!(Description::parse("x\u{0}y".into()).expect_err("nul").field, "description");
+        assert!(Description::parse("two\nlines".into()).is_ok());
     }
 }

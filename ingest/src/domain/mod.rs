@@ -6,11 +6,15 @@ mod custom_headers;
 mod delivery_settings;
 mod event_patterns;
 mod subscription_url;
+mod tenant_id;
+pub mod text;
+pub mod timestamp;
 
 pub use custom_headers::CustomHeaders;
 pub use delivery_settings::{Description, MaxRetries, TimeoutSeconds};
 pub use event_patterns::EventPatterns;
 pub use subscription_url::SubscriptionUrl;
+pub use tenant_id::TenantId;
 
 use crate::error::ApiError;
 

@@ -4,9 +4,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use shared::catalog::Catalog;
 
-use crate::error::ApiError;
+use crate::{domain::TenantId, error::ApiError};
 
-/// Largest `event_id` and `tenant_id`, in characters.
+/// Largest `event_id`, in characters.
 const MAX_ID_LEN: usize = 128;
 
 /// An event accepted for fan-out (already validated).
@@ -64,6 +64,17 @@ pub fn is_valid_event_id(id: &str) -> bool {
 impl PublishBody {
     /// Checks every field and builds the event to fan out.
     pub fn validate(self, catalog: &Catalog, source: &'static str) -> Result<EventToPublish, InvalidEvent> {
+        if shared::catalog::is_reserved(&self.event_type) {
+            return Err(InvalidEvent {
+                field: "event_type",
+                message: format!(
+                    "{:?}: `{}*` event types are sent only by the webhook service itself",
+                    self.event_type,
+                    shared::catalog::RESERVED_PREFIX
+                ),
+                code: "reserved_event_type",
+            });
+        }
         if !catalog.contains(&self.event_type) {
             return Err(InvalidEvent {
                 field: "event_type",
@@ -71,14 +82,11 @@ impl PublishBody {
                 code: "unknown_event_type",
             });
         }
-        let tenant_id = self.tenant_id.trim();
-        if tenant_id.is_empty() || tenant_id.len() > MAX_ID_LEN || tenant_id.chars().any(char::is_control) {
-            return Err(InvalidEvent {
-                field: "tenant_id",
-                message: "must be 1 to 128 characters without control characters".into(),
-                code: "missing_tenant",
-            });
-        }
+        let tenant_id = TenantId::parse(&self.tenant_id).map_err(|invalid| InvalidEvent {
+            field: "tenant_id",
+            message: invalid.message,
+            code: "missing_tenant",
+        })?;
         if !self.event_data.is_object() {
             return Err(InvalidEvent {
                 field: "event_data",
@@ -111,7 +119,7 @@ impl PublishBody {
         Ok(EventToPublish {
             event_id,
             event_type: self.event_type,
-            tenant_id: tenant_id.to_owned(),
+            tenant_id: tenant_id.into_string(),
             data: self.event_data,
             metadata,
             source,

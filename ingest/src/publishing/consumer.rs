@@ -65,9 +65,10 @@ const OUTAGE_MAX_PAUSE: Duration = Duration::from_secs(5);
 pub struct Rejection {
     /// `invalid_json`, `payload_too_large`, `missing_field`, `invalid_field`,
     /// `event_type_mismatch`, `invalid_message_id`, `storage_failed`, or an
-    /// [`InvalidEvent`] code (`unknown_event_type`, `missing_tenant`,
-    /// `invalid_event_data`, `invalid_metadata`, `invalid_event_id`), or
-    /// `event_id_conflict` (an `event_id` published before with another body).
+    /// [`InvalidEvent`] code (`unknown_event_type`, `reserved_event_type`,
+    /// `missing_tenant`, `invalid_event_data`, `invalid_metadata`,
+    /// `invalid_event_id`), or `event_id_conflict` (an `event_id` published
+    /// before with another body).
     pub code: &'static str,
     pub message: String,
 }

@@ -155,7 +155,8 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<LogPosition, ApiError> {
     }
     let (micros, id) = bytes.split_at(8);
     let micros = i64::from_be_bytes(micros.try_into().map_err(|_| invalid())?);
-    let created_at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    // A cursor we issued holds a time PostgreSQL stored; a forged one may not.
+    let created_at = crate::domain::timestamp::from_micros("cursor", micros).map_err(|_| invalid())?;
     let id = Uuid::from_slice(id).map_err(|_| invalid())?;
     Ok(LogPosition { created_at, id })
 }

@@ -73,6 +73,11 @@ pub async fn get_event(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = tenant_id.as_str();
+    // No event was ever stored under an id publishing refuses (and a NUL would
+    // not even reach PostgreSQL): a malformed id is simply not found.
+    if !crate::publishing::body::is_valid_event_id(&path) {
+        return Err(ApiError::NotFound);
+    }
     let mut conn = db::conn(&state.pool).await?;
     let row = event::find_by_event_id(&mut conn, tenant_id, &path).await?.ok_or(ApiError::NotFound)?;
     let deliveries = delivery::for_event(&mut conn, row.id).await?.into_iter().map(EventDelivery::from).collect();

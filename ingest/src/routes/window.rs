@@ -1,15 +1,17 @@
-//! Time windows in requests (`since`, `until`): RFC 3339 times, `since`
-//! before `until`; a bad one is a 422 naming the field.
+//! Time windows in requests (`since`, `until`): RFC 3339 times within the
+//! years PostgreSQL is asked about ([`timestamp::check`]), `since` before
+//! `until`; a bad one is a 422 naming the field.
 
 use chrono::{DateTime, Utc};
 
-use crate::error::ApiError;
+use crate::{domain::timestamp, error::ApiError};
 
 /// Parses an RFC 3339 time given in `field`.
 pub fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(value)
+    let at = DateTime::parse_from_rfc3339(value)
         .map(|at| at.to_utc())
-        .map_err(|_| ApiError::invalid_value(field, value, "must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"))
+        .map_err(|_| ApiError::invalid_value(field, value, "must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"))?;
+    Ok(timestamp::check(field, at)?)
 }
 
 /// Parses an optional time.
@@ -20,7 +22,11 @@ pub fn parse_optional_time(field: &str, value: Option<&str>) -> Result<Option<Da
 /// A half-open window `[since, until)`; `until` defaults to now and must
 /// come after `since`.
 pub fn window(since: DateTime<Utc>, until: Option<DateTime<Utc>>) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let until = until.unwrap_or_else(Utc::now);
+    let since = timestamp::check("since", since)?;
+    let until = match until {
+        Some(until) => timestamp::check("until", until)?,
+        None => Utc::now(),
+    };
     if until <= since {
         return Err(ApiError::validation("until", "must be later than since"));
     }
@@ -39,5 +45,9 @@ mod tests {
         assert!(parse_time("since", "2026-12-01").is_err());
         assert!(window(since, Some(since)).is_err());
         assert!(window(since, None).is_ok());
+        let ancient = parse_time("since", "0001-01-01T00:00:00Z");
+        assert!(matches!(ancient, Err(ApiError::Validation { field, .. }) if field == "since"));
+        let far = DateTime::<Utc>::MAX_UTC;
+        assert!(matches!(window(since, Some(far)), Err(ApiError::Validation { field, .. }) if field == "until"));
     }
 }

@@ -149,6 +149,7 @@ impl TestApp {
                 max_retries: 3,
                 timeout_seconds: 5,
                 secret_encrypted: sealed,
+                headers_encrypted: true,
             },
         )
         .await
@@ -242,6 +243,7 @@ impl TestApp {
                     max_retries: 3,
                     timeout_seconds: 5,
                     secret_encrypted: self.ingest.state.secrets.seal(&id, &secret).expect("seal"),
+                    headers_encrypted: true,
                 }
             })
             .collect();

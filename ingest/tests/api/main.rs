@@ -6,6 +6,7 @@ mod amqp_publishing;
 mod deliveries;
 mod delivery_log;
 mod fanout_batching;
+mod hardening;
 mod health;
 mod helpers;
 mod memory_bounds;

@@ -28,9 +28,12 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Whether `headers` values are sealed ([`crate::header_values`]); false
+    /// only on rows written before they were, until ingest seals them.
+    pub headers_encrypted: bool,
 }
 
-/// A validated new subscription.
+/// A validated new subscription (`headers` already sealed).
 #[derive(Debug, Insertable)]
 #[diesel(table_name = subscriptions)]
 pub struct NewSubscription {
@@ -45,6 +48,7 @@ pub struct NewSubscription {
     pub max_retries: i32,
     pub timeout_seconds: i32,
     pub secret_encrypted: Vec<u8>,
+    pub headers_encrypted: bool,
 }
 
 /// A validated partial update (`None` leaves a column as it is).
@@ -54,7 +58,9 @@ pub struct SubscriptionChanges {
     pub url: Option<String>,
     pub description: Option<Option<String>>,
     pub events: Option<Vec<String>>,
+    /// Sealed values; set `headers_encrypted` with it.
     pub headers: Option<serde_json::Value>,
+    pub headers_encrypted: Option<bool>,
     pub is_active: Option<bool>,
     pub retry_enabled: Option<bool>,
     pub max_retries: Option<i32>,
@@ -119,6 +125,67 @@ pub async fn update(
     .get_result(conn)
     .await
     .optional()
+}
+
+/// The tenant's live subscription `id`, locked until the transaction ends
+/// (a PATCH that keeps masked header values merges with what is stored).
+pub async fn find_for_update(
+    conn: &mut AsyncPgConnection,
+    tenant_id: &str,
+    id: uuid::Uuid,
+) -> QueryResult<Option<Subscription>> {
+    subscriptions::table
+        .filter(subscriptions::id.eq(id))
+        .filter(subscriptions::tenant_id.eq(tenant_id))
+        .filter(subscriptions::deleted_at.is_null())
+        .select(Subscription::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Seals the header values of rows written before values were sealed, a
+/// batch at a time; returns how many rows it sealed. A row changed meanwhile
+/// is left for the next run (its update names the exact clear value it read).
+pub async fn seal_clear_headers(
+    conn: &mut AsyncPgConnection,
+    secrets: &crate::crypto::SecretBox,
+) -> Result<usize, crate::db::DbError> {
+    let mut sealed_rows = 0;
+    loop {
+        let batch: Vec<(uuid::Uuid, serde_json::Value)> = subscriptions::table
+            .filter(subscriptions::headers_encrypted.eq(false))
+            .select((subscriptions::id, subscriptions::headers))
+            .order(subscriptions::id.asc())
+            .limit(500)
+            .load(conn)
+            .await?;
+        if batch.is_empty() {
+            return Ok(sealed_rows);
+        }
+        let mut progressed = false;
+        for (id, clear) in batch {
+            let headers = crate::header_values::open(secrets, &id, &clear, false)
+                .map_err(|e| crate::db::DbError::Migration(e.to_string()))?;
+            let sealed = crate::header_values::seal(secrets, &id, &headers)
+                .map_err(|e| crate::db::DbError::Migration(e.to_string()))?;
+            let updated = diesel::update(
+                subscriptions::table
+                    .filter(subscriptions::id.eq(id))
+                    .filter(subscriptions::headers_encrypted.eq(false))
+                    .filter(subscriptions::headers.eq(&clear)),
+            )
+            .set((subscriptions::headers.eq(sealed), subscriptions::headers_encrypted.eq(true)))
+            .execute(conn)
+            .await?;
+            progressed |= updated == 1;
+            sealed_rows += updated;
+        }
+        if !progressed {
+            return Ok(sealed_rows);
+        }
+    }
 }
 
 /// Soft-deletes (the delivery log stays); returns whether a row was deleted.

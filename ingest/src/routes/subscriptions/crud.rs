@@ -1,8 +1,9 @@
 //! Create, list, read, update and delete a tenant's subscriptions.
 
 use actix_web::{web, HttpResponse};
+use diesel_async::AsyncConnection;
 use shared::{
-    crypto, db,
+    crypto, db, header_values,
     models::{endpoint_health, subscription},
 };
 use uuid::Uuid;
@@ -46,7 +47,7 @@ pub async fn create_subscription(
     log::info!("subscription created tenant_id={tenant_id} subscription_id={id}");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/webhooks/subscriptions/{id}")))
-        .json(SubscriptionWithSecret::new(row, None, secret)))
+        .json(SubscriptionWithSecret::new(row, None, secret, &state.secrets)?))
 }
 
 /// Lists the tenant's subscriptions, oldest first, a page at a time.
@@ -76,9 +77,9 @@ pub async fn list_subscriptions(
         .into_iter()
         .map(|row| {
             let h = health.get(&row.id);
-            SubscriptionView::new(row, h)
+            SubscriptionView::new(row, h, &state.secrets)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(HttpResponse::Ok().json(SubscriptionPage { items, next_cursor }))
 }
 
@@ -96,7 +97,7 @@ pub async fn get_subscription(scope: TenantScope, state: web::Data<AppState>) ->
     let mut conn = db::conn(&state.pool).await?;
     let row = super::live_subscription(&mut conn, tenant_id, id).await?;
     let health = endpoint_health::for_subscriptions(&mut conn, &[id]).await?;
-    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, health.get(&id))))
+    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, health.get(&id), &state.secrets)?))
 }
 
 /// Changes any subset of the fields; absent fields stay as they are.
@@ -117,17 +118,34 @@ pub async fn update_subscription(
     Json(body): Json<UpdateSubscriptionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, id) = (scope.tenant_id.as_str(), scope.id);
-    let changes = body.validate(&Rules::of(&state))?;
+    let (mut changes, headers) = body.validate(&Rules::of(&state))?;
     let reenabled = changes.is_active == Some(true);
+    let secrets = &state.secrets;
     let mut conn = db::conn(&state.pool).await?;
-    let row = subscription::update(&mut conn, tenant_id, id, changes).await?.ok_or(ApiError::NotFound)?;
+    let row = conn
+        .transaction(async move |conn| {
+            if let Some(mut headers) = headers {
+                // `"***"` keeps a stored value: read it under a row lock, so a
+                // concurrent PATCH cannot slip in between.
+                if headers.has_masked() {
+                    let current =
+                        subscription::find_for_update(conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
+                    let stored = header_values::open(secrets, &id, &current.headers, current.headers_encrypted)?;
+                    headers = headers.keep_masked(&stored)?;
+                }
+                changes.headers = Some(header_values::seal(secrets, &id, headers.as_map())?);
+                changes.headers_encrypted = Some(true);
+            }
+            subscription::update(conn, tenant_id, id, changes).await?.ok_or(ApiError::NotFound)
+        })
+        .await?;
     if reenabled {
         // Re-enabling is the user saying the endpoint works again: its health starts over.
         endpoint_health::reset(&mut conn, id).await?;
     }
     log::info!("subscription updated tenant_id={tenant_id} subscription_id={id}");
     let health = endpoint_health::for_subscriptions(&mut conn, &[id]).await?;
-    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, health.get(&id))))
+    Ok(HttpResponse::Ok().json(SubscriptionView::new(row, health.get(&id), &state.secrets)?))
 }
 
 /// Deletes a subscription: nothing more is delivered to it; its delivery log stays.

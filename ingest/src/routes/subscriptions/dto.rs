@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use shared::{
     catalog::Catalog,
+    crypto::{CryptoError, SecretBox},
+    header_values::{self, NamesOnly},
     models::{
         endpoint_health::{Circuit, EndpointHealth},
         subscription::{NewSubscription, Subscription, SubscriptionChanges},
@@ -17,14 +19,17 @@ use uuid::Uuid;
 
 use crate::{
     domain::{CustomHeaders, Description, EventPatterns, InvalidField, MaxRetries, SubscriptionUrl, TimeoutSeconds},
+    error::ApiError,
     state::AppState,
 };
 
-/// What validation needs besides the body: the catalog and the target policy.
+/// What validation needs besides the body: the catalog, the target policy
+/// and the key that seals header values.
 pub struct Rules<'a> {
     pub catalog: &'a Catalog,
     pub allow_http: bool,
     pub allow_private: bool,
+    pub secrets: &'a SecretBox,
 }
 
 impl<'a> Rules<'a> {
@@ -33,6 +38,7 @@ impl<'a> Rules<'a> {
             catalog: &state.catalog,
             allow_http: state.config.allow_http_targets,
             allow_private: state.config.allow_private_targets,
+            secrets: &state.secrets,
         }
     }
 
@@ -41,8 +47,8 @@ impl<'a> Rules<'a> {
     }
 }
 
-/// `POST /webhooks/subscriptions`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /webhooks/subscriptions`. Its `Debug` shows header names, not values.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscriptionRequest {
     /// Where events are POSTed: `https://` (or `http://` where the deployment allows it).
@@ -54,7 +60,10 @@ pub struct CreateSubscriptionRequest {
     /// Catalog event types, `category.*`, `prefix.*` or `*`; 1 to 100, repeats dropped.
     #[schema(example = json!(["invoice.created", "payment.*"]))]
     pub events: Vec<String>,
-    /// Extra headers sent with every delivery (at most 20); they can never replace ours.
+    /// Extra headers sent with every delivery (at most 20); they can never
+    /// replace ours. Values are encrypted at rest; responses show the values
+    /// of names containing `authorization`, `token`, `secret`, `key`,
+    /// `cookie` or `password` as `"***"`.
     pub headers: Option<BTreeMap<String, String>>,
     /// Defaults to true.
     pub is_active: Option<bool>,
@@ -69,21 +78,24 @@ pub struct CreateSubscriptionRequest {
 }
 
 impl CreateSubscriptionRequest {
-    /// Validates every field; the result can go straight to the database.
+    /// Validates every field and seals the header values; the result can go
+    /// straight to the database.
     pub fn validate(
         self,
         rules: &Rules<'_>,
         id: Uuid,
         tenant_id: &str,
         secret_encrypted: Vec<u8>,
-    ) -> Result<NewSubscription, InvalidField> {
+    ) -> Result<NewSubscription, ApiError> {
+        let headers = CustomHeaders::parse(self.headers.unwrap_or_default())?.refuse_masked()?;
         Ok(NewSubscription {
             id,
             tenant_id: tenant_id.to_owned(),
             url: rules.url(&self.url)?.into_string(),
             description: self.description.map(Description::parse).transpose()?.map(Description::into_string),
             events: EventPatterns::parse(self.events, rules.catalog)?.into_vec(),
-            headers: CustomHeaders::parse(self.headers.unwrap_or_default())?.to_json(),
+            headers: header_values::seal(rules.secrets, &id, headers.as_map())?,
+            headers_encrypted: true,
             is_active: self.is_active.unwrap_or(true),
             retry_enabled: self.retry_enabled.unwrap_or(true),
             max_retries: self.max_retries.map(MaxRetries::parse).transpose()?.unwrap_or(MaxRetries::DEFAULT).get(),
@@ -100,7 +112,8 @@ impl CreateSubscriptionRequest {
 
 /// `PATCH /webhooks/subscriptions/{id}`: any subset of the fields; an absent
 /// field is left as it is. Only `description` may be `null` (to clear it).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// Its `Debug` shows header names, not values.
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscriptionRequest {
     #[serde(default, deserialize_with = "present")]
@@ -114,7 +127,8 @@ pub struct UpdateSubscriptionRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Vec<String>)]
     pub events: Option<Option<Vec<String>>>,
-    /// Replaces the whole map (`{}` removes every custom header).
+    /// Replaces the whole map (`{}` removes every custom header); a
+    /// sensitive header sent as `"***"` keeps its stored value.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = HashMap<String, String>)]
     pub headers: Option<Option<BTreeMap<String, String>>>,
@@ -150,10 +164,13 @@ fn not_null<T>(field: &str, value: Option<Option<T>>) -> Result<Option<T>, Inval
 }
 
 impl UpdateSubscriptionRequest {
-    /// Validates the fields present; the result is a partial update.
-    pub fn validate(self, rules: &Rules<'_>) -> Result<SubscriptionChanges, InvalidField> {
+    /// Validates the fields present; the result is a partial update and, when
+    /// `headers` is given, the new headers (still to merge with masked values
+    /// and to seal, see [`CustomHeaders::keep_masked`]).
+    pub fn validate(self, rules: &Rules<'_>) -> Result<(SubscriptionChanges, Option<CustomHeaders>), InvalidField> {
         let is_active = not_null("is_active", self.is_active)?;
-        Ok(SubscriptionChanges {
+        let headers = not_null("headers", self.headers)?.map(CustomHeaders::parse).transpose()?;
+        let changes = SubscriptionChanges {
             url: not_null("url", self.url)?.map(|url| rules.url(&url)).transpose()?.map(SubscriptionUrl::into_string),
             description: self
                 .description
@@ -164,10 +181,8 @@ impl UpdateSubscriptionRequest {
                 .map(|events| EventPatterns::parse(events, rules.catalog))
                 .transpose()?
                 .map(EventPatterns::into_vec),
-            headers: not_null("headers", self.headers)?
-                .map(CustomHeaders::parse)
-                .transpose()?
-                .map(|headers| headers.to_json()),
+            headers: None,
+            headers_encrypted: None,
             is_active,
             retry_enabled: not_null("retry_enabled", self.retry_enabled)?,
             max_retries: not_null("max_retries", self.max_retries)?
@@ -181,7 +196,38 @@ impl UpdateSubscriptionRequest {
             // Re-activating is the user saying the endpoint works again.
             disabled_reason: (is_active == Some(true)).then_some(None),
             updated_at: None,
-        })
+        };
+        Ok((changes, headers))
+    }
+}
+
+impl std::fmt::Debug for CreateSubscriptionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateSubscriptionRequest")
+            .field("url", &self.url)
+            .field("description", &self.description)
+            .field("events", &self.events)
+            .field("headers", &self.headers.as_ref().map(NamesOnly))
+            .field("is_active", &self.is_active)
+            .field("retry_enabled", &self.retry_enabled)
+            .field("max_retries", &self.max_retries)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UpdateSubscriptionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateSubscriptionRequest")
+            .field("url", &self.url)
+            .field("description", &self.description)
+            .field("events", &self.events)
+            .field("headers", &self.headers.as_ref().map(|headers| headers.as_ref().map(NamesOnly)))
+            .field("is_active", &self.is_active)
+            .field("retry_enabled", &self.retry_enabled)
+            .field("max_retries", &self.max_retries)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
     }
 }
 
@@ -193,8 +239,9 @@ pub struct SubscriptionView {
     #[schema(required = true)]
     pub description: Option<String>,
     pub events: Vec<String>,
-    #[schema(value_type = HashMap<String, String>)]
-    pub headers: serde_json::Value,
+    /// Values of sensitive names (containing `authorization`, `token`,
+    /// `secret`, `key`, `cookie` or `password`) read `"***"`.
+    pub headers: BTreeMap<String, String>,
     /// False when paused by the user, or disabled after the endpoint answered 410.
     pub is_active: bool,
     pub retry_enabled: bool,
@@ -250,14 +297,14 @@ impl HealthView {
 }
 
 impl SubscriptionView {
-    /// The view of a row with its health row.
-    pub fn new(row: Subscription, health: Option<&EndpointHealth>) -> Self {
-        Self {
+    /// The view of a row with its health row: header values opened, sensitive ones masked.
+    pub fn new(row: Subscription, health: Option<&EndpointHealth>, secrets: &SecretBox) -> Result<Self, CryptoError> {
+        Ok(Self {
+            headers: header_values::masked(secrets, &row.id, &row.headers, row.headers_encrypted)?,
             id: row.id,
             url: row.url,
             description: row.description,
             events: row.events,
-            headers: row.headers,
             is_active: row.is_active,
             retry_enabled: row.retry_enabled,
             max_retries: row.max_retries,
@@ -266,12 +313,13 @@ impl SubscriptionView {
             updated_at: row.updated_at,
             disabled_reason: row.disabled_reason,
             health: HealthView::of(health),
-        }
+        })
     }
 }
 
 /// A subscription with its signing secret: only when created or rotated.
-#[derive(Debug, Serialize, ToSchema)]
+/// Its `Debug` hides the secret.
+#[derive(Serialize, ToSchema)]
 pub struct SubscriptionWithSecret {
     #[serde(flatten)]
     pub subscription: SubscriptionView,
@@ -280,8 +328,22 @@ pub struct SubscriptionWithSecret {
 }
 
 impl SubscriptionWithSecret {
-    pub fn new(row: Subscription, health: Option<&EndpointHealth>, secret: String) -> Self {
-        Self { subscription: SubscriptionView::new(row, health), secret }
+    pub fn new(
+        row: Subscription,
+        health: Option<&EndpointHealth>,
+        secret: String,
+        secrets: &SecretBox,
+    ) -> Result<Self, CryptoError> {
+        Ok(Self { subscription: SubscriptionView::new(row, health, secrets)?, secret })
+    }
+}
+
+impl std::fmt::Debug for SubscriptionWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionWithSecret")
+            .field("subscription", &self.subscription)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 

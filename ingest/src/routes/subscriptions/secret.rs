@@ -32,5 +32,5 @@ pub async fn rotate_secret(scope: TenantScope, state: web::Data<AppState>) -> Re
     let row = subscription::rotate_secret(&mut conn, tenant_id, id, sealed).await?.ok_or(ApiError::NotFound)?;
     log::info!("subscription secret rotated tenant_id={tenant_id} subscription_id={id}");
     let health = endpoint_health::for_subscriptions(&mut conn, &[id]).await?;
-    Ok(HttpResponse::Ok().json(SubscriptionWithSecret::new(row, health.get(&id), secret)))
+    Ok(HttpResponse::Ok().json(SubscriptionWithSecret::new(row, health.get(&id), secret, &state.secrets)?))
 }

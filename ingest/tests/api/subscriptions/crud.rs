@@ -71,7 +71,8 @@ async fn every_field_given_on_create_is_kept() {
     assert_eq!(body["url"], "https://your-app.com/webhook");
     assert_eq!(body["description"], "Production webhook endpoint");
     assert_eq!(body["events"], json!(["invoice.created", "billing.*", "*"]), "repeats are dropped, order kept");
-    assert_eq!(body["headers"], json!({"X-Custom-Header": "optional-value", "Authorization": "Bearer receiver-token"}));
+    // Sensitive values are masked in every response, the creation's included.
+    assert_eq!(body["headers"], json!({"X-Custom-Header": "optional-value", "Authorization": "***"}));
     assert_eq!(body["is_active"], false);
     assert_eq!(body["retry_enabled"], false);
     assert_eq!(body["max_retries"], 10);
