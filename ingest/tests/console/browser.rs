@@ -132,8 +132,10 @@ impl Browser {
         });
         let capabilities = capabilities.as_object().cloned().expect("capabilities object");
         let mut last_error = String::new();
-        // chromedriver needs a moment to listen.
-        for _ in 0..100 {
+        // chromedriver needs a moment to listen, and Chromium may take a while
+        // to start on a loaded 2-core machine (a session refused meanwhile is
+        // an "unknown error"): up to 30 s.
+        for _ in 0..300 {
             match Client::connect(&webdriver, capabilities.clone()).await {
                 Ok(client) => {
                     return Self {
