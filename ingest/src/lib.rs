@@ -18,3 +18,4 @@ pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod statistics;

@@ -45,6 +45,8 @@ pub const AMQP_OUTAGE_RETRIES: &str = "webhooks_ingest_amqp_outage_retries_total
 pub const RECONCILER_REQUEUED: &str = "webhooks_ingest_reconciler_requeued_total";
 /// Counter `{table}`: rows deleted by retention (`events`, `deliveries`, `subscriptions`).
 pub const RETENTION_DELETED: &str = "webhooks_ingest_retention_deleted_total";
+/// Counter `{table}`: `ANALYZE`s run because a table's statistics were missing or stale and autovacuum would not.
+pub const TABLES_ANALYZED: &str = "webhooks_ingest_tables_analyzed_total";
 /// Gauge: publish body bytes held right now (HTTP and AMQP), against `INGEST_MAX_INFLIGHT_BYTES`.
 pub const INFLIGHT_BYTES: &str = "webhooks_ingest_inflight_bytes";
 /// Counter: publishes answered 503 because the byte budget was spent.
@@ -96,6 +98,10 @@ pub fn register() {
     describe_counter!(AMQP_OUTAGE_RETRIES, "Tries of AMQP-published events held while the database was unreachable");
     describe_counter!(RECONCILER_REQUEUED, "Unfinished deliveries queued again because they were overdue");
     describe_counter!(RETENTION_DELETED, "Rows deleted by retention, by table (attempts go with their deliveries)");
+    describe_counter!(
+        TABLES_ANALYZED,
+        "ANALYZEs run by ingest, by table, where autovacuum would not have analyzed it yet"
+    );
     describe_gauge!(INFLIGHT_BYTES, "Publish body bytes held right now, HTTP and AMQP together");
     describe_counter!(OVER_BUDGET, "Publishes answered 503 because INGEST_MAX_INFLIGHT_BYTES was reached");
     describe_counter!(BODY_TIMEOUTS, "Requests answered 408 because their body did not arrive in time");

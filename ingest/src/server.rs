@@ -166,6 +166,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
             grace: state.config.reconcile_grace,
         }
         .start(stopped.clone()),
+        crate::statistics::Statistics { pool: state.pool.clone() }.start(stopped.clone()),
     ];
     background.extend(crate::jobs::start(state.clone(), stopped.clone()));
     match state.config.retention {

@@ -16,4 +16,5 @@ mod outbox;
 mod publishing;
 mod reconciler;
 mod retention;
+mod statistics;
 mod subscriptions;

@@ -1,0 +1,85 @@
+//! Planner statistics for the tables the hot paths grow, kept where autovacuum
+//! does not keep them.
+//!
+//! The hot statements (claim, record, mark enqueued, fan-out) are cached
+//! prepared statements. PostgreSQL plans each one the first times it runs on a
+//! connection, often while `deliveries` is still a few pages, and keeps that plan
+//! until the table's statistics change. On a table that is never analyzed, a
+//! lookup by primary key stays a sequential scan. One run on the benchmark
+//! machine, with autovacuum off, scanned 61 million rows for 4,817 deliveries
+//! (BENCHMARKS.md). Autovacuum analyzes only after its naptime (a minute by
+//! default), so a fresh deployment has the same problem for its first minute.
+//!
+//! Every [`INTERVAL`], one statement finds the tables whose changes since their
+//! last analyze pass autovacuum's own threshold (50 rows + 10 %). A table
+//! qualifies when autovacuum is off, or when the table was never analyzed at all.
+//! Each such table is then analyzed: `ANALYZE (SKIP_LOCKED)`, so it never waits
+//! for another ingest's `ANALYZE` or a `VACUUM`. The new statistics invalidate
+//! the cached plans, and the next execution plans with the table's real size.
+
+use std::time::Duration;
+
+use diesel::{sql_types::Text, QueryableByName};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use shared::db::{DbError, DbPool};
+
+/// How often the tables are looked at.
+pub const INTERVAL: Duration = Duration::from_secs(5);
+
+/// The tables whose growth the hot statements' plans depend on.
+const TABLES: [&str; 6] = ["deliveries", "events", "delivery_attempts", "endpoint_health", "subscriptions", "jobs"];
+
+/// Tables (of [`TABLES`], bound as `$1`) whose statistics are missing or stale
+/// and that autovacuum will not analyze soon.
+const STALE_SQL: &str = "\
+SELECT relname::text AS table_name FROM pg_stat_user_tables \
+WHERE schemaname = current_schema() AND relname = ANY($1) \
+  AND n_mod_since_analyze > 50 + 0.1 * greatest(n_live_tup, 0) \
+  AND (current_setting('autovacuum') = 'off' OR (last_analyze IS NULL AND last_autoanalyze IS NULL)) \
+ORDER BY relname";
+
+#[derive(QueryableByName)]
+struct Stale {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+}
+
+/// The statistics keeper; one per ingest process (several may share a database).
+pub struct Statistics {
+    pub pool: DbPool,
+}
+
+impl Statistics {
+    /// Runs rounds every [`INTERVAL`] until `stop` turns true.
+    pub fn start(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while !*stop.borrow() {
+                if let Err(err) = self.run_once().await {
+                    log::debug!("statistics round failed error={err}");
+                }
+                tokio::select! {
+                    _ = crate::publishing::stopped(&mut stop) => {}
+                    _ = tokio::time::sleep(INTERVAL) => {}
+                }
+            }
+        })
+    }
+
+    /// One round: analyzes every stale table; returns their names.
+    pub async fn run_once(&self) -> Result<Vec<String>, DbError> {
+        let mut conn = shared::db::conn(&self.pool).await?;
+        let tables = TABLES.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+        let stale: Vec<Stale> =
+            diesel::sql_query(STALE_SQL).bind::<diesel::sql_types::Array<Text>, _>(tables).load(&mut conn).await?;
+        let mut analyzed = Vec::with_capacity(stale.len());
+        for Stale { table_name } in stale {
+            // Only names of TABLES come back, so the name is safe to splice in.
+            let Some(table) = TABLES.iter().find(|t| **t == table_name) else { continue };
+            conn.batch_execute(&format!("ANALYZE (SKIP_LOCKED) {table}")).await?;
+            metrics::counter!(crate::metric_names::TABLES_ANALYZED, "table" => *table).increment(1);
+            log::debug!("analyzed table={table}");
+            analyzed.push(table_name);
+        }
+        Ok(analyzed)
+    }
+}
