@@ -1,6 +1,6 @@
 //! Planner statistics: tables the hot paths grow are analyzed where autovacuum
 //! would not (off, or not run yet), so cached plans stop seq-scanning them
-//! (BENCHMARKS.md, "Why: PostgreSQL seq-scans `deliveries`").
+//! (BENCHMARKS.md, "Where the time goes: PostgreSQL").
 
 use std::time::Duration;
 
