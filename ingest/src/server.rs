@@ -32,6 +32,13 @@ const LISTEN_BACKLOG: u32 = 1024;
 /// How long [`Ingest::stop`] waits for the consumer and the relay to finish
 /// what they hold before aborting them.
 const STOP_BOUND: Duration = Duration::from_secs(15);
+/// How long an idle keep-alive connection stays open. Longer than the idle
+/// timeouts of the load balancers and client pools in front of ingest (AWS
+/// ALB 60 s, nginx 60–75 s, the pools of reqwest and Go's net/http 90 s): a
+/// server that closes first races a request sent on the closing connection,
+/// and the client sees a reset POST it cannot safely retry. actix-http's
+/// default is 5 s.
+const KEEP_ALIVE: Duration = Duration::from_secs(120);
 
 /// A running ingest: its address, state and server handle. Dropping it ends
 /// its background tasks at once; [`Ingest::stop`] ends them gracefully.
@@ -210,6 +217,7 @@ fn serve(state: AppState, workers: usize) -> std::io::Result<(actix_server::Serv
                     async move { shutdown.notified().await }
                 })
                 .client_request_timeout(crate::protocol_errors::HEAD_TIMEOUT)
+                .keep_alive(KEEP_ALIVE)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(addr)
                 .finish(map_config(app, move |_| AppConfig::default()));

@@ -3,6 +3,7 @@
 
 mod amqp_durability;
 mod amqp_publishing;
+mod connections;
 mod deliveries;
 mod delivery_log;
 mod fanout_batching;
