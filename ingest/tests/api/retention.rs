@@ -143,12 +143,15 @@ async fn a_running_job_keeps_the_events_it_may_still_need_and_finished_jobs_go_i
     age_event(&app, &t1_old, "3 hours", "failed").await;
     age_event(&app, "evt_t2_old", "3 hours", "failed").await;
     // t1 runs a bulk retry over a window that holds its old event; two jobs
-    // finished long ago and a moment ago.
+    // finished long ago and a moment ago. The running job is leased to a runner
+    // of another process, so this app's runners leave it alone (were it run
+    // here, its retry would make the old delivery unfinished, which retention
+    // keeps for that reason instead).
     let job = |status: &str, finished: &str| {
         format!(
-            "INSERT INTO jobs (id, tenant_id, kind, status, since, until, finished_at) \
+            "INSERT INTO jobs (id, tenant_id, kind, status, since, until, finished_at, lease_owner, lease_until) \
              VALUES (gen_random_uuid(), 't1', 'retry', '{status}', now() - interval '4 hours', \
-                     now() - interval '1 hour', {finished})"
+                     now() - interval '1 hour', {finished}, gen_random_uuid(), now() + interval '1 hour')"
         )
     };
     app.sql(&job("running", "NULL")).await;
