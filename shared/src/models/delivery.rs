@@ -2,14 +2,7 @@
 //! `enqueued` is false until the broker confirmed the message for the next attempt.
 
 use chrono::{DateTime, Utc};
-use diesel::{
-    deserialize::{FromSql, FromSqlRow},
-    expression::AsExpression,
-    pg::{Pg, PgValue},
-    prelude::*,
-    serialize::{Output, ToSql},
-    sql_types::Text,
-};
+use diesel::{deserialize::FromSqlRow, expression::AsExpression, prelude::*, sql_types::Text};
 use serde::Serialize;
 
 use crate::schema::deliveries;
@@ -64,18 +57,7 @@ impl DeliveryStatus {
     }
 }
 
-impl ToSql<Text, Pg> for DeliveryStatus {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> diesel::serialize::Result {
-        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
-    }
-}
-
-impl FromSql<Text, Pg> for DeliveryStatus {
-    fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
-        let word = <String as FromSql<Text, Pg>>::from_sql(value)?;
-        Self::parse(&word).ok_or_else(|| format!("unknown delivery status {word:?}").into())
-    }
-}
+super::text_column!(DeliveryStatus, "delivery status");
 
 /// A delivery row.
 #[derive(Debug, Clone, Queryable, Selectable)]

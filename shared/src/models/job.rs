@@ -3,14 +3,7 @@
 //! its own progress (a keyset cursor), so any ingest can carry it on.
 
 use chrono::{DateTime, Utc};
-use diesel::{
-    deserialize::{FromSql, FromSqlRow},
-    expression::AsExpression,
-    pg::{Pg, PgValue},
-    prelude::*,
-    serialize::{Output, ToSql},
-    sql_types::Text,
-};
+use diesel::{deserialize::FromSqlRow, expression::AsExpression, prelude::*, sql_types::Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
@@ -99,28 +92,9 @@ impl JobPhase {
     }
 }
 
-/// Stored as the word `as_str` gives (each column's CHECK constraint lists the
-/// same words); reading any other word is an error, never a silent default.
-macro_rules! text_column {
-    ($name:ident, $what:literal) => {
-        impl ToSql<Text, Pg> for $name {
-            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> diesel::serialize::Result {
-                <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
-            }
-        }
-
-        impl FromSql<Text, Pg> for $name {
-            fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
-                let word = <String as FromSql<Text, Pg>>::from_sql(value)?;
-                Self::parse(&word).ok_or_else(|| format!(concat!("unknown job ", $what, " {:?}"), word).into())
-            }
-        }
-    };
-}
-
-text_column!(JobKind, "kind");
-text_column!(JobStatus, "status");
-text_column!(JobPhase, "phase");
+super::text_column!(JobKind, "job kind");
+super::text_column!(JobStatus, "job status");
+super::text_column!(JobPhase, "job phase");
 
 /// A job row.
 #[derive(Debug, Clone, Queryable, Selectable)]
