@@ -92,7 +92,11 @@ struct Cli {
     /// concurrent 256 KiB publishes, then --memory-messages large AMQP messages.
     #[arg(long, requires = "spawn")]
     memory: bool,
-    /// Large AMQP messages the --memory run publishes.
+    /// Concurrent 256 KiB publishes of the --memory run (0: skip them, so the
+    /// AMQP load is measured on a fresh ingest).
+    #[arg(long, default_value_t = 200)]
+    memory_publishes: usize,
+    /// Large AMQP messages the --memory run publishes (0: skip them).
     #[arg(long, default_value_t = 10)]
     memory_messages: usize,
     /// Size in MB of each of them.
@@ -286,6 +290,7 @@ async fn bench_main(cli: Cli) -> anyhow::Result<bool> {
                 Ok(()) => {
                     bench::memory::run(
                         bench::services::Services::target(&spawned),
+                        cli.memory_publishes,
                         cli.memory_messages,
                         cli.memory_message_mb * 1_000_000,
                     )

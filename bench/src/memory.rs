@@ -21,7 +21,8 @@ use crate::{error::BenchError, procstat::status_kib, services::Target};
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryReport {
     pub ingest_rss_baseline_mib: f64,
-    /// HTTP: answers by status code.
+    /// HTTP: concurrent publishes, and their answers by status code.
+    pub http_publishes: usize,
     pub http_statuses: BTreeMap<u16, usize>,
     pub http_rss_peak_mib: f64,
     pub http_seconds: f64,
@@ -38,9 +39,10 @@ impl MemoryReport {
     pub fn table(&self) -> String {
         format!(
             "ingest RSS baseline {:.1} MiB\n\
-             200 concurrent 256 KiB publishes: answers {:?} in {:.1} s, ingest RSS peak {:.1} MiB\n\
+             {} concurrent 256 KiB publishes: answers {:?} in {:.1} s, ingest RSS peak {:.1} MiB\n\
              {} AMQP messages of {} MB: {} in the rejected queue after {:.1} s, ingest RSS peak {:.1} MiB\n",
             self.ingest_rss_baseline_mib,
+            self.http_publishes,
             self.http_statuses,
             self.http_seconds,
             self.http_rss_peak_mib,
@@ -82,18 +84,23 @@ impl RssPeak {
 }
 
 /// Runs both loads against `target` (whose ingest must be a local process).
-pub async fn run(target: &Target, amqp_messages: usize, amqp_message_bytes: usize) -> Result<MemoryReport, BenchError> {
+pub async fn run(
+    target: &Target,
+    http_publishes: usize,
+    amqp_messages: usize,
+    amqp_message_bytes: usize,
+) -> Result<MemoryReport, BenchError> {
     let pid = *target.ingest_pids.first().ok_or_else(|| BenchError::Options("ingest's process is unknown".into()))?;
     let rss_now = || status_kib(pid, "VmRSS").map_or(0.0, |kib| kib as f64 / 1024.0);
     let tenant = target.tenants.first().ok_or_else(|| BenchError::Options("no tenant key".into()))?;
     let baseline = rss_now();
 
-    // 200 concurrent publishes of (just under) 256 KiB each.
+    // `http_publishes` concurrent publishes of (just under) 256 KiB each.
     let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(256).build()?;
     let blob = "x".repeat(256 * 1024 - 300);
     let peak = RssPeak::start(pid);
     let started = Instant::now();
-    let requests = (0..200).map(|n| {
+    let requests = (0..http_publishes).map(|n| {
         let body = json!({"event_type": "invoice.created", "tenant_id": tenant.tenant_id,
                           "event_id": format!("evt_memory_{n}"), "event_data": {"blob": blob}})
         .to_string();
@@ -154,6 +161,7 @@ pub async fn run(target: &Target, amqp_messages: usize, amqp_message_bytes: usiz
     let _ = connection.close(200, "memory run done".into()).await;
     Ok(MemoryReport {
         ingest_rss_baseline_mib: baseline,
+        http_publishes,
         http_statuses,
         http_rss_peak_mib,
         http_seconds,

@@ -47,6 +47,8 @@ pub const RECONCILER_REQUEUED: &str = "webhooks_ingest_reconciler_requeued_total
 pub const RETENTION_DELETED: &str = "webhooks_ingest_retention_deleted_total";
 /// Counter `{table}`: `ANALYZE`s run because a table's statistics were missing or stale and autovacuum would not.
 pub const TABLES_ANALYZED: &str = "webhooks_ingest_tables_analyzed_total";
+/// Counter: times the events channel went to one message at a time after an oversized message.
+pub const AMQP_OVERSIZED_THROTTLES: &str = "webhooks_ingest_amqp_oversized_throttles_total";
 /// Gauge: publish body bytes held right now (HTTP and AMQP), against `INGEST_MAX_INFLIGHT_BYTES`.
 pub const INFLIGHT_BYTES: &str = "webhooks_ingest_inflight_bytes";
 /// Counter: publishes answered 503 because the byte budget was spent.
@@ -103,6 +105,10 @@ pub fn register() {
         "ANALYZEs run by ingest, by table, where autovacuum would not have analyzed it yet"
     );
     describe_gauge!(INFLIGHT_BYTES, "Publish body bytes held right now, HTTP and AMQP together");
+    describe_counter!(
+        AMQP_OVERSIZED_THROTTLES,
+        "Times the events channel took one message at a time after a message over 256 KiB"
+    );
     describe_counter!(OVER_BUDGET, "Publishes answered 503 because INGEST_MAX_INFLIGHT_BYTES was reached");
     describe_counter!(BODY_TIMEOUTS, "Requests answered 408 because their body did not arrive in time");
     describe_counter!(SERVICE.http_requests, "HTTP requests answered, by method, route and status");
@@ -123,4 +129,5 @@ pub fn register() {
     let _ = metrics::counter!(RECONCILER_REQUEUED);
     let _ = metrics::counter!(OVER_BUDGET);
     let _ = metrics::gauge!(INFLIGHT_BYTES);
+    let _ = metrics::counter!(AMQP_OVERSIZED_THROTTLES);
 }

@@ -208,7 +208,7 @@ impl Config {
             },
             ingest_max_inflight_bytes: parse_number(
                 "INGEST_MAX_INFLIGHT_BYTES",
-                &var("INGEST_MAX_INFLIGHT_BYTES", "33554432"),
+                &var("INGEST_MAX_INFLIGHT_BYTES", "8388608"),
                 MIN_INFLIGHT_BYTES,
                 1 << 40,
             )?,
@@ -431,7 +431,7 @@ mod tests {
         assert!(matches!(bad_jitter, Err(ConfigError::Invalid { name: "RETRY_JITTER", .. })));
         assert!(!format!("{:?}", ok.secret_key).contains('7'));
         assert_eq!(ok.retention, Some(Duration::from_secs(30 * 86_400)));
-        assert_eq!(ok.ingest_max_inflight_bytes, 32 << 20);
+        assert_eq!(ok.ingest_max_inflight_bytes, 8 << 20);
     }
 
     #[test]

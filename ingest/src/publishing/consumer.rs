@@ -18,7 +18,11 @@
 //! HTTP publishing before it is handled; while the budget is spent the
 //! consumer takes no further message (the broker's prefetch holds the rest).
 //! A message over 256 KiB is moved to the rejected queue at once, one at a
-//! time, without parsing.
+//! time, without parsing. lapin hands a message over only once its whole body
+//! is in memory, so the size cannot be refused from the header: instead, after
+//! an oversized message the channel's prefetch drops to 1 until none has come
+//! for [`OVERSIZED_COOL_DOWN`], so a stream of them is held one at a time.
+//! Production brokers should also cap `max_message_size` (see the README).
 //!
 //! The body is the JSON of `POST /events`. If it has no `event_type`, the
 //! routing key is used (when the message came through the events exchange);
@@ -57,6 +61,9 @@ pub const REJECTION_CODE_HEADER: &str = "x-rejection-code";
 /// How long a message waits before it is put back after the database refused
 /// it, so a poison message does not spin.
 const REQUEUE_DELAY: Duration = Duration::from_secs(1);
+/// How long after the last oversized message the consumer keeps taking one
+/// message at a time (see [`narrow_prefetch`]).
+const OVERSIZED_COOL_DOWN: Duration = Duration::from_secs(10);
 /// Longest pause between two tries while the database is unreachable.
 const OUTAGE_MAX_PAUSE: Duration = Duration::from_secs(5);
 
@@ -189,6 +196,8 @@ async fn consume(
     // The prefetch already bounds what the broker hands us; the semaphore keeps
     // the spawned tasks to the same bound if the broker ever sends more.
     let slots = Arc::new(Semaphore::new(usize::from(prefetch)));
+    // Set after an oversized message: the channel's prefetch is 1 until then.
+    let mut throttled_until: Option<tokio::time::Instant> = None;
     loop {
         let delivery = tokio::select! {
             biased;
@@ -204,9 +213,21 @@ async fn consume(
             },
         };
         if delivery.data.len() > MAX_BODY_BYTES {
+            // lapin hands a message over only once all of it is in memory, so
+            // the prefetch is what bounds how many oversized ones arrive at
+            // once: while they keep coming, take them one at a time.
+            if throttled_until.is_none() {
+                metrics::counter!(metric_names::AMQP_OVERSIZED_THROTTLES).increment(1);
+                narrow_prefetch(&channel, 1).await;
+            }
+            throttled_until = Some(tokio::time::Instant::now() + OVERSIZED_COOL_DOWN);
             // Handled here, one at a time: never parsed, never held twice.
             reject_oversized(state, &session.publisher, delivery).await;
             continue;
+        }
+        if throttled_until.is_some_and(|until| until <= tokio::time::Instant::now()) {
+            throttled_until = None;
+            narrow_prefetch(&channel, prefetch).await;
         }
         // Room in the byte budget first: while it is spent, no further message is taken.
         let budget = state.budget.take(delivery.data.len()).await;
@@ -221,6 +242,16 @@ async fn consume(
     }
     close_quietly(&channel).await;
     Ok(())
+}
+
+/// Sets the channel-wide prefetch (RabbitMQ applies it at once, beside the
+/// consumer's own), so fewer (or, restored, as many) messages are in flight.
+async fn narrow_prefetch(channel: &Channel, count: u16) {
+    if let Err(err) = channel.basic_qos(count, BasicQosOptions { global: true }).await {
+        log::warn!("changing the events channel's prefetch failed prefetch={count} error={err}");
+    } else {
+        log::info!("events channel prefetch set prefetch={count}");
+    }
 }
 
 async fn close_quietly(channel: &Channel) {

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use ingest::metric_names::AMQP_EVENTS_REQUEUED;
+use ingest::metric_names::AMQP_OUTAGE_RETRIES;
 use lapin::{
     options::ConfirmSelectOptions,
     types::{AMQPValue, FieldTable},
@@ -230,6 +230,50 @@ async fn every_kind_of_bad_amqp_message_lands_in_the_rejected_queue_with_its_rea
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_oversized_message_the_consumer_goes_one_at_a_time_and_still_stores_events() {
+    let app = spawn_app().await;
+    app.insert_subscription("t1", "http://127.0.0.1:9/hook", &["invoice.*"], true).await;
+    let connection = shared::amqp::connect(&amqp_url()).await.expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    let exchange = app.ingest.state.topology.events_exchange();
+    let big = json!({"event_type": "invoice.created", "tenant_id": "t1", "event_id": "evt_big",
+                     "event_data": {"blob": "x".repeat(300 * 1024)}});
+    let big = serde_json::to_vec(&big).expect("json");
+    publish_confirmed(&channel, &exchange, "invoice.created", &big, persistent_json()).await.expect("published");
+    // Then ordinary events, which arrive while the channel takes one message at a time.
+    for n in 0..5 {
+        let body = json!({"event_type": "invoice.created", "tenant_id": "t1", "event_id": format!("evt_small_{n}"),
+                          "event_data": {"n": n}});
+        let body = serde_json::to_vec(&body).expect("json");
+        publish_confirmed(&channel, &exchange, "invoice.created", &body, persistent_json()).await.expect("published");
+    }
+
+    let rejected_queue = app.ingest.state.topology.rejected_queue();
+    let mut rejected = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut stored = 0;
+    while (stored < 5 || rejected.is_empty()) && tokio::time::Instant::now() < deadline {
+        rejected.extend(app.drain_queue(&rejected_queue).await);
+        stored = app.event_count("t1").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, 5, "every ordinary event is stored");
+    assert_eq!(rejected.len(), 1, "the oversized message is rejected");
+    assert_eq!(rejected[0].data, big, "the oversized body is kept whole in the rejected queue");
+
+    let metrics =
+        app.client.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
+    let throttles = metrics
+        .lines()
+        .find(|line| line.starts_with("webhooks_ingest_amqp_oversized_throttles_total"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<f64>().ok());
+    assert!(throttles.is_some_and(|n| n >= 1.0), "the channel was not throttled: {throttles:?}");
+    let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_type_may_come_from_the_routing_key_alone() {
     let app = spawn_app().await;
     let subscription = app.insert_subscription("t1", "http://127.0.0.1:9/hook", &["customer.*"], true).await;
@@ -259,7 +303,7 @@ async fn an_event_type_may_come_from_the_routing_key_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_on_the_amqp_path_requeues_the_event_instead_of_dropping_it() {
+async fn a_database_outage_on_the_amqp_path_holds_the_event_instead_of_dropping_it() {
     let app = spawn_app().await;
     app.insert_subscription("t1", "http://127.0.0.1:9/hook", &["*"], true).await;
     let bus = app.event_bus().await;
@@ -278,12 +322,14 @@ async fn a_database_outage_on_the_amqp_path_requeues_the_event_instead_of_droppi
     .await;
     assert!(down.is_some(), "the database outage did not take effect");
 
-    let requeued_before = app.metric(AMQP_EVENTS_REQUEUED).await;
+    let retries_before = app.metric(AMQP_OUTAGE_RETRIES).await;
     let options = PublishOptions { event_id: Some("evt_during_outage".into()), metadata: None };
     bus.publish_with("invoice.created", json!({"invoice_id": "inv_9"}), "t1", options).await.expect("published");
-    // Several delivery attempts fail meanwhile (one per second).
+    // Ingest holds the message (unacked) and tries again with growing pauses.
+    // (It used to count requeues here, which only other tests' poison messages
+    // made grow: the outage path holds, it does not requeue.)
     let retried = eventually(Duration::from_secs(20), || async {
-        (app.metric(AMQP_EVENTS_REQUEUED).await - requeued_before >= 2.0).then_some(())
+        (app.metric(AMQP_OUTAGE_RETRIES).await - retries_before >= 2.0).then_some(())
     })
     .await;
     assert!(retried.is_some(), "the event was not retried during the outage");
