@@ -60,17 +60,35 @@ impl DbError {
         use diesel::result::{DatabaseErrorKind as Kind, Error};
         match self {
             Self::Unavailable(_) | Self::ConnectionLost(_) | Self::BatcherStopped => true,
-            Self::Query(Error::DatabaseError(kind, _)) => matches!(
-                kind,
-                Kind::UnableToSendCommand
-                    | Kind::ClosedConnection
-                    | Kind::SerializationFailure
-                    | Kind::ReadOnlyTransaction
-            ),
+            Self::Query(Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    Kind::UnableToSendCommand
+                        | Kind::ClosedConnection
+                        | Kind::SerializationFailure
+                        | Kind::ReadOnlyTransaction
+                ) || (matches!(kind, Kind::Unknown) && says_not_now(info.message()))
+            }
             Self::Query(Error::BrokenTransactionManager) => true,
             Self::Query(_) | Self::Miscounted { .. } | Self::Migration(_) => false,
         }
     }
+}
+
+/// Whether a PostgreSQL error without a diesel kind of its own says "not now":
+/// a deadlock (40P01), a statement cancelled or timed out (57014), a lock not
+/// obtained in time (55P03), the server ending the session (57P01). diesel-async
+/// keeps the SQLSTATE of only a few errors, so these are told by the server's
+/// message. With a localized `lc_messages` they do not match and stay what they
+/// were before: a query failure (500).
+fn says_not_now(message: &str) -> bool {
+    const NOT_NOW: [&str; 4] = [
+        "deadlock detected",
+        "canceling statement due to",
+        "could not obtain lock",
+        "terminating connection due to administrator command",
+    ];
+    NOT_NOW.iter().any(|prefix| message.starts_with(prefix))
 }
 
 /// Classifies a failed statement on `conn`: [`DbError::ConnectionLost`] when
@@ -291,6 +309,12 @@ mod tests {
         assert!(!DbError::Query(Error::NotFound).is_transient());
         assert!(!database_error(Kind::CheckViolation, "new row violates check constraint").is_transient());
         assert!(!DbError::Miscounted { asked: 2, answered: 1 }.is_transient());
+        // No diesel kind of their own: told by PostgreSQL's message (then 503, not 500).
+        assert!(database_error(Kind::Unknown, "deadlock detected").is_transient());
+        assert!(database_error(Kind::Unknown, "canceling statement due to statement timeout").is_transient());
+        assert!(database_error(Kind::Unknown, "could not obtain lock on row in relation \"deliveries\"").is_transient());
+        assert!(database_error(Kind::Unknown, "terminating connection due to administrator command").is_transient());
+        assert!(!database_error(Kind::Unknown, "division by zero").is_transient());
     }
 
     #[test]
@@ -304,9 +328,10 @@ mod tests {
     }
 
     #[test]
-    fn the_server_message_decides_nothing() {
-        // The same text in another `lc_messages` would read differently: only
-        // the kind (SQLSTATE) and the state of the connection count.
-        assert!(!database_error(Kind::Unknown, "terminating connection due to administrator command").is_transient());
+    fn a_localized_server_message_stays_a_query_failure() {
+        // Only PostgreSQL's English prefixes are known; in another `lc_messages`
+        // a deadlock reads differently and stays what it was before (a 500).
+        assert!(!database_error(Kind::Unknown, "Verklemmung (Deadlock) entdeckt").is_transient());
+        assert!(!database_error(Kind::Unknown, "annulation de la requête à cause du délai").is_transient());
     }
 }
