@@ -11,7 +11,7 @@ use std::{
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
 use shared::{header_values::NamesOnly, headers::is_reserved_header, signing, targets::is_public_ip};
 
-use crate::outcome::{classify_error, Outcome, OutcomeKind};
+use crate::outcome::{classify_error, closed_before_answer, Outcome, OutcomeKind};
 
 /// How much of an answer is kept (and read at all).
 pub const MAX_RESPONSE_BODY: usize = 4096;
@@ -71,7 +71,8 @@ pub struct DeliverContext {
     pub allow_private_targets: bool,
 }
 
-/// Makes one attempt and reports its outcome; never panics, never retries.
+/// Makes one attempt and reports its outcome; never panics. The one request
+/// sent twice is one whose connection closed before any answer (see below).
 pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
     let started = Instant::now();
     let url = match reqwest::Url::parse(&job.url) {
@@ -113,7 +114,23 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
         Err(message) => return Outcome::failed(OutcomeKind::Internal, message, started.elapsed()),
     };
     let sent_headers = Some(headers_json(&headers, usize::MAX));
-    let sent = ctx.client.post(url).headers(headers).timeout(job.timeout).body(job.payload.clone()).send().await;
+    let send = |headers: HeaderMap, timeout: Duration| {
+        ctx.client.post(url.clone()).headers(headers).timeout(timeout).body(job.payload.clone()).send()
+    };
+    let sent = match send(headers.clone(), job.timeout).await {
+        // A pooled connection the endpoint closed as idle just as the request
+        // went out: once more at once, on another connection, within the
+        // same timeout (receivers dedupe on `webhook-id` anyway).
+        Err(err) if closed_before_answer(&err) && started.elapsed() < job.timeout => {
+            log::debug!(
+                "connection closed before an answer, sending again delivery_id={} error={err}",
+                job.delivery_id
+            );
+            metrics::counter!(crate::metric_names::RESENT_ON_CLOSED_CONNECTION).increment(1);
+            send(headers, job.timeout - started.elapsed()).await
+        }
+        other => other,
+    };
     let mut response = match sent {
         Ok(response) => response,
         Err(err) => return classify_error(&err, started.elapsed()).with_headers(sent_headers, None),
@@ -321,6 +338,75 @@ mod tests {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
         assert!(printed.contains("Authorization"));
+    }
+
+    /// Reads one whole HTTP/1.1 request (headers and `content-length` body).
+    fn read_request(socket: &mut std::net::TcpStream) -> std::io::Result<()> {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if seen.len() >= end + 4 + length {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// A receiver that closes each of the first `closes` connections after
+    /// reading its request, without answering, then answers 200 on the next.
+    /// Returns its URL and the count of requests it read.
+    fn closing_receiver(closes: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::{
+            io::Write,
+            sync::{atomic::Ordering, Arc},
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            for mut socket in listener.incoming().flatten() {
+                if read_request(&mut socket).is_err() {
+                    continue;
+                }
+                if counted.fetch_add(1, Ordering::SeqCst) < closes {
+                    drop(socket);
+                    continue;
+                }
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            }
+        });
+        (url, requests)
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_the_answer_is_sent_again_once() {
+        use std::sync::atomic::Ordering;
+        let mut job = job();
+        let (url, requests) = closing_receiver(1);
+        job.url = url;
+        let outcome = deliver_one(&context(true, true), &job).await;
+        assert_eq!(outcome.kind, OutcomeKind::Success, "{outcome:?}");
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+
+        let (url, requests) = closing_receiver(usize::MAX);
+        job.url = url;
+        let outcome = deliver_one(&context(true, true), &job).await;
+        assert_ne!(outcome.kind, OutcomeKind::Success, "{outcome:?}");
+        assert_eq!(requests.load(Ordering::SeqCst), 2, "sent twice, never a third time");
     }
 
     fn context(allow_http_targets: bool, allow_private_targets: bool) -> DeliverContext {

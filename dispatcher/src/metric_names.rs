@@ -39,6 +39,9 @@ pub const SLOT_WAIT: &str = "webhooks_dispatcher_slot_wait_seconds";
 pub const WAITING: &str = "webhooks_dispatcher_waiting";
 /// Counter `{result}`: dispatch messages handled, by what became of them.
 pub const MESSAGES: &str = "webhooks_dispatcher_messages_total";
+/// Counter: requests sent a second time, at once, because the connection
+/// closed before any answer (an idle keep-alive connection the endpoint closed).
+pub const RESENT_ON_CLOSED_CONNECTION: &str = "webhooks_dispatcher_resent_on_closed_connection_total";
 /// Histogram `{batch}`: requests per batched database statement.
 pub const BATCH_SIZE: &str = "webhooks_dispatcher_batch_size";
 /// Gauge: 1 while the database and the broker are reachable (as `/readyz`), else 0.
@@ -85,6 +88,10 @@ pub fn register() {
     );
     describe_gauge!(WAITING, "Messages waiting in the dispatcher for a slot");
     describe_counter!(MESSAGES, "Dispatch messages handled, by result (an outcome code, deferred, stale, ...)");
+    describe_counter!(
+        RESENT_ON_CLOSED_CONNECTION,
+        "Requests sent again at once because the connection closed before any answer"
+    );
     describe_histogram!(BATCH_SIZE, "Requests per batched database statement, by batch (claim, record)");
     describe_gauge!(READY, "1 while the database and the broker are reachable (as /readyz), else 0");
     describe_counter!(
@@ -115,6 +122,7 @@ pub fn register() {
     }
     let _ = metrics::counter!(RELEASED);
     let _ = metrics::counter!(DUE_REQUEUED);
+    let _ = metrics::counter!(RESENT_ON_CLOSED_CONNECTION);
     let _ = metrics::histogram!(SLOT_WAIT);
     let _ = metrics::gauge!(WAITING);
 }

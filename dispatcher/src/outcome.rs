@@ -194,6 +194,20 @@ pub fn classify_error(err: &reqwest::Error, duration: Duration) -> Outcome {
     Outcome::failed(kind, message, duration)
 }
 
+/// The connection closed (or was reset) after the request went out and before
+/// any answer: what a keep-alive connection the endpoint had just closed as
+/// idle looks like when a request is written onto it in that instant.
+pub fn closed_before_answer(err: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+    !err.is_connect()
+        && !err.is_timeout()
+        && chain(err).any(|e| {
+            e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message)
+                || e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe))
+        })
+}
+
 /// Every error of the chain, looking inside `io::Error`s too (their
 /// `source()` skips the error they wrap, which is where rustls and our
 /// resolver errors sit).

@@ -20,7 +20,8 @@ pub const AMQP_EVENTS_REQUEUED: &str = "webhooks_ingest_amqp_events_requeued_tot
 pub const DISPATCH_MESSAGES_PUBLISHED: &str = "webhooks_ingest_dispatch_messages_published_total";
 /// Counter: deliveries left to the outbox relay because the in-memory dispatch buffer was full.
 pub const DISPATCH_QUEUE_OVERFLOW: &str = "webhooks_ingest_dispatch_queue_overflow_total";
-/// Gauge: unfinished deliveries never confirmed by the broker (counted up to 100,000).
+/// Gauge: unfinished deliveries the broker never confirmed, due for longer than
+/// `OUTBOX_GRACE_MS`: what the relay has to send (counted up to 100,000).
 pub const OUTBOX_BACKLOG: &str = "webhooks_ingest_outbox_backlog";
 /// Counter: deliveries the outbox relay queued.
 pub const OUTBOX_RELAYED: &str = "webhooks_ingest_outbox_relayed_total";
@@ -78,7 +79,7 @@ pub fn register() {
         DISPATCH_QUEUE_OVERFLOW,
         "Deliveries left to the outbox relay because the dispatch buffer was full"
     );
-    describe_gauge!(OUTBOX_BACKLOG, "Unfinished deliveries never confirmed by the broker (counted up to 100000)");
+    describe_gauge!(OUTBOX_BACKLOG, "Unfinished deliveries never confirmed by the broker, due for longer than OUTBOX_GRACE_MS (counted up to 100000)");
     describe_counter!(OUTBOX_RELAYED, "Deliveries queued by the outbox relay");
     describe_histogram!(FANOUT_BATCH_SIZE, "Events per shared publish transaction");
     describe_gauge!(FANOUT_PENDING, "Publishes waiting for their batch to commit");

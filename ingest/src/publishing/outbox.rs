@@ -2,8 +2,8 @@
 //! confirmed (ingest died after commit, the broker was down, a dispatcher died
 //! between scheduling a retry and its confirm).
 //!
-//! Every `OUTBOX_INTERVAL_MS` it leases up to [`BATCH`] such rows that are
-//! older than `OUTBOX_GRACE_MS` and due, publishes `attempt_count + 1` for each
+//! Every `OUTBOX_INTERVAL_MS` it leases up to [`BATCH`] such rows that have
+//! been due for longer than `OUTBOX_GRACE_MS`, publishes `attempt_count + 1` for each
 //! to the dispatch exchange with confirms, and marks the confirmed ones
 //! `enqueued`. The lease (`relay_lease_until`, taken with `FOR UPDATE SKIP
 //! LOCKED`) keeps several ingest replicas from publishing the same row. A due
@@ -141,33 +141,43 @@ impl OutboxRelay {
     /// (capped, so the count stays cheap when the broker has been down long).
     pub async fn record_backlog(&self) -> Result<i64, RelayError> {
         let mut conn = shared::db::conn(&self.pool).await?;
-        let backlog: Backlog =
-            diesel::sql_query(BACKLOG_SQL.as_str()).bind::<BigInt, _>(BACKLOG_COUNT_CAP).get_result(&mut conn).await?;
+        let backlog: Backlog = diesel::sql_query(BACKLOG_SQL.as_str())
+            .bind::<BigInt, _>(BACKLOG_COUNT_CAP)
+            .bind::<Interval, _>(to_interval(self.grace))
+            .get_result(&mut conn)
+            .await?;
         metrics::gauge!(metric_names::OUTBOX_BACKLOG).set(backlog.count as f64);
         Ok(backlog.count)
     }
 }
 
-/// Counts unqueued unfinished deliveries, at most `$1` (the outbox index
-/// serves it: the status list is written out, see [`UNFINISHED_SQL`]).
+/// Counts unqueued unfinished deliveries due for longer than the grace `$2`
+/// (what the relay has to send), at most `$1`. `deliveries_due_idx` serves it
+/// (the status list is written out, see [`UNFINISHED_SQL`]); `enqueued` is
+/// read from the rows, as no index may name it (see [`LEASE_SQL`]).
 static BACKLOG_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries \
-         WHERE NOT enqueued AND status IN {UNFINISHED_SQL} LIMIT $1) AS unqueued"
+         WHERE status IN {UNFINISHED_SQL} AND coalesce(next_attempt_at, created_at) < now() - $2 \
+           AND NOT enqueued LIMIT $1) AS unqueued"
     )
 });
 
-/// Leases due rows (see [`lease_due`]).
-static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
+/// Leases due rows (see [`lease_due`]). `deliveries_due_idx` serves it, in due
+/// order: a new delivery is due since it was created, a retry or a manual
+/// retry since its `next_attempt_at`. `enqueued` is in no index, so that
+/// marking a row enqueued is a HOT update (migration `000015`).
+pub static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH due AS ( \
            SELECT id FROM deliveries d \
-           WHERE NOT enqueued AND status IN {UNFINISHED_SQL} \
-             AND updated_at < now() - $1 \
-             AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+           WHERE status IN {UNFINISHED_SQL} \
+             AND coalesce(next_attempt_at, created_at) < now() - $1 \
+             AND NOT enqueued \
              AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
+             AND (claimed_until IS NULL OR claimed_until < now()) \
              AND {NOT_PARKED} \
-           ORDER BY updated_at \
+           ORDER BY coalesce(next_attempt_at, created_at) \
            LIMIT $2 \
            FOR UPDATE SKIP LOCKED) \
          UPDATE deliveries d SET relay_lease_until = now() + $3 \
@@ -177,7 +187,9 @@ static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Leases due rows in one statement (rows parked behind a circuit that is not
-/// closed are not due, whatever their time): the CTE locks them (skipping rows another
+/// closed are not due, whatever their time; nor is a row under a live
+/// dispatcher claim: its message arrived, and marking it `enqueued` merely
+/// lost the race for the row lock to the claim): the CTE locks them (skipping rows another
 /// relay holds), the UPDATE sets the lease, and the commit of this statement
 /// makes the lease visible to every other relay. `updated_at` is left alone:
 /// it is the delivery's API-visible time.

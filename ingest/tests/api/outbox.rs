@@ -130,7 +130,7 @@ async fn several_outbox_relays_queue_each_unconfirmed_delivery_exactly_once() {
     let extra: Vec<_> = (0..2).map(|_| relay_of(&app).start(stopped.clone())).collect();
 
     // As if every confirm had been lost: unqueued and past the grace period.
-    let reset = app.sql("UPDATE deliveries SET enqueued = false, updated_at = now() - interval '1 minute'").await;
+    let reset = app.sql("UPDATE deliveries SET enqueued = false, created_at = now() - interval '1 minute'").await;
     assert_eq!(reset, 1_200);
 
     // Waits on progress: the relays stop only when every row is queued or they stall.
@@ -169,9 +169,9 @@ async fn the_relay_sends_a_due_retry_straight_to_dispatch_and_leaves_the_rest() 
     assert_eq!(app.collect_dispatch_messages(4).await.len(), 4);
     let [due, later, finished, queued] = [0, 1, 2, 3].map(|i| deliveries[i].id);
 
-    let old = "updated_at = now() - interval '1 minute'";
+    let old = "created_at = now() - interval '1 minute'";
     app.sql(&format!(
-        "UPDATE deliveries SET status = 'retrying', attempt_count = 2, next_attempt_at = now() - interval '1 second', enqueued = false, {old} WHERE id = '{due}'"
+        "UPDATE deliveries SET status = 'retrying', attempt_count = 2, next_attempt_at = now() - interval '1 minute', enqueued = false, {old} WHERE id = '{due}'"
     ))
     .await;
     app.sql(&format!(
@@ -189,4 +189,55 @@ async fn the_relay_sends_a_due_retry_straight_to_dispatch_and_leaves_the_rest() 
     assert!(after[&due]);
     assert!(!after[&later], "a retry that is not due yet was queued");
     assert!(!after[&finished], "a finished delivery was queued");
+
+    // Due and unqueued, but a dispatcher holds a live claim on it: its message
+    // arrived (marking it enqueued lost the race for the row lock), so the
+    // relay must not send a second one.
+    app.sql(&format!(
+        "UPDATE deliveries SET next_attempt_at = now() - interval '1 minute', claimed_until = now() + interval '1 minute' WHERE id = '{later}'"
+    ))
+    .await;
+    assert_eq!(relay_of(&app).run_once().await.expect("relay round"), 0, "a claimed delivery was leased");
+    assert!(app.drain_dispatch_queue().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marking_a_delivery_enqueued_is_a_hot_update() {
+    use diesel::QueryableByName;
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct Updates {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        updated: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        hot: i64,
+    }
+    let app = spawn_app().await;
+    app.insert_subscription("t1", "http://127.0.0.1:9/a", &["*"], true).await;
+    let publisher = app.publisher_key().await;
+    let body = json!({"event_type": "invoice.created", "event_data": {}, "tenant_id": "t1"});
+    let (status, answer) = app.post("/api/v1/events", &publisher, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert!(app.wait_all_enqueued("t1").await);
+    app.sql("UPDATE deliveries SET enqueued = false").await;
+    let delivery = app.deliveries_of_tenant("t1").await.remove(0);
+
+    // The transaction's own statistics count its updates, and which were HOT
+    // (no new index entries): an index naming `enqueued`, in its columns or
+    // its predicate, would make this mark cost an insertion into every index.
+    let mut conn = shared::db::conn(&app.ingest.state.pool).await.expect("conn");
+    let updates = conn
+        .transaction(async |conn| {
+            let marked = shared::models::delivery::mark_enqueued(conn, &[(delivery.id, 1)]).await?;
+            assert_eq!(marked, 1);
+            diesel::sql_query(
+                "SELECT pg_stat_get_xact_tuples_updated('deliveries'::regclass) AS updated, \
+                        pg_stat_get_xact_tuples_hot_updated('deliveries'::regclass) AS hot",
+            )
+            .get_result::<Updates>(conn)
+            .await
+        })
+        .await
+        .expect("mark");
+    assert_eq!((updates.updated, updates.hot), (1, 1), "marking enqueued was not a HOT update");
 }

@@ -97,7 +97,7 @@ async fn overdue_deliveries_whose_messages_were_lost_are_queued_again_once_by_se
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reconcilers_and_retentions_queries_use_their_indexes() {
+async fn the_reconcilers_the_relays_and_retentions_queries_use_their_indexes() {
     let app = spawn_app_with(&[("RECONCILE_INTERVAL", "1h"), ("RETENTION", "0")]).await;
     let subscription = app.insert_subscription("t1", "http://127.0.0.1:9/a", &["*"], true).await;
     // Many finished deliveries and events, a few unfinished ones; then statistics, as in production.
@@ -118,6 +118,15 @@ async fn the_reconcilers_and_retentions_queries_use_their_indexes() {
     )
     .await;
     assert!(reconcile.contains("deliveries_due_idx"), "the reconciler scans deliveries:\n{reconcile}");
+    let relay = explain(
+        &app,
+        ingest::publishing::outbox::LEASE_SQL
+            .replace("$1", "interval '5 seconds'")
+            .replace("$2", "500")
+            .replace("$3", "interval '30 seconds'"),
+    )
+    .await;
+    assert!(relay.contains("deliveries_due_idx"), "the outbox relay scans deliveries:\n{relay}");
     let retention =
         explain(&app, ingest::retention::DELETE_BATCH_SQL.replace("$1", "interval '1 hour'").replace("$2", "500"))
             .await;

@@ -22,7 +22,8 @@ pub enum DeliveryStatus {
 
 /// `status IN` list of the unfinished states (`pending`, `retrying`) as SQL
 /// text. Written into the statements, not bound, so that PostgreSQL can use the
-/// partial index `deliveries_outbox_idx` (whose predicate says the same); a
+/// partial indexes `deliveries_due_idx` and `deliveries_waiting_idx` (whose
+/// predicates say the same); a
 /// test checks it against [`DeliveryStatus::is_final`].
 pub const UNFINISHED_SQL: &str = "('pending', 'retrying')";
 
