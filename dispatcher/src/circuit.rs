@@ -69,9 +69,9 @@ pub fn observe(
     settings: &Settings,
 ) -> Transition {
     row.updated_at = now;
-    let before = row.circuit();
+    let before = row.circuit;
     if succeeded {
-        row.circuit = Circuit::Closed.as_str().to_owned();
+        row.circuit = Circuit::Closed;
         row.consecutive_failures = 0;
         row.last_success_at = Some(now);
         row.failing_since = None;
@@ -92,7 +92,7 @@ pub fn observe(
     };
     row.open_count = row.open_count.saturating_add(1);
     let period = chrono::Duration::from_std(settings.open_period(row.open_count)).unwrap_or(chrono::Duration::MAX);
-    row.circuit = Circuit::Open.as_str().to_owned();
+    row.circuit = Circuit::Open;
     row.open_until = Some(now + period);
     row.probe_delivery_id = None;
     row.probe_until = None;
@@ -116,23 +116,23 @@ mod tests {
         assert_eq!(observe(&mut row, false, d, now, &s), Transition::None);
         assert_eq!(observe(&mut row, false, d, now, &s), Transition::None);
         assert_eq!(observe(&mut row, false, d, now, &s), Transition::Opened);
-        assert_eq!((row.circuit(), row.open_until), (Circuit::Open, Some(now + chrono::Duration::seconds(30))));
+        assert_eq!((row.circuit, row.open_until), (Circuit::Open, Some(now + chrono::Duration::seconds(30))));
         assert_eq!(observe(&mut row, false, d, now, &s), Transition::None, "late failures change nothing");
         assert_eq!(row.open_until, Some(now + chrono::Duration::seconds(30)));
 
         // A failed probe re-opens for twice as long, then the max.
-        row.circuit = "half_open".into();
+        row.circuit = Circuit::HalfOpen;
         row.probe_delivery_id = Some(d);
         assert_eq!(observe(&mut row, false, uuid::Uuid::now_v7(), now, &s), Transition::None, "not the probe");
         assert_eq!(observe(&mut row, false, d, now, &s), Transition::Reopened);
         assert_eq!(row.open_until, Some(now + chrono::Duration::seconds(60)));
-        row.circuit = "half_open".into();
+        row.circuit = Circuit::HalfOpen;
         row.probe_delivery_id = Some(d);
         assert_eq!(observe(&mut row, false, d, now, &s), Transition::Reopened);
         assert_eq!(row.open_until, Some(now + chrono::Duration::seconds(100)));
 
         assert_eq!(observe(&mut row, true, d, now, &s), Transition::Closed);
-        assert_eq!((row.circuit(), row.consecutive_failures, row.open_count), (Circuit::Closed, 0, 0));
+        assert_eq!((row.circuit, row.consecutive_failures, row.open_count), (Circuit::Closed, 0, 0));
         assert_eq!((row.failing_since, row.last_success_at), (None, Some(now)));
     }
 }

@@ -67,7 +67,7 @@ impl Health {
 
     /// Learns the health the claim read from the database.
     pub fn note_claim(&self, claimed: &Claimed) {
-        let circuit = claimed.circuit.as_deref().map_or(Circuit::Closed, Circuit::parse);
+        let circuit = claimed.circuit.unwrap_or(Circuit::Closed);
         let mut troubled = locked(&self.troubled);
         if circuit == Circuit::Closed && claimed.consecutive_failures.unwrap_or(0) == 0 {
             troubled.remove(&claimed.subscription_id);
@@ -185,7 +185,7 @@ async fn apply(
             store::disable_subscription(conn, subscription_id, &reason, store::DisableCause::AutoDisable, notify)
                 .await?;
     }
-    let circuit = row.circuit();
+    let circuit = row.circuit;
     let open_until = (circuit != Circuit::Closed).then_some(endpoint_health::parked_until(&row)).flatten();
     Ok(After { transition, circuit, open_until, disabled })
 }

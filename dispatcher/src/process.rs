@@ -84,7 +84,7 @@ enum Gate {
 /// the chosen half-open probe → go; open period over → take the probe
 /// (compare-and-set) and go; otherwise park.
 async fn gate(ctx: &Context, claimed: &Claimed) -> Result<Gate, db::DbError> {
-    let circuit = claimed.circuit.as_deref().map_or(Circuit::Closed, Circuit::parse);
+    let circuit = claimed.circuit.unwrap_or(Circuit::Closed);
     if circuit == Circuit::Closed || claimed.probe_delivery_id == Some(claimed.delivery_id) {
         return Ok(Gate::Go);
     }

@@ -27,6 +27,7 @@ use shared::{
     models::{
         attempt::NewAttempt,
         delivery::{DeliveryStatus, UNFINISHED_SQL},
+        endpoint_health::Circuit,
         subscription,
     },
     operational::{self, OperationalEvent},
@@ -79,7 +80,7 @@ pub struct Claimed {
     pub payload: String,
     /// The subscription's circuit (`None`: no health row, i.e. closed).
     #[diesel(sql_type = Nullable<Text>)]
-    pub circuit: Option<String>,
+    pub circuit: Option<Circuit>,
     #[diesel(sql_type = Nullable<Int4>)]
     pub consecutive_failures: Option<i32>,
     #[diesel(sql_type = Nullable<Timestamptz>)]

@@ -12,7 +12,10 @@ use std::{
 };
 
 use reqwest::Method;
-use shared::{models::delivery::DeliveryStatus, testing::eventually};
+use shared::{
+    models::{delivery::DeliveryStatus, endpoint_health::Circuit},
+    testing::eventually,
+};
 
 use crate::helpers::{refused_url, spawn_env, spawn_env_with, Receiver, Reply, SubSpec, TestEnv};
 
@@ -58,7 +61,7 @@ async fn a_failing_endpoint_opens_the_circuit_gets_nothing_until_the_probe_and_t
     for _ in 0..3 {
         ids.push(publish_and_wait_attempt(&env).await);
     }
-    let opened = env.wait_circuit(sub.id, "open", |_| true, Duration::from_secs(10)).await;
+    let opened = env.wait_circuit(sub.id, Circuit::Open, |_| true, Duration::from_secs(10)).await;
     let (_, view) = env.api(Method::GET, &path, &token).await;
     assert_eq!(view["health"]["circuit"], "open", "{view}");
     assert_eq!(view["health"]["consecutive_failures"], 3);
@@ -77,7 +80,7 @@ async fn a_failing_endpoint_opens_the_circuit_gets_nothing_until_the_probe_and_t
 
     // The probe (one request) fails: the circuit re-opens for twice as long.
     receiver.wait_count(4, Duration::from_secs(10)).await;
-    env.wait_circuit(sub.id, "open", |row| row.open_count == 2, Duration::from_secs(10)).await;
+    env.wait_circuit(sub.id, Circuit::Open, |row| row.open_count == 2, Duration::from_secs(10)).await;
     assert_eq!(receiver.count(), 4, "one probe, nothing else");
     // The probe is the oldest waiting delivery: one of the failed ones or one of the parked ones.
     let unattempted = env.count_parked_unattempted(sub.id).await;
@@ -103,7 +106,7 @@ async fn a_failing_endpoint_opens_the_circuit_gets_nothing_until_the_probe_and_t
     }
     assert!(attempted_once >= 4, "parked deliveries kept their attempt number (all but the probe): {attempted_once}");
     let closed = env.health(sub.id).await.expect("health row");
-    assert_eq!((closed.circuit.as_str(), closed.consecutive_failures), ("closed", 0));
+    assert_eq!((closed.circuit, closed.consecutive_failures), (Circuit::Closed, 0));
     assert!(closed.last_success_at.is_some() && closed.open_until.is_none());
     assert!(opened.open_until.is_some());
     assert!(dispatch_stat(&dispatcher, |s| &s.parked).await >= 5);
@@ -120,7 +123,7 @@ async fn two_dispatchers_honour_one_circuit() {
 
     publish_and_wait_attempt(&env).await;
     publish_and_wait_attempt(&env).await;
-    env.wait_circuit(sub.id, "open", |_| true, Duration::from_secs(10)).await;
+    env.wait_circuit(sub.id, Circuit::Open, |_| true, Duration::from_secs(10)).await;
     for _ in 0..20 {
         env.publish_one().await;
     }

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
-use shared::{models::delivery::DeliveryStatus, testing::eventually};
+use shared::{
+    models::{delivery::DeliveryStatus, endpoint_health::Circuit},
+    testing::eventually,
+};
 
 use crate::helpers::{spawn_env, Receiver, Reply, SubSpec};
 
@@ -70,7 +73,7 @@ async fn failing_endpoints_are_attempted_or_parked_at_once_and_never_churn_the_b
         .await;
         let (failed, parked) = settled.expect("every delivery of a dead endpoint was attempted or parked");
         assert!(failed >= 5 && parked > 0, "the circuit opened after the threshold: {failed} failed, {parked} parked");
-        assert_eq!(env.health(sub.id).await.expect("health").circuit, "open");
+        assert_eq!(env.health(sub.id).await.expect("health").circuit, Circuit::Open);
     }
     assert_eq!(stat(&dispatcher.context.stats.requeued), 0, "no parked delivery went back through the broker");
 }

@@ -329,7 +329,7 @@ impl TestEnv {
     pub async fn wait_circuit(
         &self,
         subscription_id: uuid::Uuid,
-        circuit: &str,
+        circuit: shared::models::endpoint_health::Circuit,
         check: impl Fn(&shared::models::endpoint_health::EndpointHealth) -> bool,
         timeout: Duration,
     ) -> shared::models::endpoint_health::EndpointHealth {
@@ -337,7 +337,7 @@ impl TestEnv {
             self.health(subscription_id).await.filter(|row| row.circuit == circuit && check(row))
         })
         .await;
-        found.unwrap_or_else(|| panic!("the circuit of {subscription_id} never became {circuit}"))
+        found.unwrap_or_else(|| panic!("the circuit of {subscription_id} never became {circuit:?}"))
     }
 
     /// Deliveries waiting in the database (parked or retry due later) with no attempt yet.

@@ -12,8 +12,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::{
+    deserialize::FromSqlRow,
+    expression::AsExpression,
     prelude::*,
-    sql_types::{Array, Nullable, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Array, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -29,8 +31,10 @@ pub const NOT_PARKED: &str = "NOT EXISTS (SELECT 1 FROM endpoint_health h \
      WHERE h.subscription_id = d.subscription_id AND h.circuit <> 'closed' \
        AND h.probe_delivery_id IS DISTINCT FROM d.id)";
 
-/// The state of a subscription's circuit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// The state of a subscription's circuit (stored as its name; the table's
+/// CHECK constraint admits exactly these three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "snake_case")]
 pub enum Circuit {
     /// Attempts go out.
@@ -51,22 +55,25 @@ impl Circuit {
         }
     }
 
-    /// Reads a stored name; anything unknown counts as closed.
-    pub fn parse(value: &str) -> Self {
+    /// Reads a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
         match value {
-            "open" => Self::Open,
-            "half_open" => Self::HalfOpen,
-            _ => Self::Closed,
+            "closed" => Some(Self::Closed),
+            "open" => Some(Self::Open),
+            "half_open" => Some(Self::HalfOpen),
+            _ => None,
         }
     }
 }
+
+super::text_column!(Circuit, "circuit state");
 
 /// An `endpoint_health` row.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = endpoint_health, treat_none_as_null = true)]
 pub struct EndpointHealth {
     pub subscription_id: uuid::Uuid,
-    pub circuit: String,
+    pub circuit: Circuit,
     pub consecutive_failures: i32,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_failure_at: Option<DateTime<Utc>>,
@@ -85,7 +92,7 @@ impl EndpointHealth {
     pub fn healthy(subscription_id: uuid::Uuid) -> Self {
         Self {
             subscription_id,
-            circuit: Circuit::Closed.as_str().to_owned(),
+            circuit: Circuit::Closed,
             consecutive_failures: 0,
             last_success_at: None,
             last_failure_at: None,
@@ -96,10 +103,6 @@ impl EndpointHealth {
             probe_until: None,
             updated_at: Utc::now(),
         }
-    }
-
-    pub fn circuit(&self) -> Circuit {
-        Circuit::parse(&self.circuit)
     }
 }
 
@@ -261,12 +264,12 @@ pub async fn take_probe(
     let now = Utc::now();
     diesel::update(
         h::endpoint_health.filter(h::subscription_id.eq(subscription_id)).filter(
-            (h::circuit.eq("open").and(h::open_until.le(diesel::dsl::now)))
-                .or(h::circuit.eq("half_open").and(h::probe_until.lt(diesel::dsl::now))),
+            (h::circuit.eq(Circuit::Open).and(h::open_until.le(diesel::dsl::now)))
+                .or(h::circuit.eq(Circuit::HalfOpen).and(h::probe_until.lt(diesel::dsl::now))),
         ),
     )
     .set((
-        h::circuit.eq(Circuit::HalfOpen.as_str()),
+        h::circuit.eq(Circuit::HalfOpen),
         h::probe_delivery_id.eq(delivery_id),
         h::probe_until.eq(now + lease),
         h::updated_at.eq(now),
@@ -283,10 +286,10 @@ pub async fn take_probe(
 pub async fn probe_due(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<uuid::Uuid>> {
     use endpoint_health::dsl as h;
     h::endpoint_health
-        .filter(h::circuit.ne("closed"))
+        .filter(h::circuit.ne(Circuit::Closed))
         .filter(
-            (h::circuit.eq("open").and(h::open_until.le(diesel::dsl::now)))
-                .or(h::circuit.eq("half_open").and(h::probe_until.lt(diesel::dsl::now))),
+            (h::circuit.eq(Circuit::Open).and(h::open_until.le(diesel::dsl::now)))
+                .or(h::circuit.eq(Circuit::HalfOpen).and(h::probe_until.lt(diesel::dsl::now))),
         )
         .order(h::open_until)
         .select(h::subscription_id)

@@ -286,11 +286,11 @@ impl HealthView {
                 open_until: None,
             },
             Some(row) => Self {
-                circuit: row.circuit(),
+                circuit: row.circuit,
                 consecutive_failures: row.consecutive_failures,
                 last_success_at: row.last_success_at,
                 last_failure_at: row.last_failure_at,
-                open_until: (row.circuit() != Circuit::Closed).then_some(row.open_until).flatten(),
+                open_until: (row.circuit != Circuit::Closed).then_some(row.open_until).flatten(),
             },
         }
     }
