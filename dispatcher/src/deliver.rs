@@ -127,7 +127,7 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
                 job.delivery_id
             );
             metrics::counter!(crate::metric_names::RESENT_ON_CLOSED_CONNECTION).increment(1);
-            send(headers, job.timeout - started.elapsed()).await
+            send(headers, job.timeout.saturating_sub(started.elapsed())).await
         }
         other => other,
     };
