@@ -109,7 +109,8 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
             );
         }
     }
-    let headers = match request_headers(job, chrono::Utc::now().timestamp()) {
+    let now = chrono::Utc::now().timestamp();
+    let headers = match request_headers(job, now) {
         Ok(headers) => headers,
         Err(message) => return Outcome::failed(OutcomeKind::Internal, message, started.elapsed()),
     };
@@ -117,7 +118,7 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
     let send = |headers: HeaderMap, timeout: Duration| {
         ctx.client.post(url.clone()).headers(headers).timeout(timeout).body(job.payload.clone()).send()
     };
-    let sent = match send(headers.clone(), job.timeout).await {
+    let sent = match send(headers, job.timeout).await {
         // A pooled connection the endpoint closed as idle just as the request
         // went out: once more at once, on another connection, within the
         // same timeout (receivers dedupe on `webhook-id` anyway).
@@ -127,7 +128,12 @@ pub async fn deliver_one(ctx: &DeliverContext, job: &Job) -> Outcome {
                 job.delivery_id
             );
             metrics::counter!(crate::metric_names::RESENT_ON_CLOSED_CONNECTION).increment(1);
-            send(headers, job.timeout.saturating_sub(started.elapsed())).await
+            // The same headers again (same timestamp, same signatures), built
+            // only on this rare path rather than cloned for every attempt.
+            match request_headers(job, now) {
+                Ok(headers) => send(headers, job.timeout.saturating_sub(started.elapsed())).await,
+                Err(_) => Err(err),
+            }
         }
         other => other,
     };

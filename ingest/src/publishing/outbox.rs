@@ -157,23 +157,27 @@ impl OutboxRelay {
 /// read from the rows, as no index may name it (see [`LEASE_SQL`]).
 static BACKLOG_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries \
-         WHERE status IN {UNFINISHED_SQL} AND coalesce(next_attempt_at, created_at) < now() - $2 \
-           AND NOT enqueued LIMIT $1) AS unqueued"
+        "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries WHERE {} LIMIT $1) AS unqueued",
+        unqueued_due_longer_than("$2")
     )
 });
 
+/// The relay's rows: unfinished, never confirmed, due for longer than the
+/// interval `grace` (a parameter placeholder). A new delivery is due since it
+/// was created, a retry or a manual retry since its `next_attempt_at`; that
+/// order is `deliveries_due_idx`'s.
+fn unqueued_due_longer_than(grace: &str) -> String {
+    format!("status IN {UNFINISHED_SQL} AND coalesce(next_attempt_at, created_at) < now() - {grace} AND NOT enqueued")
+}
+
 /// Leases due rows (see [`lease_due`]). `deliveries_due_idx` serves it, in due
-/// order: a new delivery is due since it was created, a retry or a manual
-/// retry since its `next_attempt_at`. `enqueued` is in no index, so that
-/// marking a row enqueued is a HOT update (migration `000015`).
+/// order. `enqueued` is in no index, so that marking a row enqueued is a HOT
+/// update (migration `000015`).
 pub static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH due AS ( \
            SELECT id FROM deliveries d \
-           WHERE status IN {UNFINISHED_SQL} \
-             AND coalesce(next_attempt_at, created_at) < now() - $1 \
-             AND NOT enqueued \
+           WHERE {} \
              AND (relay_lease_until IS NULL OR relay_lease_until < now()) \
              AND (claimed_until IS NULL OR claimed_until < now()) \
              AND {NOT_PARKED} \
@@ -182,7 +186,8 @@ pub static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
            FOR UPDATE SKIP LOCKED) \
          UPDATE deliveries d SET relay_lease_until = now() + $3 \
          FROM due WHERE d.id = due.id \
-         RETURNING d.id, d.attempt_count + 1 AS attempt"
+         RETURNING d.id, d.attempt_count + 1 AS attempt",
+        unqueued_due_longer_than("$1")
     )
 });
 

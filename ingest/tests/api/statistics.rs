@@ -36,11 +36,7 @@ async fn deliveries_are_analyzed_once_they_grow_past_the_threshold() {
         "a new database's deliveries table has never been analyzed"
     );
     // 100 events × 2 subscriptions: 200 new deliveries, past the threshold (50 + 10 %).
-    for n in 0..100 {
-        let body = json!({"event_type": "invoice.created", "event_data": {"n": n}, "tenant_id": "t1"});
-        let (status, answer) = app.post("/api/v1/events", &token, &body).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    }
+    publish(&app, &token, 100).await;
     // Where autovacuum is off (as on the CI machine) only ingest can analyze
     // the table; where it is on, autovacuum may get there first.
     let check = if flag(&app, "SELECT current_setting('autovacuum') = 'on' AS yes").await {
