@@ -1,5 +1,5 @@
-//! Consuming `{p}.dispatch`: manual acks, a prefetch of twice
-//! `DISPATCHER_CONCURRENCY` (attempts in flight plus as many waiting here
+//! Consuming `{p}.dispatch`: manual acks, a large prefetch
+//! (`DISPATCHER_PREFETCH`: attempts in flight plus the messages waiting here
 //! for a slot, see [`crate::flow`]), a task per message under a semaphore of
 //! the same size, and a fresh channel and consumer after every broker reconnect.
 
@@ -24,10 +24,15 @@ use crate::{
 /// down) does not turn into a hot redelivery loop.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 
-/// Messages this dispatcher takes from the queue before acking any:
-/// `DISPATCHER_CONCURRENCY` in flight and as many again waiting for a slot.
+/// Messages this dispatcher takes from the queue before acking any: those in
+/// flight and those waiting for a slot. Large, so that a backlog waits here,
+/// where each subscription has its own queue and free slots go round-robin,
+/// and not in the broker's one FIFO (where a quiet subscription's message
+/// would wait for a hot one's whole backlog). A waiting message costs a
+/// small task and its AMQP frame, not its payload: it is claimed (and the
+/// payload read) only once it has a slot. Never below the slots themselves.
 pub fn prefetch(config: &shared::config::Config) -> usize {
-    config.dispatcher_concurrency.saturating_mul(2).min(usize::from(u16::MAX))
+    usize::from(config.dispatcher_prefetch).max(config.dispatcher_concurrency).min(usize::from(u16::MAX))
 }
 
 /// Runs the consumer until `stop` turns true (or its sender is dropped).
@@ -134,6 +139,7 @@ async fn settle(ctx: &Context, message: AmqpMessage) {
             tokio::time::sleep(REQUEUE_PAUSE).await;
             message.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await
         }
+        Disposition::Return => message.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
     };
     if let Err(err) = settled {
         // The channel is gone; the broker redelivers the message and the claim

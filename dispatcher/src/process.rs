@@ -40,12 +40,24 @@ pub enum Disposition {
     Ack,
     /// Return it to the queue (after a short pause): its work is not durable.
     Requeue,
+    /// Return it to the queue at once: this dispatcher is stopping.
+    Return,
 }
+
+/// The longest a message waits here for one of its subscription's slots.
+/// Past it the delivery is parked in the database, due at once, and the
+/// message acked: the scheduler queues it again at the back of the queue.
+/// Below the broker's consumer timeout (30 min by default), which would
+/// close the channel over a message left unacked that long, and below the
+/// reconciler's grace period (10 min), which would queue a second copy.
+pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(300);
 
 /// Handles one message from the dispatch queue.
 pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
-    let (delivery_id, attempt) = match serde_json::from_slice::<DispatchMessage>(&message.data) {
-        Ok(DispatchMessage::Attempt { delivery_id, attempt }) if attempt >= 1 => (delivery_id, attempt),
+    let (delivery_id, attempt, subscription_id) = match serde_json::from_slice::<DispatchMessage>(&message.data) {
+        Ok(DispatchMessage::Attempt { delivery_id, attempt, subscription_id }) if attempt >= 1 => {
+            (delivery_id, attempt, subscription_id)
+        }
         Ok(other) => {
             log::error!("dispatch message dropped: invalid attempt message={other:?}");
             return counted(Disposition::Ack, "invalid");
@@ -55,10 +67,71 @@ pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
             return counted(Disposition::Ack, "invalid");
         }
     };
+    match subscription_id {
+        Some(subscription_id) => slot_then_claim(ctx, delivery_id, attempt, subscription_id).await,
+        // A message from before messages named their subscription.
+        None => Box::pin(claim_then_attempt(ctx, delivery_id, attempt, Ready::NoSlot)).await,
+    }
+}
+
+/// What a message has when it claims its attempt.
+enum Ready {
+    /// One of its subscription's slots.
+    Slot(Slot),
+    /// No slot yet: claim first, then wait for one unless the circuit parks it.
+    NoSlot,
+    /// It waited [`MAX_SLOT_WAIT`] for a slot: park it, due now.
+    Overdue,
+}
+
+/// The usual path: wait here for one of the subscription's slots, holding
+/// nothing but the message, then claim. A backlog of one subscription thus
+/// waits in this dispatcher's per-subscription queues (fair round-robin)
+/// rather than in the broker's FIFO ahead of everyone else's messages. A
+/// subscription whose circuit is known open here claims at once, and the
+/// claim parks it.
+async fn slot_then_claim(
+    ctx: &Context,
+    delivery_id: uuid::Uuid,
+    attempt: i32,
+    subscription_id: uuid::Uuid,
+) -> Disposition {
+    let parked_here = ctx.health.parked_until(subscription_id).is_some_and(|until| until > Utc::now());
+    let ready = if parked_here {
+        Ready::NoSlot
+    } else {
+        let waiting_since = Instant::now();
+        match tokio::time::timeout(MAX_SLOT_WAIT, ctx.flow.acquire(subscription_id)).await {
+            Ok(Some(Admission::Slot(slot))) => {
+                if waiting_since.elapsed() > Duration::from_millis(1) {
+                    Stats::bump(&ctx.stats.waited);
+                }
+                Ready::Slot(slot)
+            }
+            // The circuit opened while it waited: the claim reads it and parks.
+            Ok(Some(Admission::Park)) => Ready::NoSlot,
+            // Stopping: nothing is claimed yet, so the message simply goes back.
+            Ok(None) => return counted(Disposition::Return, "shutting_down"),
+            Err(_) => Ready::Overdue,
+        }
+    };
+    // Boxed: a message waiting above holds a small future, not the attempt's.
+    Box::pin(claim_then_attempt(ctx, delivery_id, attempt, ready)).await
+}
+
+/// Claims the attempt, then makes it (or parks it, or drops a stale message).
+async fn claim_then_attempt(ctx: &Context, delivery_id: uuid::Uuid, attempt: i32, ready: Ready) -> Disposition {
     let claim =
         ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
     match claim {
-        Ok(Claim::Claimed(claimed)) => attempt_claimed(ctx, *claimed, attempt).await,
+        Ok(Claim::Claimed(claimed)) => match ready {
+            Ready::Slot(slot) => attempt_claimed(ctx, *claimed, attempt, Some(slot)).await,
+            Ready::NoSlot => attempt_claimed(ctx, *claimed, attempt, None).await,
+            Ready::Overdue => {
+                let park_now = Park { delivery_id, attempt, until: Some(Utc::now()) };
+                park(ctx, park_now, "waited_too_long").await
+            }
+        },
         Ok(Claim::Stale) => {
             Stats::bump(&ctx.stats.stale);
             log::debug!("stale dispatch message dropped delivery_id={delivery_id} attempt={attempt}");
@@ -136,8 +209,9 @@ async fn park(ctx: &Context, park: Park, reason: &'static str) -> Disposition {
     }
 }
 
-/// Passes the circuit, waits for a slot, then makes and records the attempt.
-async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Disposition {
+/// Passes the circuit, waits for a slot unless it has one, then makes and
+/// records the attempt.
+async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Option<Slot>) -> Disposition {
     let delivery_id = claimed.delivery_id;
     if claimed.is_deleted || !claimed.is_active {
         let reason = if claimed.is_deleted { "subscription deleted" } else { "subscription disabled" };
@@ -172,7 +246,11 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Dispo
         }
     }
     let waiting_since = Instant::now();
-    let slot: Slot = match ctx.flow.acquire(subscription_id).await {
+    let admission = match slot {
+        Some(slot) => Some(Admission::Slot(slot)),
+        None => ctx.flow.acquire(subscription_id).await,
+    };
+    let slot: Slot = match admission {
         Some(Admission::Slot(slot)) => slot,
         Some(Admission::Park) => {
             let until =
@@ -184,7 +262,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32) -> Dispo
             if let Ok(mut conn) = db::conn(&ctx.pool).await {
                 let _ = store::release(&mut conn, delivery_id, attempt).await;
             }
-            return counted(Disposition::Requeue, "shutting_down");
+            return counted(Disposition::Return, "shutting_down");
         }
     };
     if ctx.health.parked_until(subscription_id).is_some_and(|until| until > Utc::now()) {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use diesel::OptionalExtension;
 use diesel::{
-    sql_types::{Array, BigInt, Int4, Interval, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Interval, Uuid as SqlUuid},
     QueryableByName,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -26,7 +26,7 @@ use shared::{
     amqp::{persistent_json, DispatchMessage, DISPATCH_ROUTING_KEY},
     db::{self, DbError},
     models::{
-        delivery,
+        delivery::{self, QueuedAttempt},
         endpoint_health::{self, NOT_PARKED},
     },
 };
@@ -45,14 +45,6 @@ const LEASE: Duration = Duration::from_secs(30);
 const PROBE_LEASE: Duration = Duration::from_secs(120);
 /// Successes of healthy subscriptions are written this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-
-#[derive(QueryableByName)]
-struct Due {
-    #[diesel(sql_type = SqlUuid)]
-    id: uuid::Uuid,
-    #[diesel(sql_type = Int4)]
-    attempt: i32,
-}
 
 /// Runs rounds until `stop` turns true.
 pub async fn run(ctx: Context, mut stop: watch::Receiver<bool>) {
@@ -108,7 +100,7 @@ pub async fn round(ctx: &Context) -> Result<usize, DbError> {
     }
     let exchange = ctx.topology.dispatch_exchange();
     let publishes = due.iter().map(|row| {
-        let body = serde_json::to_vec(&DispatchMessage::Attempt { delivery_id: row.id, attempt: row.attempt });
+        let body = serde_json::to_vec(&DispatchMessage::from(*row));
         let (broker, exchange) = (&ctx.broker, exchange.as_str());
         async move {
             match body {
@@ -119,14 +111,14 @@ pub async fn round(ctx: &Context) -> Result<usize, DbError> {
     });
     let results = join_all(publishes).await;
     let (confirmed, unconfirmed): (Vec<_>, Vec<_>) = due.iter().zip(results).partition(|(_, ok)| *ok);
-    let confirmed: Vec<(uuid::Uuid, i32)> = confirmed.into_iter().map(|(row, _)| (row.id, row.attempt)).collect();
+    let confirmed: Vec<QueuedAttempt> = confirmed.into_iter().map(|(row, _)| *row).collect();
     for _ in &confirmed {
         Stats::bump(&ctx.stats.requeued);
     }
     metrics::counter!(metric_names::DUE_REQUEUED).increment(confirmed.len() as u64);
     delivery::mark_enqueued(&mut conn, &confirmed).await?;
     if !unconfirmed.is_empty() {
-        let ids: Vec<uuid::Uuid> = unconfirmed.iter().map(|(row, _)| row.id).collect();
+        let ids: Vec<uuid::Uuid> = unconfirmed.iter().map(|(row, _)| row.delivery_id).collect();
         log::warn!("queueing due deliveries failed count={}; they stay due", ids.len());
         diesel::sql_query("UPDATE deliveries SET relay_lease_until = NULL WHERE id = ANY($1) AND NOT enqueued")
             .bind::<Array<SqlUuid>, _>(ids)
@@ -171,7 +163,7 @@ async fn choose_probe(
 }
 
 /// Leases due rows in one statement (see the module doc).
-async fn lease_due(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<Due>> {
+async fn lease_due(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<QueuedAttempt>> {
     let query = format!(
         "WITH due AS ( \
            SELECT d.id FROM deliveries d \
@@ -184,7 +176,7 @@ async fn lease_due(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<Due>
            FOR UPDATE OF d SKIP LOCKED) \
          UPDATE deliveries d SET relay_lease_until = now() + $2 \
          FROM due WHERE d.id = due.id \
-         RETURNING d.id, d.attempt_count + 1 AS attempt"
+         RETURNING d.id AS delivery_id, d.attempt_count + 1 AS attempt, d.subscription_id"
     );
     db::Prepared(diesel::sql_query(query).bind::<BigInt, _>(BATCH).bind::<Interval, _>(interval(LEASE)))
         .load(conn)

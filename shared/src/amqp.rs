@@ -24,7 +24,10 @@ use lapin::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::{Config, QueueType};
+use crate::{
+    config::{Config, QueueType},
+    models::delivery::QueuedAttempt,
+};
 
 /// Routing key of every message on the dispatch exchange.
 pub const DISPATCH_ROUTING_KEY: &str = "dispatch";
@@ -83,7 +86,22 @@ pub enum DispatchMessage {
         delivery_id: uuid::Uuid,
         /// 1-based attempt number; stale when the delivery has moved past it.
         attempt: i32,
+        /// The delivery's subscription, so a dispatcher can wait for one of
+        /// its slots before claiming (and reading the payload). Absent from
+        /// messages queued by versions before it; those are claimed first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<uuid::Uuid>,
     },
+}
+
+impl From<QueuedAttempt> for DispatchMessage {
+    fn from(queued: QueuedAttempt) -> Self {
+        Self::Attempt {
+            delivery_id: queued.delivery_id,
+            attempt: queued.attempt,
+            subscription_id: Some(queued.subscription_id),
+        }
+    }
 }
 
 /// Names of every exchange and queue, all under `AMQP_PREFIX`.
@@ -392,5 +410,25 @@ async fn supervise(urls: Vec<String>, topology: Topology, tx: watch::Sender<Opti
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dispatch_message_names_its_subscription_and_old_messages_still_parse() {
+        let queued =
+            QueuedAttempt { delivery_id: uuid::Uuid::now_v7(), attempt: 2, subscription_id: uuid::Uuid::now_v7() };
+        let json = serde_json::to_value(DispatchMessage::from(queued)).expect("encodes");
+        assert_eq!(json["type"], "attempt");
+        assert_eq!(json["subscription_id"], queued.subscription_id.to_string());
+        let old = format!(r#"{{"type":"attempt","delivery_id":"{}","attempt":1}}"#, queued.delivery_id);
+        let parsed: DispatchMessage = serde_json::from_str(&old).expect("a message without the subscription parses");
+        assert_eq!(
+            parsed,
+            DispatchMessage::Attempt { delivery_id: queued.delivery_id, attempt: 1, subscription_id: None }
+        );
     }
 }

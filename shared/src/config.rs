@@ -66,6 +66,9 @@ pub struct Config {
     pub dispatcher_concurrency: usize,
     /// Deliveries to one subscription the dispatcher attempts at once.
     pub dispatcher_per_subscription: usize,
+    /// Dispatch messages one dispatcher holds unacked: those in flight and
+    /// those waiting here for a slot (the consumer's prefetch).
+    pub dispatcher_prefetch: u16,
     /// Published AMQP events ingest processes at once (the consumer's prefetch).
     pub ingest_prefetch: u16,
     /// How often the outbox relay looks for deliveries the broker never confirmed.
@@ -169,6 +172,12 @@ impl Config {
                 1,
                 10_000,
             )?,
+            dispatcher_prefetch: parse_number(
+                "DISPATCHER_PREFETCH",
+                &var("DISPATCHER_PREFETCH", "20000"),
+                1,
+                usize::from(u16::MAX),
+            )? as u16,
             ingest_prefetch: parse_number("INGEST_PREFETCH", &var("INGEST_PREFETCH", "64"), 1, 10_000)? as u16,
             outbox_interval: Duration::from_millis(parse_number(
                 "OUTBOX_INTERVAL_MS",
@@ -245,6 +254,7 @@ impl std::fmt::Debug for Config {
             allow_private_targets,
             dispatcher_concurrency,
             dispatcher_per_subscription,
+            dispatcher_prefetch,
             ingest_prefetch,
             outbox_interval,
             outbox_grace,
@@ -276,6 +286,7 @@ impl std::fmt::Debug for Config {
             .field("allow_private_targets", allow_private_targets)
             .field("dispatcher_concurrency", dispatcher_concurrency)
             .field("dispatcher_per_subscription", dispatcher_per_subscription)
+            .field("dispatcher_prefetch", dispatcher_prefetch)
             .field("ingest_prefetch", ingest_prefetch)
             .field("outbox_interval", outbox_interval)
             .field("outbox_grace", outbox_grace)

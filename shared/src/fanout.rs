@@ -4,6 +4,7 @@
 //! transactions), and give a subscription the events it missed
 //! ([`deliver_missed`]: recovery).
 
+use crate::models::delivery::QueuedAttempt;
 use diesel::{
     sql_types::{Array, Bytea, Nullable, Text, Uuid as SqlUuid},
     QueryableByName,
@@ -65,13 +66,16 @@ impl std::io::Write for DigestWriter {
     }
 }
 
-/// A row [`store_events`] answers: an inserted event (`delivery_id` null), or one of its deliveries.
+/// A row [`store_events`] answers: an inserted event (`delivery_id` and
+/// `subscription_id` null), or one of its deliveries.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Stored {
     #[diesel(sql_type = SqlUuid)]
     pub event_ref: uuid::Uuid,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     pub delivery_id: Option<uuid::Uuid>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub subscription_id: Option<uuid::Uuid>,
 }
 
 /// One statement, so one transaction and one commit for a whole batch (or
@@ -113,10 +117,10 @@ created AS ( \
   INSERT INTO deliveries (id, tenant_id, subscription_id, event_ref, event_id, event_type) \
   SELECT gen_random_uuid(), v.tenant_id, m.subscription_id, v.id, v.event_id, v.event_type \
   FROM inserted i JOIN input v ON v.id = i.id JOIN matched m ON m.event_ref = i.id \
-  RETURNING id, event_ref) \
-SELECT i.id AS event_ref, NULL::uuid AS delivery_id FROM inserted i \
+  RETURNING id, event_ref, subscription_id) \
+SELECT i.id AS event_ref, NULL::uuid AS delivery_id, NULL::uuid AS subscription_id FROM inserted i \
 UNION ALL \
-SELECT c.event_ref, c.id AS delivery_id FROM created c";
+SELECT c.event_ref, c.id AS delivery_id, c.subscription_id FROM created c";
 
 /// Stores events and their deliveries (see [`STORE_EVENTS_SQL`]).
 pub async fn store_events(conn: &mut AsyncPgConnection, events: &[&EventRow]) -> diesel::QueryResult<Vec<Stored>> {
@@ -139,12 +143,6 @@ pub async fn store_events(conn: &mut AsyncPgConnection, events: &[&EventRow]) ->
     .await
 }
 
-#[derive(QueryableByName)]
-struct Created {
-    #[diesel(sql_type = SqlUuid)]
-    id: uuid::Uuid,
-}
-
 /// Gives subscription `subscription_id` a delivery of each event in
 /// `event_refs` whose type is in `event_types` (the catalog types its
 /// `events` match) and that has no delivery for it yet; counts them on their
@@ -157,11 +155,11 @@ pub async fn deliver_missed(
     subscription_id: uuid::Uuid,
     event_refs: &[uuid::Uuid],
     event_types: &[String],
-) -> diesel::QueryResult<Vec<uuid::Uuid>> {
+) -> diesel::QueryResult<Vec<QueuedAttempt>> {
     if event_refs.is_empty() || event_types.is_empty() {
         return Ok(Vec::new());
     }
-    let created: Vec<Created> = diesel::sql_query(
+    diesel::sql_query(
         "WITH created AS ( \
            INSERT INTO deliveries (id, tenant_id, subscription_id, event_ref, event_id, event_type) \
            SELECT gen_random_uuid(), e.tenant_id, s.id, e.id, e.event_id, e.event_type \
@@ -171,14 +169,13 @@ pub async fn deliver_missed(
            RETURNING id, event_ref), \
          counted AS ( \
            UPDATE events e SET delivery_count = e.delivery_count + 1 FROM created c WHERE e.id = c.event_ref) \
-         SELECT id FROM created",
+         SELECT id AS delivery_id, 1 AS attempt, $2::uuid AS subscription_id FROM created",
     )
     .bind::<Array<SqlUuid>, _>(event_refs)
     .bind::<SqlUuid, _>(subscription_id)
     .bind::<Array<Text>, _>(event_types)
     .load(conn)
-    .await?;
-    Ok(created.into_iter().map(|c| c.id).collect())
+    .await
 }
 
 /// How many events among the tenant's in `[since, until)` of `event_types`

@@ -162,3 +162,40 @@ async fn a_blocked_address_gets_one_attempt_even_with_retries_on() {
     assert_eq!((row.next_attempt_at, env.delivery(delivery.id).await.attempt_count), (None, 1));
     assert_eq!(receiver.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_subscription_is_served_before_a_hot_ones_backlog_drains() {
+    let env = spawn_env().await;
+    let receiver = Receiver::start(|request, _| {
+        let reply = Reply::status(200);
+        if request.path == "/hot" {
+            reply.after(Duration::from_millis(200))
+        } else {
+            reply
+        }
+    })
+    .await;
+    env.subscription(SubSpec::new(&receiver.url("/hot")).events(&["invoice.created"])).await;
+    env.subscription(SubSpec::new(&receiver.url("/quiet")).events(&["invoice.paid"])).await;
+    // A backlog of the hot subscription queued ahead of one quiet event, in
+    // the broker's one FIFO, before any dispatcher runs.
+    for n in 0..30 {
+        env.publish("t1", "invoice.created", serde_json::json!({"n": n})).await;
+    }
+    let quiet = env.publish("t1", "invoice.paid", serde_json::json!({})).await;
+    let queued = eventually(Duration::from_secs(10), || async {
+        env.deliveries_of(&quiet).await.first().is_some_and(|d| d.enqueued).then_some(())
+    })
+    .await;
+    assert!(queued.is_some(), "the quiet event was queued");
+    let _dispatcher =
+        env.start_dispatcher(&[("DISPATCHER_CONCURRENCY", "4"), ("DISPATCHER_PER_SUBSCRIPTION", "2")]).await;
+
+    env.wait_succeeded(31, Duration::from_secs(60)).await;
+    let order: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
+    let position = order.iter().position(|path| path == "/quiet").expect("the quiet endpoint got its event");
+    // The hot backlog (30 × 200 ms over 2 slots) waited in the dispatcher's
+    // per-subscription queue; the quiet message took a free slot at once
+    // instead of waiting behind it in the broker.
+    assert!(position < 6, "the quiet event was request {position} of {}: {order:?}", order.len());
+}

@@ -34,12 +34,14 @@ async fn a_duplicated_or_redelivered_dispatch_message_is_not_sent_twice() {
 
     // The same message twice while the first is in flight (ingest queued one; here is another)…
     let delivery = env.publish_one().await;
-    publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1 }).await;
+    let subscription_id = Some(delivery.subscription_id);
+    publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1, subscription_id }).await;
     env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     let dropped = eventually(Duration::from_secs(20), || async { (handled() >= 1).then_some(()) }).await;
     assert!(dropped.is_some(), "the duplicate was never handled");
-    // …and once more after the attempt finished, as a redelivery would be.
-    publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1 }).await;
+    // …and once more after the attempt finished, as a redelivery would be
+    // (in the form of messages queued before they named their subscription).
+    publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1, subscription_id: None }).await;
     let dropped = eventually(Duration::from_secs(20), || async { (handled() >= 2).then_some(()) }).await;
     assert!(dropped.is_some(), "the redelivery was never handled");
 

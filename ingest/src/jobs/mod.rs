@@ -103,18 +103,14 @@ async fn run_job(state: &AppState, job_id: uuid::Uuid, owner: uuid::Uuid, stop: 
                 continue;
             }
         };
-        for &(delivery_id, attempt) in &result.attempts {
-            state.dispatch.enqueue_attempt(delivery_id, attempt);
-        }
-        state.dispatch.enqueue_new(&result.created);
-        let queued = (result.attempts.len() + result.created.len()) as u64;
+        state.dispatch.enqueue(&result.queued);
+        let queued = result.queued.len() as u64;
         metrics::counter!(crate::metric_names::JOB_ATTEMPTS_QUEUED).increment(queued);
         if result.finished {
             log_finished(state, job_id).await;
             return;
         }
-        let mut step_ids: Vec<uuid::Uuid> = result.attempts.iter().map(|(id, _)| *id).collect();
-        step_ids.extend(&result.created);
+        let step_ids: Vec<uuid::Uuid> = result.queued.iter().map(|q| q.delivery_id).collect();
         pause(state.config.recovery_batch_pause, stop).await;
         wait_for_dispatchers(state, &step_ids, stop).await;
     }

@@ -15,7 +15,7 @@ use shared::{
     catalog::Catalog,
     fanout,
     models::{
-        delivery::{self, RetryScope},
+        delivery::{self, QueuedAttempt, RetryScope},
         job::{self, JobKind, JobPhase, JobStatus, Progress},
         subscription,
     },
@@ -26,10 +26,9 @@ use super::candidates::{self, FailedFilter, Position};
 /// What a step queued, to publish after its commit.
 #[derive(Debug, Default)]
 pub struct StepResult {
-    /// Requeued failed deliveries and the attempt to queue for each.
-    pub attempts: Vec<(uuid::Uuid, i32)>,
-    /// New deliveries of missed events (attempt 1 each).
-    pub created: Vec<uuid::Uuid>,
+    /// Requeued failed deliveries and new deliveries of missed events
+    /// (attempt 1 each): the attempts to queue.
+    pub queued: Vec<QueuedAttempt>,
     /// The job is over (completed or failed), or this runner no longer holds it.
     pub finished: bool,
 }
@@ -71,7 +70,7 @@ pub async fn run(
                 let ids: Vec<uuid::Uuid> = rows.iter().map(|(_, id)| *id).collect();
                 let requeued = delivery::request_retries(conn, &job.tenant_id, &ids, RetryScope::OnlyFailed).await?;
                 progress.queued = requeued.len() as i64;
-                result.attempts = requeued.into_iter().map(|r| (r.id, r.attempt)).collect();
+                result.queued = requeued;
                 advance(&mut progress, rows.last().copied(), rows.len() as i64 == batch, job.include_missed);
             }
             JobPhase::Missed => {
@@ -81,8 +80,8 @@ pub async fn run(
                 let event_types = catalog.types_matching(&events_wanted);
                 let rows = candidates::next_events(conn, &job.tenant_id, (job.since, job.until), cursor, batch).await?;
                 let refs: Vec<uuid::Uuid> = rows.iter().map(|(_, id)| *id).collect();
-                result.created = fanout::deliver_missed(conn, subscription_id, &refs, &event_types).await?;
-                progress.queued = result.created.len() as i64;
+                result.queued = fanout::deliver_missed(conn, subscription_id, &refs, &event_types).await?;
+                progress.queued = result.queued.len() as i64;
                 advance(&mut progress, rows.last().copied(), rows.len() as i64 == batch, false);
             }
         }

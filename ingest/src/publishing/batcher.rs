@@ -57,7 +57,7 @@ pub struct FanoutResult {
     /// Deliveries of this event (on a repeat: of the first publish).
     pub delivery_count: i32,
     /// Deliveries created now, each queued for attempt 1 (empty on a repeat).
-    pub created: Vec<uuid::Uuid>,
+    pub created: Vec<shared::models::delivery::QueuedAttempt>,
     /// False when the `event_id` was already published.
     pub is_new: bool,
 }
@@ -265,7 +265,7 @@ async fn commit_batch(
     };
     let mut result_of: HashMap<usize, Result<FanoutResult, PublishError>> = firsts.into_iter().zip(stored).collect();
     for result in result_of.values().flatten() {
-        dispatch.enqueue_new(&result.created);
+        dispatch.enqueue(&result.created);
     }
     // Repeats within the batch get what a repeat after it would get.
     let repeats: Vec<(usize, Result<FanoutResult, PublishError>)> = first_of

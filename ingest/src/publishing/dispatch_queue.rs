@@ -12,7 +12,7 @@ use lapin::options::BasicPublishOptions;
 use shared::{
     amqp::{check_confirmation, persistent_json, Broker, BrokerError, DispatchMessage, Topology, DISPATCH_ROUTING_KEY},
     db::DbPool,
-    models::delivery,
+    models::delivery::{self, QueuedAttempt},
 };
 use tokio::sync::mpsc;
 
@@ -24,7 +24,7 @@ const MAX_BATCH: usize = 512;
 /// Hands deliveries to the background publisher.
 #[derive(Clone)]
 pub struct DispatchQueue {
-    tx: mpsc::Sender<(uuid::Uuid, i32)>,
+    tx: mpsc::Sender<QueuedAttempt>,
 }
 
 impl DispatchQueue {
@@ -35,25 +35,19 @@ impl DispatchQueue {
         Self { tx }
     }
 
-    /// Queues attempt 1 of freshly committed deliveries. Never blocks: if the
-    /// buffer is full the outbox relay picks the rows up instead.
-    pub fn enqueue_new(&self, delivery_ids: &[uuid::Uuid]) {
-        for &id in delivery_ids {
-            if self.tx.try_send((id, 1)).is_err() {
+    /// Queues attempts of freshly committed deliveries (attempt 1 of new
+    /// ones, manual retries, test events). Never blocks: if the buffer is
+    /// full the outbox relay picks the rows up instead.
+    pub fn enqueue(&self, attempts: &[QueuedAttempt]) {
+        for &queued in attempts {
+            if self.tx.try_send(queued).is_err() {
                 metrics::counter!(metric_names::DISPATCH_QUEUE_OVERFLOW).increment(1);
             }
         }
     }
-
-    /// Queues one specific attempt (manual retry, test events).
-    pub fn enqueue_attempt(&self, delivery_id: uuid::Uuid, attempt: i32) {
-        if self.tx.try_send((delivery_id, attempt)).is_err() {
-            metrics::counter!(metric_names::DISPATCH_QUEUE_OVERFLOW).increment(1);
-        }
-    }
 }
 
-async fn run(mut rx: mpsc::Receiver<(uuid::Uuid, i32)>, broker: Broker, topology: Topology, pool: DbPool) {
+async fn run(mut rx: mpsc::Receiver<QueuedAttempt>, broker: Broker, topology: Topology, pool: DbPool) {
     let exchange = topology.dispatch_exchange();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -74,7 +68,7 @@ async fn run(mut rx: mpsc::Receiver<(uuid::Uuid, i32)>, broker: Broker, topology
     }
 }
 
-async fn mark(pool: &DbPool, confirmed: &[(uuid::Uuid, i32)]) -> Result<usize, shared::db::DbError> {
+async fn mark(pool: &DbPool, confirmed: &[QueuedAttempt]) -> Result<usize, shared::db::DbError> {
     let mut conn = shared::db::conn(pool).await?;
     Ok(delivery::mark_enqueued(&mut conn, confirmed).await?)
 }
@@ -83,12 +77,12 @@ async fn mark(pool: &DbPool, confirmed: &[(uuid::Uuid, i32)]) -> Result<usize, s
 pub async fn publish_batch(
     broker: &Broker,
     exchange: &str,
-    batch: &[(uuid::Uuid, i32)],
-) -> Result<Vec<(uuid::Uuid, i32)>, BrokerError> {
+    batch: &[QueuedAttempt],
+) -> Result<Vec<QueuedAttempt>, BrokerError> {
     let session = broker.session().ok_or(BrokerError::Disconnected)?;
     let mut pending = Vec::with_capacity(batch.len());
-    for &(delivery_id, attempt) in batch {
-        let body = serde_json::to_vec(&DispatchMessage::Attempt { delivery_id, attempt })?;
+    for &queued in batch {
+        let body = serde_json::to_vec(&DispatchMessage::from(queued))?;
         let confirm = session
             .publisher
             .basic_publish(
@@ -99,7 +93,7 @@ pub async fn publish_batch(
                 persistent_json(),
             )
             .await?;
-        pending.push(((delivery_id, attempt), confirm));
+        pending.push((queued, confirm));
     }
     let (keys, confirms): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
     let results =
@@ -108,7 +102,7 @@ pub async fn publish_batch(
     for (key, result) in keys.into_iter().zip(results) {
         match result.map_err(BrokerError::from).and_then(check_confirmation) {
             Ok(()) => confirmed.push(key),
-            Err(err) => log::warn!("dispatch message not confirmed delivery_id={} error={err}", key.0),
+            Err(err) => log::warn!("dispatch message not confirmed delivery_id={} error={err}", key.delivery_id),
         }
     }
     Ok(confirmed)

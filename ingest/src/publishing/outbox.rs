@@ -14,7 +14,7 @@ use std::{sync::LazyLock, time::Duration};
 use tokio::sync::watch;
 
 use diesel::{
-    sql_types::{Array, BigInt, Int4, Interval, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Interval, Uuid as SqlUuid},
     QueryableByName,
 };
 use diesel_async::RunQueryDsl;
@@ -22,7 +22,7 @@ use shared::{
     amqp::{Broker, BrokerError, Topology},
     db::{DbError, DbPool},
     models::{
-        delivery::{self, UNFINISHED_SQL},
+        delivery::{self, QueuedAttempt, UNFINISHED_SQL},
         endpoint_health::NOT_PARKED,
     },
 };
@@ -66,14 +66,6 @@ pub struct OutboxRelay {
 }
 
 #[derive(QueryableByName)]
-struct LeasedDelivery {
-    #[diesel(sql_type = SqlUuid)]
-    id: uuid::Uuid,
-    #[diesel(sql_type = Int4)]
-    attempt: i32,
-}
-
-#[derive(QueryableByName)]
 struct Backlog {
     #[diesel(sql_type = BigInt)]
     count: i64,
@@ -114,11 +106,10 @@ impl OutboxRelay {
             return Ok(0);
         }
         let mut conn = shared::db::conn(&self.pool).await?;
-        let leased = lease_due(&mut conn, self.grace).await?;
-        if leased.is_empty() {
+        let batch = lease_due(&mut conn, self.grace).await?;
+        if batch.is_empty() {
             return Ok(0);
         }
-        let batch: Vec<(uuid::Uuid, i32)> = leased.iter().map(|d| (d.id, d.attempt)).collect();
         let confirmed = match publish_batch(&self.broker, &self.topology.dispatch_exchange(), &batch).await {
             Ok(confirmed) => confirmed,
             Err(err) => {
@@ -186,7 +177,7 @@ pub static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
            FOR UPDATE SKIP LOCKED) \
          UPDATE deliveries d SET relay_lease_until = now() + $3 \
          FROM due WHERE d.id = due.id \
-         RETURNING d.id, d.attempt_count + 1 AS attempt",
+         RETURNING d.id AS delivery_id, d.attempt_count + 1 AS attempt, d.subscription_id",
         unqueued_due_longer_than("$1")
     )
 });
@@ -201,7 +192,7 @@ pub static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
 async fn lease_due(
     conn: &mut diesel_async::AsyncPgConnection,
     grace: Duration,
-) -> Result<Vec<LeasedDelivery>, diesel::result::Error> {
+) -> Result<Vec<QueuedAttempt>, diesel::result::Error> {
     diesel::sql_query(LEASE_SQL.as_str())
         .bind::<Interval, _>(to_interval(grace))
         .bind::<BigInt, _>(BATCH)
@@ -211,8 +202,8 @@ async fn lease_due(
 }
 
 /// Gives rows back at once after a failed publish, instead of at lease expiry.
-async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[(uuid::Uuid, i32)]) {
-    let ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| *id).collect();
+async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[QueuedAttempt]) {
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|q| q.delivery_id).collect();
     let result =
         diesel::sql_query("UPDATE deliveries SET relay_lease_until = NULL WHERE id = ANY($1) AND NOT enqueued")
             .bind::<Array<SqlUuid>, _>(ids)

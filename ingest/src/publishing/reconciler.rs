@@ -21,15 +21,12 @@
 
 use std::time::Duration;
 
-use diesel::{
-    sql_types::{Array, BigInt, Int4, Interval, Uuid as SqlUuid},
-    QueryableByName,
-};
+use diesel::sql_types::{Array, BigInt, Interval, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use shared::{
     amqp::{Broker, Topology},
     db::DbPool,
-    models::delivery,
+    models::delivery::{self, QueuedAttempt},
 };
 
 use super::{
@@ -52,14 +49,6 @@ pub struct Reconciler {
     pub grace: Duration,
 }
 
-#[derive(QueryableByName)]
-struct Requeued {
-    #[diesel(sql_type = SqlUuid)]
-    id: uuid::Uuid,
-    #[diesel(sql_type = Int4)]
-    attempt: i32,
-}
-
 /// Takes overdue unfinished deliveries and stamps `requeued_at` (the lease) in
 /// one statement. `deliveries_due_idx` serves it: an index scan in due order
 /// over unfinished rows only.
@@ -76,7 +65,7 @@ WITH overdue AS ( \
   FOR UPDATE SKIP LOCKED) \
 UPDATE deliveries d SET requeued_at = now() \
 FROM overdue WHERE d.id = overdue.id \
-RETURNING d.id, d.attempt_count + 1 AS attempt";
+RETURNING d.id AS delivery_id, d.attempt_count + 1 AS attempt, d.subscription_id";
 
 impl Reconciler {
     /// Runs rounds every `interval` (at once again after a full batch) until `stop` turns true.
@@ -107,15 +96,14 @@ impl Reconciler {
             return Ok(0);
         }
         let mut conn = shared::db::conn(&self.pool).await?;
-        let taken: Vec<Requeued> = diesel::sql_query(TAKE_OVERDUE_SQL)
+        let batch: Vec<QueuedAttempt> = diesel::sql_query(TAKE_OVERDUE_SQL)
             .bind::<Interval, _>(to_interval(self.grace))
             .bind::<BigInt, _>(BATCH)
             .load(&mut conn)
             .await?;
-        if taken.is_empty() {
+        if batch.is_empty() {
             return Ok(0);
         }
-        let batch: Vec<(uuid::Uuid, i32)> = taken.iter().map(|d| (d.id, d.attempt)).collect();
         let confirmed = match publish_batch(&self.broker, &self.topology.dispatch_exchange(), &batch).await {
             Ok(confirmed) => confirmed,
             Err(err) => {
@@ -141,8 +129,8 @@ impl Reconciler {
 }
 
 /// Lets rows whose publish failed be taken again at the next round.
-async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[(uuid::Uuid, i32)]) {
-    let ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| *id).collect();
+async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[QueuedAttempt]) {
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|q| q.delivery_id).collect();
     let result = diesel::sql_query("UPDATE deliveries SET requeued_at = NULL WHERE id = ANY($1)")
         .bind::<Array<SqlUuid>, _>(ids)
         .execute(conn)

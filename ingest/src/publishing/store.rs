@@ -13,6 +13,7 @@ pub(super) use shared::fanout::PATTERN_SEPARATOR;
 use shared::{
     db::{self, DbError, DbPool},
     fanout::{self, EventRow},
+    models::delivery::QueuedAttempt,
 };
 
 use super::{batcher::FanoutResult, error::PublishError};
@@ -59,13 +60,16 @@ pub(super) async fn store(
     };
 
     let mut inserted = HashSet::with_capacity(events.len());
-    let mut created: HashMap<uuid::Uuid, Vec<uuid::Uuid>> = HashMap::new();
+    let mut created: HashMap<uuid::Uuid, Vec<QueuedAttempt>> = HashMap::new();
     for row in rows {
-        match row.delivery_id {
-            None => {
+        match (row.delivery_id, row.subscription_id) {
+            (Some(delivery_id), Some(subscription_id)) => created
+                .entry(row.event_ref)
+                .or_default()
+                .push(QueuedAttempt { delivery_id, attempt: 1, subscription_id }),
+            _ => {
                 inserted.insert(row.event_ref);
             }
-            Some(delivery_id) => created.entry(row.event_ref).or_default().push(delivery_id),
         }
     }
 

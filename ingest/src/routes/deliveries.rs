@@ -262,7 +262,7 @@ pub async fn retry_delivery(scope: TenantScope, state: web::Data<AppState>) -> R
     let row = delivery::find(&mut conn, tenant_id, id).await?.ok_or(ApiError::NotFound)?;
     drop(conn);
     // The row is durable with `enqueued = false`: if this message is lost, the outbox relay sends it.
-    state.dispatch.enqueue_attempt(id, requeued.attempt);
+    state.dispatch.enqueue(&[requeued]);
     metrics::counter!(crate::metric_names::MANUAL_RETRIES).increment(1);
     log::info!("manual retry queued tenant_id={tenant_id} delivery_id={id} attempt={}", requeued.attempt);
     Ok(HttpResponse::Accepted().json(DeliveryView::from(row)))

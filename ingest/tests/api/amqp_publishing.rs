@@ -56,7 +56,7 @@ async fn publishing_over_amqp_creates_one_delivery_per_matching_subscription_onc
         .collect_dispatch_messages(4)
         .await
         .into_iter()
-        .map(|DispatchMessage::Attempt { delivery_id, attempt }| {
+        .map(|DispatchMessage::Attempt { delivery_id, attempt, .. }| {
             assert_eq!(attempt, 1);
             delivery_id
         })

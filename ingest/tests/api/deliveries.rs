@@ -224,7 +224,10 @@ async fn a_manual_retry_queues_the_next_attempt_whatever_the_status() {
     .await
     .expect("the retry is queued and marked enqueued");
     assert!(row.manual_retry);
-    assert_eq!(app.drain_dispatch_queue().await, vec![DispatchMessage::Attempt { delivery_id: id, attempt: 5 }]);
+    assert_eq!(
+        app.drain_dispatch_queue().await,
+        vec![DispatchMessage::Attempt { delivery_id: id, attempt: 5, subscription_id: Some(sub) }]
+    );
 
     // A succeeded delivery can be sent again too.
     sql(&app, &format!("UPDATE deliveries SET status = 'succeeded', attempt_count = 5 WHERE id = '{id}'")).await;
@@ -236,7 +239,7 @@ async fn a_manual_retry_queues_the_next_attempt_whatever_the_status() {
     })
     .await
     .expect("queued");
-    assert_eq!(queued, vec![DispatchMessage::Attempt { delivery_id: id, attempt: 6 }]);
+    assert_eq!(queued, vec![DispatchMessage::Attempt { delivery_id: id, attempt: 6, subscription_id: Some(sub) }]);
 
     // Nothing would be sent to a paused subscription: 409.
     sql(&app, &format!("UPDATE subscriptions SET is_active = false WHERE id = '{sub}'")).await;
@@ -265,7 +268,10 @@ async fn the_test_endpoint_queues_one_webhook_test_delivery_to_that_subscription
     })
     .await
     .expect("queued");
-    assert_eq!(queued, vec![DispatchMessage::Attempt { delivery_id: deliveries[0].id, attempt: 1 }]);
+    assert_eq!(
+        queued,
+        vec![DispatchMessage::Attempt { delivery_id: deliveries[0].id, attempt: 1, subscription_id: Some(sub) }]
+    );
 
     let other = app.tenant_key("t2").await;
     let (status, _) = app.post(&format!("/api/v1/webhooks/subscriptions/{sub}/test"), &other, &json!({})).await;

@@ -166,7 +166,7 @@ async fn two_hundred_concurrent_publishes_across_three_tenants_create_exactly_th
     let messages = app.collect_dispatch_messages(total).await;
     let mut queued: Vec<_> = messages
         .iter()
-        .map(|DispatchMessage::Attempt { delivery_id, attempt }| {
+        .map(|DispatchMessage::Attempt { delivery_id, attempt, .. }| {
             assert_eq!(*attempt, 1);
             *delivery_id
         })

@@ -168,6 +168,7 @@ async fn the_relay_sends_a_due_retry_straight_to_dispatch_and_leaves_the_rest() 
     .expect("queued");
     assert_eq!(app.collect_dispatch_messages(4).await.len(), 4);
     let [due, later, finished, queued] = [0, 1, 2, 3].map(|i| deliveries[i].id);
+    let due_subscription = deliveries[0].subscription_id;
 
     let old = "created_at = now() - interval '1 minute'";
     app.sql(&format!(
@@ -184,7 +185,10 @@ async fn the_relay_sends_a_due_retry_straight_to_dispatch_and_leaves_the_rest() 
 
     relay_of(&app).run_once().await.expect("relay round");
     let messages = app.collect_dispatch_messages(1).await;
-    assert_eq!(messages, vec![DispatchMessage::Attempt { delivery_id: due, attempt: 3 }]);
+    assert_eq!(
+        messages,
+        vec![DispatchMessage::Attempt { delivery_id: due, attempt: 3, subscription_id: Some(due_subscription) }]
+    );
     let after: HashMap<_, _> = app.deliveries_of("t1", "evt_r").await.into_iter().map(|d| (d.id, d.enqueued)).collect();
     assert!(after[&due]);
     assert!(!after[&later], "a retry that is not due yet was queued");
@@ -228,7 +232,12 @@ async fn marking_a_delivery_enqueued_is_a_hot_update() {
     let mut conn = shared::db::conn(&app.ingest.state.pool).await.expect("conn");
     let updates = conn
         .transaction(async |conn| {
-            let marked = shared::models::delivery::mark_enqueued(conn, &[(delivery.id, 1)]).await?;
+            let queued = shared::models::delivery::QueuedAttempt {
+                delivery_id: delivery.id,
+                attempt: 1,
+                subscription_id: delivery.subscription_id,
+            };
+            let marked = shared::models::delivery::mark_enqueued(conn, &[queued]).await?;
             assert_eq!(marked, 1);
             diesel::sql_query(
                 "SELECT pg_stat_get_xact_tuples_updated('deliveries'::regclass) AS updated, \

@@ -39,7 +39,7 @@ async fn publishing_creates_one_delivery_per_matching_subscription_and_queues_it
     let messages = app.drain_dispatch_queue().await;
     let mut queued: Vec<_> = messages
         .iter()
-        .map(|DispatchMessage::Attempt { delivery_id, attempt }| {
+        .map(|DispatchMessage::Attempt { delivery_id, attempt, .. }| {
             assert_eq!(*attempt, 1);
             *delivery_id
         })
@@ -185,7 +185,7 @@ async fn an_event_for_a_thousand_subscriptions_queues_each_of_its_deliveries_exa
     let messages = app.collect_dispatch_messages(1_000).await;
     let mut queued: Vec<_> = messages
         .iter()
-        .map(|DispatchMessage::Attempt { delivery_id, attempt }| {
+        .map(|DispatchMessage::Attempt { delivery_id, attempt, .. }| {
             assert_eq!(*attempt, 1);
             *delivery_id
         })

@@ -76,7 +76,7 @@ async fn overdue_deliveries_whose_messages_were_lost_are_queued_again_once_by_se
 
     let messages = app.collect_dispatch_messages(expected).await;
     let mut seen: HashMap<uuid::Uuid, Vec<i32>> = HashMap::new();
-    for DispatchMessage::Attempt { delivery_id, attempt } in &messages {
+    for DispatchMessage::Attempt { delivery_id, attempt, .. } in &messages {
         seen.entry(*delivery_id).or_default().push(*attempt);
     }
     assert_eq!(seen.len(), expected, "{messages:?}");

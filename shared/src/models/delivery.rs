@@ -98,13 +98,13 @@ pub struct Delivery {
 /// the scheduler for good.
 pub async fn mark_enqueued(
     conn: &mut diesel_async::AsyncPgConnection,
-    confirmed: &[(uuid::Uuid, i32)],
+    confirmed: &[QueuedAttempt],
 ) -> QueryResult<usize> {
     use diesel::sql_types::{Array, Int4, Uuid};
     if confirmed.is_empty() {
         return Ok(0);
     }
-    let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = confirmed.iter().copied().unzip();
+    let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = confirmed.iter().map(|q| (q.delivery_id, q.attempt)).unzip();
     let query = diesel::sql_query(
         "UPDATE deliveries d SET enqueued = true \
          FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), \
@@ -207,14 +207,19 @@ pub enum RetryScope {
     OnlyFailed,
 }
 
-/// A delivery [`request_retries`] requeued: queue `attempt` for it once the
-/// transaction is committed.
+/// One attempt of a delivery to queue on the dispatch exchange once its
+/// transaction is committed: what a dispatch message carries
+/// ([`crate::amqp::DispatchMessage`]). Every statement that makes a delivery
+/// due and returns it to be queued returns these columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
-pub struct Requeued {
+pub struct QueuedAttempt {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub id: uuid::Uuid,
+    pub delivery_id: uuid::Uuid,
+    /// 1-based attempt number.
     #[diesel(sql_type = diesel::sql_types::Int4)]
     pub attempt: i32,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub subscription_id: uuid::Uuid,
 }
 
 /// The one home of a manual retry. Each of the tenant's deliveries `ids`
@@ -237,7 +242,7 @@ pub async fn request_retries(
     tenant_id: &str,
     ids: &[uuid::Uuid],
     scope: RetryScope,
-) -> QueryResult<Vec<Requeued>> {
+) -> QueryResult<Vec<QueuedAttempt>> {
     use diesel::sql_types::{Array, Bool, Text, Uuid};
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -249,7 +254,7 @@ pub async fn request_retries(
          WHERE d.id = ANY($1) AND d.tenant_id = $2 AND (NOT $3 OR d.status = 'failed') \
            AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
            AND s.id = d.subscription_id AND s.is_active AND s.deleted_at IS NULL \
-         RETURNING d.id, d.attempt_count + 1 AS attempt",
+         RETURNING d.id AS delivery_id, d.attempt_count + 1 AS attempt, d.subscription_id",
     )
     .bind::<Array<Uuid>, _>(ids)
     .bind::<Text, _>(tenant_id)
