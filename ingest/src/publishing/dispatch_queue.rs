@@ -5,7 +5,7 @@
 //! return. Whatever is not confirmed (broker down, process killed) stays
 //! `enqueued = false` and the outbox relay queues it later.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
 use lapin::options::BasicPublishOptions;
@@ -14,12 +14,14 @@ use shared::{
     db::DbPool,
     models::delivery::{self, QueuedAttempt},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::metric_names;
 
 /// Most messages published before waiting for their confirms together.
 const MAX_BATCH: usize = 512;
+/// Batches published and not yet confirmed and marked, at once.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 /// Hands deliveries to the background publisher.
 #[derive(Clone)]
@@ -48,23 +50,38 @@ impl DispatchQueue {
 }
 
 async fn run(mut rx: mpsc::Receiver<QueuedAttempt>, broker: Broker, topology: Topology, pool: DbPool) {
-    let exchange = topology.dispatch_exchange();
+    let exchange: Arc<str> = topology.dispatch_exchange().into();
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match publish_batch(&broker, &exchange, &batch).await {
-            Ok(confirmed) => {
-                metrics::counter!(metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
-                if let Err(err) = mark(&pool, &confirmed).await {
-                    // The rows stay `enqueued = false`; the relay re-publishes them and the
-                    // dispatcher drops the duplicate message.
-                    log::warn!("marking deliveries enqueued failed count={} error={err}", confirmed.len());
-                }
-            }
-            Err(err) => {
-                log::warn!("queueing deliveries failed count={} error={err}; the outbox relay will retry", batch.len());
+        // While earlier batches wait for their confirms and marks, the next
+        // one is gathered and published: one batch at a time capped this
+        // path at what one confirm-and-mark round trip allows (about 2,000
+        // messages/s on the 2-core bench machine), and a backlog formed here,
+        // in one FIFO ahead of every subscription.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        let (broker, exchange, pool) = (broker.clone(), exchange.clone(), pool.clone());
+        tokio::spawn(async move {
+            publish_and_mark(&broker, &exchange, &pool, &batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn publish_and_mark(broker: &Broker, exchange: &str, pool: &DbPool, batch: &[QueuedAttempt]) {
+    match publish_batch(broker, exchange, batch).await {
+        Ok(confirmed) => {
+            metrics::counter!(metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
+            if let Err(err) = mark(pool, &confirmed).await {
+                // The rows stay `enqueued = false`; the relay re-publishes them and the
+                // dispatcher drops the duplicate message.
+                log::warn!("marking deliveries enqueued failed count={} error={err}", confirmed.len());
             }
         }
-        batch.clear();
+        Err(err) => {
+            log::warn!("queueing deliveries failed count={} error={err}; the outbox relay will retry", batch.len());
+        }
     }
 }
 
