@@ -13,7 +13,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::oneshot;
@@ -31,6 +31,9 @@ pub enum Admission {
     Slot(Slot),
     /// The subscription's circuit opened while waiting: park the delivery.
     Park,
+    /// It waited longer than the flow's `max_wait` by the time its turn came:
+    /// put it back in the database rather than hold its message longer.
+    Overdue,
 }
 
 #[derive(Default)]
@@ -56,13 +59,17 @@ struct State {
 pub struct Flow {
     state: Arc<Mutex<State>>,
     cap: usize,
+    max_wait: Duration,
 }
 
 impl Flow {
     /// `total` slots, at most `per_subscription` of them for one subscription.
-    pub fn new(total: usize, per_subscription: usize) -> Self {
+    /// A waiter whose turn comes after more than `max_wait` gets
+    /// [`Admission::Overdue`] instead of a slot (checked when its
+    /// subscription's turn comes, so no timer per waiting message).
+    pub fn new(total: usize, per_subscription: usize, max_wait: Duration) -> Self {
         let state = State { free: total.max(1), subscriptions: HashMap::new(), ring: VecDeque::new(), closed: false };
-        Self { state: Arc::new(Mutex::new(state)), cap: per_subscription.max(1) }
+        Self { state: Arc::new(Mutex::new(state)), cap: per_subscription.max(1), max_wait }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -190,6 +197,10 @@ impl Flow {
                 if waiter.is_closed() {
                     continue;
                 }
+                if since.elapsed() > self.max_wait {
+                    let _ = waiter.send(Admission::Overdue);
+                    continue;
+                }
                 sub.in_flight += 1;
                 let slot = Slot { flow: self.clone(), subscription_id: id };
                 match waiter.send(Admission::Slot(slot)) {
@@ -203,7 +214,7 @@ impl Flow {
                         std::mem::forget(slot);
                         sub.in_flight -= 1;
                     }
-                    Err(Admission::Park) => {}
+                    Err(Admission::Park | Admission::Overdue) => {}
                 }
             }
             if granted {
@@ -242,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscription_gets_at_most_its_cap_and_waiters_get_freed_slots() {
-        let flow = Flow::new(8, 2);
+        let flow = Flow::new(8, 2, Duration::from_secs(60));
         let a = uuid::Uuid::now_v7();
         let first = slot(flow.acquire(a).await);
         let _second = slot(flow.acquire(a).await);
@@ -259,7 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn free_slots_go_round_robin_between_waiting_subscriptions() {
-        let flow = Flow::new(1, 10);
+        let flow = Flow::new(1, 10, Duration::from_secs(60));
         let (hot, quiet) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
         let held = slot(flow.acquire(hot).await);
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -283,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_park_when_told_and_get_nothing_after_close() {
-        let flow = Flow::new(1, 1);
+        let flow = Flow::new(1, 1, Duration::from_secs(60));
         let a = uuid::Uuid::now_v7();
         let _held = slot(flow.acquire(a).await);
         let parked = tokio::spawn({
@@ -299,7 +310,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_subscription_gets_a_small_cap_until_it_succeeds() {
-        let flow = Flow::new(16, 8);
+        let flow = Flow::new(16, 8, Duration::from_secs(60));
         let a = uuid::Uuid::now_v7();
         let held: Vec<_> = (0..FAILING_CAP).map(|_| ()).collect();
         let mut slots = Vec::new();
@@ -313,5 +324,25 @@ mod tests {
         assert!(blocked.is_err(), "a failing subscription is held to {FAILING_CAP}");
         flow.record_outcome(a, true);
         assert!(flow.acquire(a).await.is_some(), "one success restores the full cap");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_whose_turn_comes_too_late_is_told_it_is_overdue() {
+        let flow = Flow::new(1, 1, Duration::from_millis(20));
+        let a = uuid::Uuid::now_v7();
+        let held = slot(flow.acquire(a).await);
+        let late = tokio::spawn({
+            let flow = flow.clone();
+            async move { matches!(flow.acquire(a).await, Some(Admission::Overdue)) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let timely = tokio::spawn({
+            let flow = flow.clone();
+            async move { matches!(flow.acquire(a).await, Some(Admission::Slot(_))) }
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        assert!(late.await.expect("join"), "the waiter past max_wait got Overdue, not the slot");
+        assert!(timely.await.expect("join"), "the freed slot went to the next waiter in time");
     }
 }

@@ -44,14 +44,6 @@ pub enum Disposition {
     Return,
 }
 
-/// The longest a message waits here for one of its subscription's slots.
-/// Past it the delivery is parked in the database, due at once, and the
-/// message acked: the scheduler queues it again at the back of the queue.
-/// Below the broker's consumer timeout (30 min by default), which would
-/// close the channel over a message left unacked that long, and below the
-/// reconciler's grace period (10 min), which would queue a second copy.
-pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(300);
-
 /// Handles one message from the dispatch queue.
 pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
     let (delivery_id, attempt, subscription_id) = match serde_json::from_slice::<DispatchMessage>(&message.data) {
@@ -80,7 +72,11 @@ enum Ready {
     Slot(Slot),
     /// No slot yet: claim first, then wait for one unless the circuit parks it.
     NoSlot,
-    /// It waited [`MAX_SLOT_WAIT`] for a slot: park it, due now.
+    /// It waited `DISPATCHER_MAX_SLOT_WAIT` for a slot: park it, due now,
+    /// so the scheduler queues it again at the back of the queue. The bound
+    /// (5 min by default) stays below the broker's consumer timeout (30 min
+    /// by default, which closes the channel over a message unacked that
+    /// long) and the reconciler's grace (10 min, which queues a second copy).
     Overdue,
 }
 
@@ -101,18 +97,18 @@ async fn slot_then_claim(
         Ready::NoSlot
     } else {
         let waiting_since = Instant::now();
-        match tokio::time::timeout(MAX_SLOT_WAIT, ctx.flow.acquire(subscription_id)).await {
-            Ok(Some(Admission::Slot(slot))) => {
+        match ctx.flow.acquire(subscription_id).await {
+            Some(Admission::Slot(slot)) => {
                 if waiting_since.elapsed() > Duration::from_millis(1) {
                     Stats::bump(&ctx.stats.waited);
                 }
                 Ready::Slot(slot)
             }
             // The circuit opened while it waited: the claim reads it and parks.
-            Ok(Some(Admission::Park)) => Ready::NoSlot,
+            Some(Admission::Park) => Ready::NoSlot,
+            Some(Admission::Overdue) => Ready::Overdue,
             // Stopping: nothing is claimed yet, so the message simply goes back.
-            Ok(None) => return counted(Disposition::Return, "shutting_down"),
-            Err(_) => Ready::Overdue,
+            None => return counted(Disposition::Return, "shutting_down"),
         }
     };
     // Boxed: a message waiting above holds a small future, not the attempt's.
@@ -252,7 +248,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
     };
     let slot: Slot = match admission {
         Some(Admission::Slot(slot)) => slot,
-        Some(Admission::Park) => {
+        Some(Admission::Park | Admission::Overdue) => {
             let until =
                 ctx.health.parked_until(subscription_id).unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(1));
             return park(ctx, Park { delivery_id, attempt, until: Some(until) }, "circuit_open").await;

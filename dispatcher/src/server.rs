@@ -57,7 +57,11 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
             allow_http_targets: config.allow_http_targets,
             allow_private_targets: config.allow_private_targets,
         },
-        flow: Flow::new(config.dispatcher_concurrency, config.dispatcher_per_subscription),
+        flow: Flow::new(
+            config.dispatcher_concurrency,
+            config.dispatcher_per_subscription,
+            config.dispatcher_max_slot_wait,
+        ),
         health: Arc::new(Health::new(&config)),
         stats: Arc::default(),
         // Claims are bookkeeping (a lost one only means a redelivered message):

@@ -69,6 +69,9 @@ pub struct Config {
     /// Dispatch messages one dispatcher holds unacked: those in flight and
     /// those waiting here for a slot (the consumer's prefetch).
     pub dispatcher_prefetch: u16,
+    /// The longest a message waits in a dispatcher for a slot before its
+    /// delivery is parked in the database and queued again.
+    pub dispatcher_max_slot_wait: Duration,
     /// Published AMQP events ingest processes at once (the consumer's prefetch).
     pub ingest_prefetch: u16,
     /// How often the outbox relay looks for deliveries the broker never confirmed.
@@ -178,6 +181,10 @@ impl Config {
                 1,
                 usize::from(u16::MAX),
             )? as u16,
+            dispatcher_max_slot_wait: parse_duration(
+                "DISPATCHER_MAX_SLOT_WAIT",
+                &var("DISPATCHER_MAX_SLOT_WAIT", "5m"),
+            )?,
             ingest_prefetch: parse_number("INGEST_PREFETCH", &var("INGEST_PREFETCH", "64"), 1, 10_000)? as u16,
             outbox_interval: Duration::from_millis(parse_number(
                 "OUTBOX_INTERVAL_MS",
@@ -255,6 +262,7 @@ impl std::fmt::Debug for Config {
             dispatcher_concurrency,
             dispatcher_per_subscription,
             dispatcher_prefetch,
+            dispatcher_max_slot_wait,
             ingest_prefetch,
             outbox_interval,
             outbox_grace,
@@ -287,6 +295,7 @@ impl std::fmt::Debug for Config {
             .field("dispatcher_concurrency", dispatcher_concurrency)
             .field("dispatcher_per_subscription", dispatcher_per_subscription)
             .field("dispatcher_prefetch", dispatcher_prefetch)
+            .field("dispatcher_max_slot_wait", dispatcher_max_slot_wait)
             .field("ingest_prefetch", ingest_prefetch)
             .field("outbox_interval", outbox_interval)
             .field("outbox_grace", outbox_grace)

@@ -199,3 +199,24 @@ async fn a_quiet_subscription_is_served_before_a_hot_ones_backlog_drains() {
     // instead of waiting behind it in the broker.
     assert!(position < 6, "the quiet event was request {position} of {}: {order:?}", order.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_waits_too_long_for_a_slot_goes_back_through_the_database_and_is_delivered_once() {
+    let env = spawn_env().await;
+    let receiver = Receiver::slow(200, Duration::from_millis(600)).await;
+    env.subscription(SubSpec::new(&receiver.url("/slow"))).await;
+    let dispatcher =
+        env.start_dispatcher(&[("DISPATCHER_PER_SUBSCRIPTION", "1"), ("DISPATCHER_MAX_SLOT_WAIT", "1s")]).await;
+
+    for n in 0..6 {
+        env.publish("t1", "invoice.created", serde_json::json!({"n": n})).await;
+    }
+    env.wait_succeeded(6, Duration::from_secs(60)).await;
+    let stats = &dispatcher.context.stats;
+    // One at a time at 600 ms each: the later messages' turn came after 1 s.
+    assert!(stat(&stats.parked) > 0, "an overdue waiter was parked");
+    assert!(stat(&stats.requeued) > 0, "and queued again from the database");
+    assert_eq!(receiver.count(), 6, "each event was sent once");
+    assert!(receiver.count_by_delivery().values().all(|n| *n == 1));
+    assert_eq!(receiver.max_concurrency("/slow"), 1);
+}
