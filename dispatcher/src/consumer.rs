@@ -10,7 +10,7 @@ use lapin::{
     message::Delivery as AmqpMessage,
     options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
     types::FieldTable,
-    Channel, Consumer,
+    Acker, Channel, Consumer,
 };
 use shared::amqp::{BrokerSession, BROKER_TIMEOUT};
 use tokio::sync::{watch, Semaphore};
@@ -82,8 +82,11 @@ pub async fn run(ctx: Context, slots: Arc<Semaphore>, mut stop: watch::Receiver<
             match next {
                 Some(Ok(message)) => {
                     let ctx = ctx.clone();
+                    // Only the body and the acker are kept: a message waiting
+                    // here for a slot should cost as little as possible.
+                    let AmqpMessage { data, acker, .. } = message;
                     tokio::spawn(async move {
-                        settle(&ctx, message).await;
+                        settle(&ctx, data, acker).await;
                         drop(permit);
                     });
                 }
@@ -131,15 +134,21 @@ async fn cancel(channel: Channel, tag: &str) -> Channel {
 }
 
 /// Handles one message, then acks it or returns it to the queue.
-async fn settle(ctx: &Context, message: AmqpMessage) {
-    let disposition = process::handle(ctx, &message).await;
+async fn settle(ctx: &Context, body: Vec<u8>, acker: Acker) {
+    let disposition = process::handle(ctx, &body).await;
+    drop(body);
+    // Boxed: the task of a message waiting for a slot reserves no room for these.
+    Box::pin(answer(acker, disposition)).await;
+}
+
+async fn answer(acker: Acker, disposition: Disposition) {
     let settled = match disposition {
-        Disposition::Ack => message.acker.ack(BasicAckOptions::default()).await,
+        Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
         Disposition::Requeue => {
             tokio::time::sleep(REQUEUE_PAUSE).await;
-            message.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await
+            acker.nack(BasicNackOptions { requeue: true, multiple: false }).await
         }
-        Disposition::Return => message.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
+        Disposition::Return => acker.nack(BasicNackOptions { requeue: true, multiple: false }).await,
     };
     if let Err(err) = settled {
         // The channel is gone; the broker redelivers the message and the claim

@@ -11,7 +11,6 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lapin::message::Delivery as AmqpMessage;
 use shared::{
     amqp::DispatchMessage,
     db,
@@ -45,8 +44,8 @@ pub enum Disposition {
 }
 
 /// Handles one message from the dispatch queue.
-pub async fn handle(ctx: &Context, message: &AmqpMessage) -> Disposition {
-    let (delivery_id, attempt, subscription_id) = match serde_json::from_slice::<DispatchMessage>(&message.data) {
+pub async fn handle(ctx: &Context, body: &[u8]) -> Disposition {
+    let (delivery_id, attempt, subscription_id) = match serde_json::from_slice::<DispatchMessage>(body) {
         Ok(DispatchMessage::Attempt { delivery_id, attempt, subscription_id }) if attempt >= 1 => {
             (delivery_id, attempt, subscription_id)
         }
