@@ -260,6 +260,9 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
             return counted(Disposition::Return, "shutting_down");
         }
     };
+    // Held until the outcome is recorded (see `Context::unrecorded`); never
+    // closed, so an error cannot happen, and going on without it is harmless.
+    let _unrecorded = ctx.unrecorded.acquire().await.ok();
     if ctx.health.parked_until(subscription_id).is_some_and(|until| until > Utc::now()) {
         // The circuit opened while this message waited.
         drop(slot);
