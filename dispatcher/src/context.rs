@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use shared::{
     amqp::{Broker, Topology},
     config::Config,
@@ -26,11 +24,6 @@ pub struct Context {
     pub deliver: DeliverContext,
     /// Slots for attempts in flight, globally and per subscription.
     pub flow: Flow,
-    /// Attempts claimed and not yet recorded, at most twice
-    /// `DISPATCHER_CONCURRENCY`: a slot is freed when the request ends, so
-    /// without this bound attempts waiting for their record (each holding its
-    /// payload and outcome) could pile up while the database lags.
-    pub unrecorded: Arc<Semaphore>,
     /// Endpoint health and circuits.
     pub health: Arc<Health>,
     pub stats: Arc<Stats>,

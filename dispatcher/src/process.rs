@@ -260,9 +260,6 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
             return counted(Disposition::Return, "shutting_down");
         }
     };
-    // Held until the outcome is recorded (see `Context::unrecorded`); never
-    // closed, so an error cannot happen, and going on without it is harmless.
-    let _unrecorded = ctx.unrecorded.acquire().await.ok();
     if ctx.health.parked_until(subscription_id).is_some_and(|until| until > Utc::now()) {
         // The circuit opened while this message waited.
         drop(slot);
@@ -296,7 +293,6 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
         }
         Err(outcome) => *outcome,
     };
-    drop(slot);
     Stats::bump(&ctx.stats.attempts);
     metrics::counter!(metric_names::ATTEMPTS, "outcome" => outcome.kind.code()).increment(1);
     metrics::histogram!(metric_names::ATTEMPT_DURATION).record(outcome.duration.as_secs_f64());
@@ -316,7 +312,14 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
         request_headers: outcome.request_headers.clone(),
         response_headers: outcome.response_headers.clone(),
     };
-    let recorded = match record_with_retries(ctx, subscription_id, row, next).await {
+    let recorded = record_with_retries(ctx, subscription_id, row, next).await;
+    // The slot covers the record too: an attempt is done when its outcome is
+    // durable. So slots bound everything an attempt holds in memory (payload,
+    // outcome) even while the database lags, and a quiet subscription's turn
+    // for a slot is its only wait (a second pool for records, FIFO, would
+    // queue it behind a hot subscription's attempts again).
+    drop(slot);
+    let recorded = match recorded {
         Ok(recorded) => recorded,
         Err(err) => {
             log::error!(
