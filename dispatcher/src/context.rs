@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use shared::{
     amqp::{Broker, Topology},
     config::Config,
@@ -24,6 +26,12 @@ pub struct Context {
     pub deliver: DeliverContext,
     /// Slots for attempts in flight, globally and per subscription.
     pub flow: Flow,
+    /// Attempts whose request is over and whose outcome is not recorded yet,
+    /// at most twice `DISPATCHER_CONCURRENCY`. Taken after the request and
+    /// before the slot is given back, so while the database lags, slots (and
+    /// with them payloads and outcomes in memory) stay bounded, and the wait
+    /// never delays a request.
+    pub unrecorded: Arc<Semaphore>,
     /// Endpoint health and circuits.
     pub health: Arc<Health>,
     pub stats: Arc<Stats>,

@@ -293,6 +293,13 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
         }
         Err(outcome) => *outcome,
     };
+    // The request is over; its record may wait for the database. The slot is
+    // handed on only once a place among the unrecorded attempts is free (see
+    // `Context::unrecorded`), so memory stays bounded while the database
+    // lags. The wait comes after the request: a quiet subscription's turn for
+    // a slot is still its only wait before its endpoint hears from us.
+    let _unrecorded = ctx.unrecorded.acquire().await.ok();
+    drop(slot);
     Stats::bump(&ctx.stats.attempts);
     metrics::counter!(metric_names::ATTEMPTS, "outcome" => outcome.kind.code()).increment(1);
     metrics::histogram!(metric_names::ATTEMPT_DURATION).record(outcome.duration.as_secs_f64());
@@ -312,14 +319,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
         request_headers: outcome.request_headers.clone(),
         response_headers: outcome.response_headers.clone(),
     };
-    let recorded = record_with_retries(ctx, subscription_id, row, next).await;
-    // The slot covers the record too: an attempt is done when its outcome is
-    // durable. So slots bound everything an attempt holds in memory (payload,
-    // outcome) even while the database lags, and a quiet subscription's turn
-    // for a slot is its only wait (a second pool for records, FIFO, would
-    // queue it behind a hot subscription's attempts again).
-    drop(slot);
-    let recorded = match recorded {
+    let recorded = match record_with_retries(ctx, subscription_id, row, next).await {
         Ok(recorded) => recorded,
         Err(err) => {
             log::error!(

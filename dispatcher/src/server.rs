@@ -62,6 +62,7 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
             config.dispatcher_per_subscription,
             config.dispatcher_max_slot_wait,
         ),
+        unrecorded: Arc::new(Semaphore::new(config.dispatcher_concurrency.saturating_mul(2))),
         health: Arc::new(Health::new(&config)),
         stats: Arc::default(),
         // Claims are bookkeeping (a lost one only means a redelivered message):
