@@ -14,6 +14,9 @@ use shared::{
 
 use crate::{batched_store, deliver::DeliverContext, flow::Flow, health::Health, stats::Stats};
 
+/// Claims without a slot in the claim queue at once (see `Context::slotless_claims`).
+pub const SLOTLESS_CLAIMS: usize = 32;
+
 /// What the dispatcher's tasks share.
 #[derive(Clone)]
 pub struct Context {
@@ -32,6 +35,10 @@ pub struct Context {
     /// with them payloads and outcomes in memory) stay bounded, and the wait
     /// never delays a request.
     pub unrecorded: Arc<Semaphore>,
+    /// Claims made without a slot at once ([`SLOTLESS_CLAIMS`]): messages of a
+    /// subscription whose circuit is open claim only to be parked, and a
+    /// circuit that opens releases all its waiters together.
+    pub slotless_claims: Arc<Semaphore>,
     /// Endpoint health and circuits.
     pub health: Arc<Health>,
     pub stats: Arc<Stats>,

@@ -117,7 +117,7 @@ pub fn register() {
     for transition in ["opened", "reopened", "closed"] {
         let _ = metrics::counter!(CIRCUIT_TRANSITIONS, "transition" => transition);
     }
-    for reason in ["circuit_open", "claimed_elsewhere"] {
+    for reason in ["circuit_open", "claimed_elsewhere", "waited_too_long"] {
         let _ = metrics::counter!(PARKED, "reason" => reason);
     }
     let _ = metrics::counter!(RELEASED);

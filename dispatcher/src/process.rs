@@ -1,6 +1,7 @@
-//! What one dispatch message does: claim the attempt, pass the circuit and
-//! wait for a slot, make it, record the outcome and the endpoint's health —
-//! and then say whether to ack.
+//! What one dispatch message does: wait for one of its subscription's slots,
+//! claim the attempt, pass the circuit, make it, record the outcome and the
+//! endpoint's health — and then say whether to ack. (A message without a
+//! subscription, queued by an older version, claims before it waits.)
 //!
 //! Ack only once the outcome (or the park) is committed; a message whose work
 //! could not be made durable goes back to the queue. Every step is
@@ -116,8 +117,16 @@ async fn slot_then_claim(
 
 /// Claims the attempt, then makes it (or parks it, or drops a stale message).
 async fn claim_then_attempt(ctx: &Context, delivery_id: uuid::Uuid, attempt: i32, ready: Ready) -> Disposition {
+    // Claims without a slot (mostly messages about to be parked: a circuit
+    // opened with thousands waiting) take turns, so they do not flood the
+    // claim queue that every slot holder shares.
+    let turn = match ready {
+        Ready::Slot(_) => None,
+        Ready::NoSlot | Ready::Overdue => ctx.slotless_claims.acquire().await.ok(),
+    };
     let claim =
         ctx.claims.call((delivery_id, attempt)).await.unwrap_or_else(|| Err(db::DbError::BatcherStopped.into()));
+    drop(turn);
     match claim {
         Ok(Claim::Claimed(claimed)) => match ready {
             Ready::Slot(slot) => attempt_claimed(ctx, *claimed, attempt, Some(slot)).await,
@@ -247,10 +256,13 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
     };
     let slot: Slot = match admission {
         Some(Admission::Slot(slot)) => slot,
-        Some(Admission::Park | Admission::Overdue) => {
+        Some(Admission::Park) => {
             let until =
                 ctx.health.parked_until(subscription_id).unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(1));
             return park(ctx, Park { delivery_id, attempt, until: Some(until) }, "circuit_open").await;
+        }
+        Some(Admission::Overdue) => {
+            return park(ctx, Park { delivery_id, attempt, until: Some(Utc::now()) }, "waited_too_long").await;
         }
         None => {
             // Stopping: give the claim back so the message is taken again at once elsewhere.

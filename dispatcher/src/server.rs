@@ -14,7 +14,11 @@ use shared::{
 use tokio::sync::{watch, Semaphore};
 
 use crate::{
-    batched_store, client, consumer, context::Context, deliver::DeliverContext, flow::Flow, health::Health,
+    batched_store, client, consumer,
+    context::{self, Context},
+    deliver::DeliverContext,
+    flow::Flow,
+    health::Health,
     metric_names, scheduler,
 };
 
@@ -63,6 +67,7 @@ pub async fn start(config: Config) -> Result<Dispatcher, StartError> {
             config.dispatcher_max_slot_wait,
         ),
         unrecorded: Arc::new(Semaphore::new(config.dispatcher_concurrency.saturating_mul(2))),
+        slotless_claims: Arc::new(Semaphore::new(context::SLOTLESS_CLAIMS)),
         health: Arc::new(Health::new(&config)),
         stats: Arc::default(),
         // Claims are bookkeeping (a lost one only means a redelivered message):
