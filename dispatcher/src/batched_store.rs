@@ -2,7 +2,7 @@
 //! micro-batcher, so hundreds of attempts in flight cost a few statements,
 //! not two per attempt.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use shared::{
     batcher::{BatchSettings, Batcher},
@@ -14,6 +14,11 @@ use crate::store::{self, Claim, NextState, Recorded};
 
 /// Most requests one statement carries.
 const MAX_BATCH: usize = 256;
+/// How long a record batch that is not full waits for more outcomes. Nobody
+/// waits on a record (the receiver has its answer and the slot is handed on
+/// before it), and at a steady trickle one transaction per outcome was most
+/// of the database's work; this lets a few share one, delaying only the ack.
+const RECORD_LINGER: Duration = Duration::from_millis(20);
 /// Batches of one kind in flight at once (each on its own connection).
 const LANES: usize = 2;
 
@@ -26,18 +31,19 @@ pub type ParkBatcher = Batcher<store::Park, Result<bool, BatchError>>;
 /// Batched outcome records: `(subscription, attempt row, next state)`.
 pub type RecordBatcher = Batcher<(uuid::Uuid, NewAttempt, NextState), Result<Recorded, BatchError>>;
 
-fn settings(batch: &'static str) -> BatchSettings {
+fn settings(batch: &'static str, linger: Duration) -> BatchSettings {
     BatchSettings {
         max_batch: MAX_BATCH,
         lanes: LANES,
         queue_capacity: MAX_BATCH * 4,
+        linger,
         size_histogram: metrics::histogram!(crate::metric_names::BATCH_SIZE, "batch" => batch),
     }
 }
 
 /// Starts the claim batcher.
 pub fn claims(pool: DbPool) -> ClaimBatcher {
-    Batcher::start(settings("claim"), move |wanted: Vec<(uuid::Uuid, i32)>| {
+    Batcher::start(settings("claim", Duration::ZERO), move |wanted: Vec<(uuid::Uuid, i32)>| {
         let pool = pool.clone();
         async move {
             let count = wanted.len();
@@ -56,7 +62,7 @@ pub fn claims(pool: DbPool) -> ClaimBatcher {
 
 /// Starts the park batcher.
 pub fn parks(pool: DbPool) -> ParkBatcher {
-    Batcher::start(settings("park"), move |parks: Vec<store::Park>| {
+    Batcher::start(settings("park", Duration::ZERO), move |parks: Vec<store::Park>| {
         let pool = pool.clone();
         async move {
             let count = parks.len();
@@ -75,7 +81,7 @@ pub fn parks(pool: DbPool) -> ParkBatcher {
 
 /// Starts the record batcher.
 pub fn records(pool: DbPool) -> RecordBatcher {
-    Batcher::start(settings("record"), move |outcomes: Vec<(uuid::Uuid, NewAttempt, NextState)>| {
+    Batcher::start(settings("record", RECORD_LINGER), move |outcomes: Vec<(uuid::Uuid, NewAttempt, NextState)>| {
         let pool = pool.clone();
         async move {
             let count = outcomes.len();

@@ -130,6 +130,7 @@ impl FanoutBatcher {
             max_batch: MAX_BATCH,
             lanes: (pool.status().max_size / 2).clamp(1, MAX_IN_FLIGHT),
             queue_capacity: QUEUE_CAPACITY,
+            linger: std::time::Duration::ZERO,
             size_histogram: metrics::histogram!(crate::metric_names::FANOUT_BATCH_SIZE),
         };
         let batcher = Batcher::start(settings, move |events: Vec<Arc<PreparedEvent>>| {

@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 use lapin::options::BasicPublishOptions;
 use shared::{
     amqp::{check_confirmation, persistent_json, Broker, BrokerError, DispatchMessage, Topology, DISPATCH_ROUTING_KEY},
+    batcher::{BatchSettings, Batcher},
     db::DbPool,
     models::delivery::{self, QueuedAttempt},
 };
@@ -20,8 +21,10 @@ use crate::metric_names;
 
 /// Most messages published before waiting for their confirms together.
 const MAX_BATCH: usize = 512;
-/// Batches published and not yet confirmed and marked, at once.
+/// Batches published and not yet confirmed, at once.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// How long a mark waits for other confirmed batches to share its statement.
+const MARK_LINGER: Duration = Duration::from_millis(100);
 
 /// Hands deliveries to the background publisher.
 #[derive(Clone)]
@@ -52,37 +55,69 @@ impl DispatchQueue {
 async fn run(mut rx: mpsc::Receiver<QueuedAttempt>, broker: Broker, topology: Topology, pool: DbPool) {
     let exchange: Arc<str> = topology.dispatch_exchange().into();
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    let marks = marks(pool);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // While earlier batches wait for their confirms and marks, the next
-        // one is gathered and published: one batch at a time capped this
-        // path at what one confirm-and-mark round trip allows (about 2,000
-        // messages/s on the 2-core bench machine), and a backlog formed here,
-        // in one FIFO ahead of every subscription.
+        // While earlier batches wait for their confirms, the next one is
+        // gathered and published: one batch at a time capped this path at
+        // what one confirm-and-mark round trip allows (about 2,000 messages/s
+        // on the 2-core bench machine), and a backlog formed here, in one
+        // FIFO ahead of every subscription.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
-        let (broker, exchange, pool) = (broker.clone(), exchange.clone(), pool.clone());
+        let (broker, exchange, marks) = (broker.clone(), exchange.clone(), marks.clone());
         tokio::spawn(async move {
-            publish_and_mark(&broker, &exchange, &pool, &batch).await;
+            let confirmed = publish(&broker, &exchange, &batch).await;
+            // The next batch may go out while this one's mark lingers.
             drop(permit);
+            if !confirmed.is_empty() {
+                marks.call(confirmed).await;
+            }
         });
     }
 }
 
-async fn publish_and_mark(broker: &Broker, exchange: &str, pool: &DbPool, batch: &[QueuedAttempt]) {
+/// Publishes a batch; returns the confirmed attempts.
+async fn publish(broker: &Broker, exchange: &str, batch: &[QueuedAttempt]) -> Vec<QueuedAttempt> {
     match publish_batch(broker, exchange, batch).await {
         Ok(confirmed) => {
             metrics::counter!(metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
-            if let Err(err) = mark(pool, &confirmed).await {
+            confirmed
+        }
+        Err(err) => {
+            log::warn!("queueing deliveries failed count={} error={err}; the outbox relay will retry", batch.len());
+            Vec::new()
+        }
+    }
+}
+
+/// Marks confirmed attempts `enqueued`, several publish batches per
+/// statement. Nobody waits on a mark: it only keeps the outbox relay (which
+/// looks at rows older than `OUTBOX_GRACE_MS`, seconds) from queueing a
+/// second message, and by the time it runs the dispatcher has usually
+/// recorded the attempt already, which makes the mark a no-op. At a steady
+/// trickle one mark per publish was a transaction per delivery.
+fn marks(pool: DbPool) -> Batcher<Vec<QueuedAttempt>, ()> {
+    let settings = BatchSettings {
+        max_batch: 64,
+        lanes: 1,
+        queue_capacity: 256,
+        linger: MARK_LINGER,
+        size_histogram: metrics::Histogram::noop(),
+    };
+    Batcher::start(settings, move |batches: Vec<Vec<QueuedAttempt>>| {
+        let pool = pool.clone();
+        async move {
+            let count = batches.len();
+            let confirmed: Vec<QueuedAttempt> = batches.into_iter().flatten().collect();
+            if let Err(err) = mark(&pool, &confirmed).await {
                 // The rows stay `enqueued = false`; the relay re-publishes them and the
                 // dispatcher drops the duplicate message.
                 log::warn!("marking deliveries enqueued failed count={} error={err}", confirmed.len());
             }
+            vec![(); count]
         }
-        Err(err) => {
-            log::warn!("queueing deliveries failed count={} error={err}; the outbox relay will retry", batch.len());
-        }
-    }
+    })
 }
 
 async fn mark(pool: &DbPool, confirmed: &[QueuedAttempt]) -> Result<usize, shared::db::DbError> {

@@ -92,6 +92,10 @@ pub struct Delivery {
 /// when it records the attempt; at worst the outbox relay queues a duplicate
 /// message, which the dispatcher's claim drops.
 ///
+/// Rows already marked (the dispatcher's record sets `enqueued` too, and at
+/// a steady rate it usually comes first) are not even locked: a row lock is a
+/// write to the row.
+///
 /// A row whose due time is in the future is left alone too: a dispatcher got
 /// the message first and parked the delivery in the database (circuit open),
 /// so no message for it is queued any more, and marking it would hide it from
@@ -108,7 +112,7 @@ pub async fn mark_enqueued(
     let query = diesel::sql_query(
         "UPDATE deliveries d SET enqueued = true \
          FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), \
-           (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED) AS l \
+           (SELECT id FROM deliveries WHERE id = ANY($1) AND NOT enqueued ORDER BY id FOR UPDATE SKIP LOCKED) AS l \
          WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued \
            AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())",
     )
