@@ -8,7 +8,11 @@
 //!
 //! The batched statements lock their delivery rows in id order first (the
 //! `locked` CTE), so two batches over overlapping rows queue behind each other
-//! instead of deadlocking.
+//! instead of deadlocking. The update then takes its rows by
+//! `id = ANY (ARRAY(SELECT id FROM locked))`, which runs the CTE once, not by
+//! joining the CTE: the planner put the CTE scan inside a nested loop, one
+//! pass over every locked id per row, and a batch of 256 cost 3× as much
+//! (BENCHMARKS.md).
 
 use chrono::{DateTime, Utc};
 use std::{
@@ -123,9 +127,9 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
         "WITH locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
          UPDATE deliveries d \
          SET claimed_until = now() + make_interval(secs => s.timeout_seconds + $3) \
-         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), locked l, events e, \
+         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), events e, \
            subscriptions s LEFT JOIN endpoint_health h ON h.subscription_id = s.id \
-         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 \
+         WHERE d.id = m.id AND d.id = ANY (ARRAY(SELECT id FROM locked)) AND d.attempt_count = m.attempt - 1 \
            AND (d.status IN {UNFINISHED_SQL} OR d.manual_retry) \
            AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
            AND s.id = d.subscription_id AND e.id = d.event_ref \
@@ -232,8 +236,8 @@ pub async fn park_many(conn: &mut AsyncPgConnection, parks: &[Park]) -> diesel::
              UPDATE deliveries d SET enqueued = false, \
                next_attempt_at = coalesce(m.until, greatest(d.claimed_until, now()) + interval '1 second'), \
                claimed_until = CASE WHEN m.until IS NULL THEN d.claimed_until END, relay_lease_until = NULL \
-             FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[]) AS m(id, attempt, until), locked l \
-             WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 \
+             FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[]) AS m(id, attempt, until) \
+             WHERE d.id = m.id AND d.id = ANY (ARRAY(SELECT id FROM locked)) AND d.attempt_count = m.attempt - 1 \
                AND (d.status IN ('pending', 'retrying') OR d.manual_retry) \
              RETURNING d.id AS delivery_id",
         )
@@ -441,21 +445,23 @@ pub async fn record_many(
                  $13::jsonb[]) \
                AS v(delivery_id, attempt, status, next_attempt_at, status_code, error, retrying, \
                  attempt_id, outcome, duration_ms, response_body, request_headers, response_headers)), \
-             locked AS (SELECT id FROM deliveries WHERE id IN (SELECT delivery_id FROM v) ORDER BY id FOR UPDATE), \
+             locked AS (SELECT id FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE), \
              upd AS ( \
                UPDATE deliveries d SET attempt_count = v.attempt, status = v.status, \
                  next_attempt_at = v.next_attempt_at, last_status_code = v.status_code, \
                  last_error = v.error, claimed_until = NULL, relay_lease_until = NULL, manual_retry = false, \
                  enqueued = NOT v.retrying, updated_at = now() \
-               FROM v, locked l WHERE d.id = v.delivery_id AND l.id = d.id AND d.attempt_count = v.attempt - 1 \
-               RETURNING d.id), \
+               FROM v WHERE d.id = v.delivery_id AND d.id = ANY (ARRAY(SELECT id FROM locked)) \
+                 AND d.attempt_count = v.attempt - 1 \
+               RETURNING d.id, v.attempt_id, v.attempt, v.outcome, v.status_code, v.error, v.duration_ms, \
+                 v.response_body, v.request_headers, v.response_headers), \
              ins AS ( \
                INSERT INTO delivery_attempts \
                  (id, delivery_id, attempt, outcome, status_code, error, duration_ms, response_body, \
                   request_headers, response_headers) \
-               SELECT v.attempt_id, v.delivery_id, v.attempt, v.outcome, v.status_code, v.error, \
-                 v.duration_ms, v.response_body, v.request_headers, v.response_headers \
-               FROM v JOIN upd ON upd.id = v.delivery_id) \
+               SELECT attempt_id, id, attempt, outcome, status_code, error, duration_ms, response_body, \
+                 request_headers, response_headers \
+               FROM upd) \
              SELECT id AS delivery_id FROM upd",
             )
             .bind::<Array<SqlUuid>, _>(batch.iter().map(|(_, r, _)| r.delivery_id).collect::<Vec<_>>())

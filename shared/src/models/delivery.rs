@@ -110,11 +110,11 @@ pub async fn mark_enqueued(
     }
     let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = confirmed.iter().map(|q| (q.delivery_id, q.attempt)).unzip();
     let query = diesel::sql_query(
-        "UPDATE deliveries d SET enqueued = true \
-         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt), \
-           (SELECT id FROM deliveries WHERE id = ANY($1) AND NOT enqueued ORDER BY id FOR UPDATE SKIP LOCKED) AS l \
-         WHERE d.id = m.id AND l.id = d.id AND d.attempt_count = m.attempt - 1 AND NOT d.enqueued \
-           AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())",
+        "WITH l AS (SELECT id FROM deliveries WHERE id = ANY($1) AND NOT enqueued ORDER BY id FOR UPDATE SKIP LOCKED) \
+         UPDATE deliveries d SET enqueued = true \
+         FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt) \
+         WHERE d.id = m.id AND d.id = ANY (ARRAY(SELECT id FROM l)) AND d.attempt_count = m.attempt - 1 \
+           AND NOT d.enqueued AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())",
     )
     .bind::<Array<Uuid>, _>(ids)
     .bind::<Array<Int4>, _>(attempts);
