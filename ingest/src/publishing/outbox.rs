@@ -145,10 +145,13 @@ impl OutboxRelay {
 /// Counts unqueued unfinished deliveries due for longer than the grace `$2`
 /// (what the relay has to send), at most `$1`. `deliveries_due_idx` serves it
 /// (the status list is written out, see [`UNFINISHED_SQL`]); `enqueued` is
-/// read from the rows, as no index may name it (see [`LEASE_SQL`]).
+/// read from the rows, as no index may name it (see [`LEASE_SQL`]). A row
+/// under a live dispatcher claim is not counted: its message arrived (ingest
+/// does not mark claimed rows; the dispatcher marks them when it records).
 static BACKLOG_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries WHERE {} LIMIT $1) AS unqueued",
+        "SELECT count(*) AS count FROM (SELECT 1 FROM deliveries WHERE {} \
+           AND (claimed_until IS NULL OR claimed_until < now()) LIMIT $1) AS unqueued",
         unqueued_due_longer_than("$2")
     )
 });

@@ -92,9 +92,12 @@ pub struct Delivery {
 /// when it records the attempt; at worst the outbox relay queues a duplicate
 /// message, which the dispatcher's claim drops.
 ///
-/// Rows already marked (the dispatcher's record sets `enqueued` too, and at
-/// a steady rate it usually comes first) are not even locked: a row lock is a
-/// write to the row.
+/// Rows already marked (the dispatcher's record sets `enqueued` too, and it
+/// usually comes first) or claimed by a dispatcher (which has the message and
+/// marks the row when it records the attempt; the outbox relay leaves claimed
+/// rows alone, and takes the row again if the claim runs out unrecorded) are
+/// not even locked: a row lock is a write to the row, and the claims of a
+/// fan-out burst waited behind marks holding a thousand row locks.
 ///
 /// A row whose due time is in the future is left alone too: a dispatcher got
 /// the message first and parked the delivery in the database (circuit open),
@@ -110,7 +113,9 @@ pub async fn mark_enqueued(
     }
     let (ids, attempts): (Vec<uuid::Uuid>, Vec<i32>) = confirmed.iter().map(|q| (q.delivery_id, q.attempt)).unzip();
     let query = diesel::sql_query(
-        "WITH l AS (SELECT id FROM deliveries WHERE id = ANY($1) AND NOT enqueued ORDER BY id FOR UPDATE SKIP LOCKED) \
+        "WITH l AS ( \
+           SELECT id FROM deliveries WHERE id = ANY($1) AND NOT enqueued AND claimed_until IS NULL \
+           ORDER BY id FOR UPDATE SKIP LOCKED) \
          UPDATE deliveries d SET enqueued = true \
          FROM unnest($1::uuid[], $2::int4[]) AS m(id, attempt) \
          WHERE d.id = m.id AND d.id = ANY (ARRAY(SELECT id FROM l)) AND d.attempt_count = m.attempt - 1 \
