@@ -115,6 +115,13 @@ async fn slot_then_claim(
     Box::pin(claim_then_attempt(ctx, delivery_id, attempt, ready)).await
 }
 
+/// Parks a claimed attempt whose message waited `DISPATCHER_MAX_SLOT_WAIT`
+/// for a slot: due at once, it goes back through the database (the scheduler
+/// queues it again, to whichever dispatcher has room).
+async fn park_overdue(ctx: &Context, delivery_id: uuid::Uuid, attempt: i32) -> Disposition {
+    park(ctx, Park { delivery_id, attempt, until: Some(Utc::now()) }, "waited_too_long").await
+}
+
 /// Claims the attempt, then makes it (or parks it, or drops a stale message).
 async fn claim_then_attempt(ctx: &Context, delivery_id: uuid::Uuid, attempt: i32, ready: Ready) -> Disposition {
     // Claims without a slot (mostly messages about to be parked: a circuit
@@ -131,10 +138,7 @@ async fn claim_then_attempt(ctx: &Context, delivery_id: uuid::Uuid, attempt: i32
         Ok(Claim::Claimed(claimed)) => match ready {
             Ready::Slot(slot) => attempt_claimed(ctx, *claimed, attempt, Some(slot)).await,
             Ready::NoSlot => attempt_claimed(ctx, *claimed, attempt, None).await,
-            Ready::Overdue => {
-                let park_now = Park { delivery_id, attempt, until: Some(Utc::now()) };
-                park(ctx, park_now, "waited_too_long").await
-            }
+            Ready::Overdue => park_overdue(ctx, delivery_id, attempt).await,
         },
         Ok(Claim::Stale) => {
             Stats::bump(&ctx.stats.stale);
@@ -261,9 +265,7 @@ async fn attempt_claimed(ctx: &Context, claimed: Claimed, attempt: i32, slot: Op
                 ctx.health.parked_until(subscription_id).unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(1));
             return park(ctx, Park { delivery_id, attempt, until: Some(until) }, "circuit_open").await;
         }
-        Some(Admission::Overdue) => {
-            return park(ctx, Park { delivery_id, attempt, until: Some(Utc::now()) }, "waited_too_long").await;
-        }
+        Some(Admission::Overdue) => return park_overdue(ctx, delivery_id, attempt).await,
         None => {
             // Stopping: give the claim back so the message is taken again at once elsewhere.
             if let Ok(mut conn) = db::conn(&ctx.pool).await {
