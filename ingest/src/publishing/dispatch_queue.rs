@@ -94,9 +94,11 @@ async fn publish(broker: &Broker, exchange: &str, batch: &[QueuedAttempt]) -> Ve
 /// Marks confirmed attempts `enqueued`, several publish batches per
 /// statement. Nobody waits on a mark: it only keeps the outbox relay (which
 /// looks at rows older than `OUTBOX_GRACE_MS`, seconds) from queueing a
-/// second message, and by the time it runs the dispatcher has usually
-/// recorded the attempt already, which makes the mark a no-op. At a steady
-/// trickle one mark per publish was a transaction per delivery.
+/// second message, and by the time it runs a dispatcher has usually claimed
+/// or recorded the attempt already, which leaves the row out of the mark
+/// (see [`delivery::mark_enqueued`]). At a steady trickle one mark per
+/// publish was a transaction per delivery. A mark lost when ingest stops
+/// only means the relay queues a duplicate that the dispatcher's claim drops.
 fn marks(pool: DbPool) -> Batcher<Vec<QueuedAttempt>, ()> {
     let settings = BatchSettings {
         max_batch: 64,
