@@ -162,7 +162,10 @@ async fn choose_probe(
     Ok(Some(id))
 }
 
-/// Leases due rows in one statement (see the module doc).
+/// Leases due rows in one statement (see the module doc). A row under a live
+/// dispatcher claim is not due: its message arrived (the `enqueued` mark
+/// leaves claimed rows to the dispatcher's record), and the request may
+/// outlast this lease.
 async fn lease_due(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<QueuedAttempt>> {
     let query = format!(
         "WITH due AS ( \
@@ -170,6 +173,7 @@ async fn lease_due(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<Queu
            WHERE NOT d.enqueued AND d.next_attempt_at <= now() AND d.next_attempt_at IS NOT NULL \
              AND d.status IN ('pending', 'retrying') \
              AND (d.relay_lease_until IS NULL OR d.relay_lease_until < now()) \
+             AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
              AND {NOT_PARKED} \
            ORDER BY d.next_attempt_at \
            LIMIT $1 \

@@ -93,3 +93,36 @@ async fn a_410_fails_the_delivery_for_good_and_disables_the_subscription() {
     let event_id = env.publish("t1", "invoice.created", serde_json::json!({})).await;
     assert!(env.deliveries_of(&event_id).await.is_empty());
 }
+
+/// A due retry whose attempt another dispatcher holds a live claim on is that
+/// dispatcher's: the scheduler does not queue it again (the request may outlast
+/// the scheduler's 30 s lease, and ingest's `enqueued` mark leaves claimed rows
+/// alone). Once the claim is gone, the scheduler queues it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_leaves_a_due_retry_under_a_live_claim_to_its_dispatcher() {
+    let env = spawn_env().await;
+    let receiver = Receiver::sequence(&[500, 200]).await;
+    env.subscription(SubSpec::new(&receiver.url("/hook"))).await;
+    let _dispatcher = env.start_dispatcher(&[("RETRY_SCHEDULE", "1h")]).await;
+
+    let delivery = env.publish_one().await;
+    let waiting = env.wait_status(delivery.id, DeliveryStatus::Retrying, Duration::from_secs(10)).await;
+    assert_eq!((waiting.attempt_count, waiting.enqueued), (1, false));
+    // Attempt 2 is due now, and another dispatcher holds a live claim on it.
+    env.sql(&format!(
+        "UPDATE deliveries SET next_attempt_at = now(), claimed_until = now() + interval '1 minute' WHERE id = '{}'",
+        delivery.id
+    ))
+    .await;
+    let due = env.delivery(delivery.id).await;
+    let left_alone = holds_for(Duration::from_secs(2), || async {
+        let row = env.delivery(delivery.id).await;
+        receiver.count() == 1 && row.attempt_count == 1 && !row.enqueued && row.next_attempt_at == due.next_attempt_at
+    })
+    .await;
+    assert!(left_alone, "the scheduler queued a retry under a live claim: {:?}", env.delivery(delivery.id).await);
+
+    env.sql(&format!("UPDATE deliveries SET claimed_until = NULL WHERE id = '{}'", delivery.id)).await;
+    let row = env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(10)).await;
+    assert_eq!((row.attempt_count, receiver.count()), (2, 2));
+}
