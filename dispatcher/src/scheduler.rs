@@ -129,7 +129,8 @@ pub async fn round(ctx: &Context) -> Result<usize, DbError> {
 }
 
 /// Makes the subscription's oldest waiting delivery its probe (due now), and
-/// holds the others until the probe lease ends. `None` if another scheduler
+/// holds the others until the probe lease ends. A row under a live claim is in
+/// flight, not waiting: a probe message for it would only find the claim. `None` if another scheduler
 /// was first or nothing waits (then the next message's claim takes the probe).
 async fn choose_probe(
     conn: &mut AsyncPgConnection,
@@ -143,7 +144,7 @@ async fn choose_probe(
     let oldest: Option<Oldest> = diesel::sql_query(
         "SELECT id FROM deliveries \
          WHERE subscription_id = $1 AND NOT enqueued AND next_attempt_at IS NOT NULL \
-           AND status IN ('pending', 'retrying') \
+           AND status IN ('pending', 'retrying') AND (claimed_until IS NULL OR claimed_until < now()) \
          ORDER BY next_attempt_at LIMIT 1",
     )
     .bind::<SqlUuid, _>(subscription_id)
