@@ -110,20 +110,8 @@ impl OutboxRelay {
         if batch.is_empty() {
             return Ok(0);
         }
-        let confirmed = match publish_batch(&self.broker, &self.topology.dispatch_exchange(), &batch).await {
-            Ok(confirmed) => confirmed,
-            Err(err) => {
-                release(&mut conn, &batch).await;
-                return Err(err.into());
-            }
-        };
+        let confirmed = publish_leased(&self.broker, &self.topology, &mut conn, &batch, Lease::Relay).await?;
         metrics::counter!(metric_names::OUTBOX_RELAYED).increment(confirmed.len() as u64);
-        metrics::counter!(metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
-        if confirmed.len() < batch.len() {
-            let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed.contains(b)).copied().collect();
-            release(&mut conn, &unconfirmed).await;
-        }
-        delivery::mark_enqueued(&mut conn, &confirmed).await?;
         log::info!("outbox relay queued deliveries count={} leased={}", confirmed.len(), batch.len());
         Ok(batch.len())
     }
@@ -187,8 +175,8 @@ pub static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Leases due rows in one statement (rows parked behind a circuit that is not
 /// closed are not due, whatever their time; nor is a row under a live
-/// dispatcher claim: its message arrived, and marking it `enqueued` merely
-/// lost the race for the row lock to the claim): the CTE locks them (skipping rows another
+/// dispatcher claim: its message arrived, and the `enqueued` mark leaves
+/// claimed rows to the dispatcher's record): the CTE locks them (skipping rows another
 /// relay holds), the UPDATE sets the lease, and the commit of this statement
 /// makes the lease visible to every other relay. `updated_at` is left alone:
 /// it is the delivery's API-visible time.
@@ -204,16 +192,51 @@ async fn lease_due(
         .await
 }
 
+/// The lease a round took on its rows, which a failed publish gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// The outbox relay's (and the dispatchers' scheduler's) `relay_lease_until`.
+    Relay,
+    /// The reconciler's `requeued_at`.
+    Requeue,
+}
+
+/// The one way a background round queues rows it leased: publish them with
+/// confirms, give the unconfirmed rows their lease back at once (instead of
+/// at its expiry), mark the confirmed ones `enqueued`. Returns the confirmed.
+pub(crate) async fn publish_leased(
+    broker: &Broker,
+    topology: &Topology,
+    conn: &mut diesel_async::AsyncPgConnection,
+    batch: &[QueuedAttempt],
+    lease: Lease,
+) -> Result<Vec<QueuedAttempt>, RelayError> {
+    let confirmed = match publish_batch(broker, &topology.dispatch_exchange(), batch).await {
+        Ok(confirmed) => confirmed,
+        Err(err) => {
+            release(conn, batch, lease).await;
+            return Err(err.into());
+        }
+    };
+    metrics::counter!(metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
+    if confirmed.len() < batch.len() {
+        let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed.contains(b)).copied().collect();
+        release(conn, &unconfirmed, lease).await;
+    }
+    delivery::mark_enqueued(conn, &confirmed).await?;
+    Ok(confirmed)
+}
+
 /// Gives rows back at once after a failed publish, instead of at lease expiry.
-async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[QueuedAttempt]) {
+async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[QueuedAttempt], lease: Lease) {
     let ids: Vec<uuid::Uuid> = batch.iter().map(|q| q.delivery_id).collect();
-    let result =
-        diesel::sql_query("UPDATE deliveries SET relay_lease_until = NULL WHERE id = ANY($1) AND NOT enqueued")
-            .bind::<Array<SqlUuid>, _>(ids)
-            .execute(conn)
-            .await;
+    let statement = match lease {
+        Lease::Relay => "UPDATE deliveries SET relay_lease_until = NULL WHERE id = ANY($1) AND NOT enqueued",
+        Lease::Requeue => "UPDATE deliveries SET requeued_at = NULL WHERE id = ANY($1)",
+    };
+    let result = diesel::sql_query(statement).bind::<Array<SqlUuid>, _>(ids).execute(conn).await;
     if let Err(err) = result {
-        log::debug!("releasing outbox leases failed error={err}; they expire on their own");
+        log::debug!("releasing leases failed lease={lease:?} error={err}; they expire on their own");
     }
 }
 

@@ -21,18 +21,15 @@
 
 use std::time::Duration;
 
-use diesel::sql_types::{Array, BigInt, Interval, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Interval};
 use diesel_async::RunQueryDsl;
 use shared::{
     amqp::{Broker, Topology},
     db::DbPool,
-    models::delivery::{self, QueuedAttempt},
+    models::delivery::QueuedAttempt,
 };
 
-use super::{
-    dispatch_queue::publish_batch,
-    outbox::{to_interval, RelayError},
-};
+use super::outbox::{publish_leased, to_interval, Lease, RelayError};
 
 /// Most deliveries re-queued per round.
 pub const BATCH: i64 = 500;
@@ -104,20 +101,8 @@ impl Reconciler {
         if batch.is_empty() {
             return Ok(0);
         }
-        let confirmed = match publish_batch(&self.broker, &self.topology.dispatch_exchange(), &batch).await {
-            Ok(confirmed) => confirmed,
-            Err(err) => {
-                release(&mut conn, &batch).await;
-                return Err(err.into());
-            }
-        };
-        if confirmed.len() < batch.len() {
-            let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed.contains(b)).copied().collect();
-            release(&mut conn, &unconfirmed).await;
-        }
+        let confirmed = publish_leased(&self.broker, &self.topology, &mut conn, &batch, Lease::Requeue).await?;
         metrics::counter!(crate::metric_names::RECONCILER_REQUEUED).increment(confirmed.len() as u64);
-        metrics::counter!(crate::metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
-        delivery::mark_enqueued(&mut conn, &confirmed).await?;
         log::warn!(
             "reconciler queued overdue deliveries again count={} taken={} grace_s={}",
             confirmed.len(),
@@ -125,17 +110,5 @@ impl Reconciler {
             self.grace.as_secs()
         );
         Ok(batch.len())
-    }
-}
-
-/// Lets rows whose publish failed be taken again at the next round.
-async fn release(conn: &mut diesel_async::AsyncPgConnection, batch: &[QueuedAttempt]) {
-    let ids: Vec<uuid::Uuid> = batch.iter().map(|q| q.delivery_id).collect();
-    let result = diesel::sql_query("UPDATE deliveries SET requeued_at = NULL WHERE id = ANY($1)")
-        .bind::<Array<SqlUuid>, _>(ids)
-        .execute(conn)
-        .await;
-    if let Err(err) = result {
-        log::debug!("releasing reconciler leases failed error={err}; they expire after the grace period");
     }
 }
