@@ -59,9 +59,14 @@ async fn the_tenant_wide_log_pages_newest_first_and_filters_by_every_field() {
     assert_eq!((items.len(), pages), (190, 4));
     let ids: HashSet<&str> = items.iter().map(|d| d["id"].as_str().expect("id")).collect();
     assert_eq!(ids.len(), 190, "a delivery was listed twice");
-    let keys: Vec<(String, String)> = items
+    // Compared as times, not strings: RFC 3339 drops trailing zeros, so
+    // ".753Z" sorts after ".753945Z" as text though it is earlier.
+    let keys: Vec<(chrono::DateTime<chrono::FixedOffset>, String)> = items
         .iter()
-        .map(|d| (d["created_at"].as_str().expect("t").to_owned(), d["id"].as_str().expect("id").to_owned()))
+        .map(|d| {
+            let created_at = chrono::DateTime::parse_from_rfc3339(d["created_at"].as_str().expect("t")).expect("time");
+            (created_at, d["id"].as_str().expect("id").to_owned())
+        })
         .collect();
     let mut sorted = keys.clone();
     sorted.sort_by(|a, b| b.cmp(a));
