@@ -130,8 +130,9 @@ pub async fn round(ctx: &Context) -> Result<usize, DbError> {
 
 /// Makes the subscription's oldest waiting delivery its probe (due now), and
 /// holds the others until the probe lease ends. A row under a live claim is in
-/// flight, not waiting: a probe message for it would only find the claim. `None` if another scheduler
-/// was first or nothing waits (then the next message's claim takes the probe).
+/// flight, not waiting: a probe message for it would only find the claim.
+/// `None` if another scheduler was first or nothing waits (then the next
+/// message's claim takes the probe).
 async fn choose_probe(
     conn: &mut AsyncPgConnection,
     subscription_id: uuid::Uuid,
