@@ -58,6 +58,12 @@ pub const OVER_BUDGET: &str = "webhooks_ingest_over_budget_total";
 pub const BODY_TIMEOUTS: &str = "webhooks_ingest_body_timeouts_total";
 /// Gauge: 1 while the database and the broker are reachable (as `/readyz`), else 0.
 pub const READY: &str = "webhooks_ingest_ready";
+/// Counter: HTTP publishes whose answer was held because a subscription of theirs was behind.
+pub const PUBLISHES_HELD: &str = "webhooks_ingest_publishes_held_total";
+/// Histogram (seconds): how long each held publish answer was held.
+pub const PUBLISH_HOLD: &str = "webhooks_ingest_publish_hold_seconds";
+/// Gauge: subscriptions behind (a delivery no dispatcher has claimed, due longer than `INGEST_BACKPRESSURE_LAG`), as last read.
+pub const SUBSCRIPTIONS_BEHIND: &str = "webhooks_ingest_subscriptions_behind";
 /// What the shared telemetry code records for ingest: its HTTP requests and readiness.
 pub const SERVICE: ServiceMetrics = ServiceMetrics {
     http_requests: "webhooks_ingest_http_requests_total",
@@ -112,6 +118,12 @@ pub fn register() {
     );
     describe_counter!(OVER_BUDGET, "Publishes answered 503 because INGEST_MAX_INFLIGHT_BYTES was reached");
     describe_counter!(BODY_TIMEOUTS, "Requests answered 408 because their body did not arrive in time");
+    describe_counter!(PUBLISHES_HELD, "HTTP publishes answered late because a subscription of theirs was behind");
+    describe_histogram!(PUBLISH_HOLD, Unit::Seconds, "How long held publish answers were held");
+    describe_gauge!(
+        SUBSCRIPTIONS_BEHIND,
+        "Subscriptions with an unclaimed delivery due for longer than INGEST_BACKPRESSURE_LAG"
+    );
     describe_counter!(SERVICE.http_requests, "HTTP requests answered, by method, route and status");
     describe_histogram!(SERVICE.http_duration, Unit::Seconds, "HTTP request latency, by method and route");
 
@@ -131,4 +143,6 @@ pub fn register() {
     let _ = metrics::counter!(OVER_BUDGET);
     let _ = metrics::gauge!(INFLIGHT_BYTES);
     let _ = metrics::counter!(AMQP_OVERSIZED_THROTTLES);
+    let _ = metrics::counter!(PUBLISHES_HELD);
+    let _ = metrics::gauge!(SUBSCRIPTIONS_BEHIND);
 }

@@ -19,7 +19,12 @@ use crate::{
     key_cache::KeyCache,
     protocol_errors::ContractErrors,
     publishing::{
-        batcher::FanoutBatcher, budget::ByteBudget, consumer, dispatch_queue::DispatchQueue, outbox::OutboxRelay,
+        admission::{Admission, AdmissionSettings},
+        batcher::FanoutBatcher,
+        budget::ByteBudget,
+        consumer,
+        dispatch_queue::DispatchQueue,
+        outbox::OutboxRelay,
         reconciler::Reconciler,
     },
     retention::Retention,
@@ -141,7 +146,12 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let catalog = Arc::new(catalog);
     let fanout = FanoutBatcher::start(pool.clone(), catalog.clone(), dispatch.clone());
     let config_budget = config.ingest_max_inflight_bytes;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let admission_settings =
+        AdmissionSettings { lag: config.ingest_backpressure_lag, max_wait: config.ingest_backpressure_max_wait };
+    let (admission, admission_task) = Admission::start(pool.clone(), admission_settings, stopped.clone());
     let state = AppState {
+        admission,
         dispatch,
         fanout,
         secrets,
@@ -153,7 +163,6 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         key_cache: KeyCache::default(),
         budget: ByteBudget::new(config_budget),
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut background = vec![
         state.key_cache.start_listener(state.config.database_url.clone(), stopped.clone()),
         consumer::start(state.clone(), stopped.clone()),
@@ -176,6 +185,7 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
         crate::statistics::Statistics { pool: state.pool.clone() }.start(stopped.clone()),
     ];
     background.extend(crate::jobs::start(state.clone(), stopped.clone()));
+    background.extend(admission_task);
     match state.config.retention {
         Some(retention) => background.push(Retention { pool: state.pool.clone(), retention }.start(stopped)),
         None => log::info!("retention off (RETENTION=0): events are kept forever"),

@@ -12,7 +12,7 @@ use shared::{
 
 use crate::{
     key_cache::KeyCache,
-    publishing::{batcher::FanoutBatcher, budget::ByteBudget, dispatch_queue::DispatchQueue},
+    publishing::{admission::Admission, batcher::FanoutBatcher, budget::ByteBudget, dispatch_queue::DispatchQueue},
 };
 
 /// Shared application state, cheap to clone.
@@ -32,4 +32,6 @@ pub struct AppState {
     pub fanout: FanoutBatcher,
     /// Publish body bytes held at once, HTTP and AMQP together.
     pub budget: ByteBudget,
+    /// Holds the answers of HTTP publishes to subscriptions that are behind.
+    pub admission: Admission,
 }

@@ -107,6 +107,11 @@ pub struct Config {
     pub ingest_max_inflight_bytes: usize,
     /// How long a request body may take to arrive.
     pub ingest_body_timeout: Duration,
+    /// A subscription with a queued delivery due for longer than this is
+    /// behind, and HTTP publishes to it are answered late (`None`: never).
+    pub ingest_backpressure_lag: Option<Duration>,
+    /// The longest a publish answer is held for a subscription behind.
+    pub ingest_backpressure_max_wait: Duration,
 }
 
 /// `DATABASE_URL` when unset.
@@ -229,6 +234,14 @@ impl Config {
                 1 << 40,
             )?,
             ingest_body_timeout: parse_duration("INGEST_BODY_TIMEOUT", &var("INGEST_BODY_TIMEOUT", "10s"))?,
+            ingest_backpressure_lag: match var("INGEST_BACKPRESSURE_LAG", "0").trim() {
+                "0" => None,
+                other => Some(parse_duration("INGEST_BACKPRESSURE_LAG", other)?),
+            },
+            ingest_backpressure_max_wait: parse_duration(
+                "INGEST_BACKPRESSURE_MAX_WAIT",
+                &var("INGEST_BACKPRESSURE_MAX_WAIT", "1s"),
+            )?,
         })
     }
 
@@ -279,6 +292,8 @@ impl std::fmt::Debug for Config {
             retention,
             ingest_max_inflight_bytes,
             ingest_body_timeout,
+            ingest_backpressure_lag,
+            ingest_backpressure_max_wait,
         } = self;
         f.debug_struct("Config")
             .field("database_url", &redact_urls(database_url))
@@ -312,6 +327,8 @@ impl std::fmt::Debug for Config {
             .field("retention", retention)
             .field("ingest_max_inflight_bytes", ingest_max_inflight_bytes)
             .field("ingest_body_timeout", ingest_body_timeout)
+            .field("ingest_backpressure_lag", ingest_backpressure_lag)
+            .field("ingest_backpressure_max_wait", ingest_backpressure_max_wait)
             .finish()
     }
 }

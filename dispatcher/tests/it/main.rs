@@ -1,6 +1,7 @@
 //! Dispatcher integration tests: one binary; real PostgreSQL, RabbitMQ and
 //! HTTP receivers on 127.0.0.1; a database and an AMQP prefix per test.
 
+mod admission;
 mod circuit;
 mod control;
 mod failures;

@@ -9,9 +9,11 @@
 //! 5. [`outbox`]: the relay that queues whatever step 4 did not confirm.
 //! 6. [`reconciler`]: queues again unfinished deliveries whose message was lost.
 //!
-//! Beside them: [`budget`], the bytes of publish bodies held at once (HTTP and
+//! Beside them: [`admission`], which holds the answer of an HTTP publish
+//! while a subscription of its is behind; [`budget`], the bytes of publish bodies held at once (HTTP and
 //! AMQP), and [`storage_tries`], the count that ends a poison AMQP message.
 
+pub mod admission;
 pub mod batcher;
 pub mod body;
 pub mod budget;

@@ -17,7 +17,9 @@ pub struct PublishResponse {
 }
 
 /// Publishes an event for a tenant: 202 once the event and its deliveries are
-/// durable; 200 with the first result when the `event_id` was seen before.
+/// durable (with `INGEST_BACKPRESSURE_LAG` set, held while one of its
+/// subscriptions is behind, at most `INGEST_BACKPRESSURE_MAX_WAIT`); 200 with
+/// the first result when the `event_id` was seen before.
 #[utoipa::path(post, path = "/api/v1/events", tag = "publishing", request_body = PublishBody,
     responses((status = 202, body = PublishResponse), (status = 200, body = PublishResponse),
               (status = 400), (status = 401), (status = 403), (status = 408), (status = 413), (status = 422), (status = 503)),
@@ -27,8 +29,8 @@ pub async fn publish_event(
     state: web::Data<AppState>,
     BudgetedJson { body, guard }: BudgetedJson<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
-    // The body's bytes stay taken from the budget until the answer is made.
-    let _guard = guard;
+    // The body's bytes stay taken from the budget until the event is stored.
+    let guard = guard;
     let event = body.validate(&state.catalog, "http")?;
     if let Principal::Tenant(tenant) = &auth.0 {
         if *tenant != event.tenant_id {
@@ -42,12 +44,15 @@ pub async fn publish_event(
     // Only the serialized envelope is held from here on, not the parsed data.
     drop(event.data);
     let result = state.fanout.submit(&prepared).await?;
+    drop((prepared, guard));
     let response = PublishResponse { event_id: result.event_id, deliveries: result.delivery_count };
     if !result.is_new {
         return Ok(HttpResponse::Ok().json(response));
     }
     metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "http", "event_type" => event_type).increment(1);
     metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.created.len() as u64);
+    // Durable and queued already: a subscription that is behind only delays this answer.
+    state.admission.hold(result.created.iter().map(|attempt| attempt.subscription_id)).await;
     Ok(HttpResponse::Accepted().json(response))
 }
 

@@ -1,0 +1,184 @@
+//! Admission control: a publish over HTTP whose deliveries go to a subscription
+//! that is behind is answered late, so a publisher that outruns delivery slows
+//! to the delivery rate instead of growing a backlog every event waits behind.
+//!
+//! The event is durable and queued before any wait (the wait only delays its
+//! 202), so holding the answer never delays a delivery; it delays the
+//! publisher's next publish when the publisher waits for answers. A
+//! subscription is *behind* when one of its unfinished deliveries, not under a
+//! dispatcher's claim, has been due for longer than `INGEST_BACKPRESSURE_LAG`. Deliveries that wait on purpose
+//! (a retry before its due time, an open circuit's parked rows until it ends)
+//! are not due yet, and a subscription whose circuit is not closed is never
+//! behind: a failing endpoint never slows its publishers.
+//!
+//! Every [`TICK`], one statement reads which subscriptions are behind from the
+//! oldest [`SCAN_ROWS`] due deliveries (the `deliveries_due_idx` head, so its
+//! cost is bounded however large a backlog grows); every ingest reads it for
+//! itself. A held answer goes out as soon as none of its subscriptions is
+//! behind, or after `INGEST_BACKPRESSURE_MAX_WAIT` whatever the backlog.
+//! AMQP publishes are not held: their publishers are not slowed by ingest's
+//! acks (the broker confirms them), so holding acks would only stop ingest
+//! consuming the events of everyone else.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use diesel::{
+    sql_types::{BigInt, Double, Uuid as SqlUuid},
+    QueryableByName,
+};
+use diesel_async::RunQueryDsl;
+use shared::db::{DbError, DbPool};
+
+use crate::metric_names;
+
+/// How often the subscriptions behind are read.
+pub const TICK: Duration = Duration::from_millis(25);
+
+/// Due deliveries read per tick, oldest first.
+pub const SCAN_ROWS: i64 = 2_000;
+
+/// Subscriptions with an unfinished delivery due for longer than `$1` seconds,
+/// among the `$2` ([`SCAN_ROWS`]) longest-due ones, whose circuit is closed.
+/// The inner scan walks `deliveries_due_idx` from its head. A delivery under a
+/// live claim is not waiting: a dispatcher is attempting it or recording its
+/// attempt (records linger), and counting it would keep a subscription behind
+/// until its pipeline ran dry. Whether the delivery's message was confirmed
+/// yet (`enqueued`) does not matter: a dispatcher may claim it before ingest
+/// marks it.
+const BEHIND_SQL: &str = "\
+SELECT DISTINCT due.subscription_id FROM ( \
+    SELECT d.subscription_id FROM deliveries d \
+    WHERE d.status IN ('pending', 'retrying') \
+      AND coalesce(d.next_attempt_at, d.created_at) < now() - make_interval(secs => $1) \
+      AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
+    ORDER BY coalesce(d.next_attempt_at, d.created_at) LIMIT $2) due \
+LEFT JOIN endpoint_health h ON h.subscription_id = due.subscription_id \
+WHERE h.circuit IS NULL OR h.circuit = 'closed'";
+
+#[derive(QueryableByName)]
+struct Behind {
+    #[diesel(sql_type = SqlUuid)]
+    subscription_id: uuid::Uuid,
+}
+
+/// The subscriptions behind, as of the last tick.
+type BehindSet = Arc<HashSet<uuid::Uuid>>;
+
+/// Holds publish answers while their subscriptions are behind; cheap to clone.
+/// Off (never holds) when `INGEST_BACKPRESSURE_LAG` is `0`.
+#[derive(Clone)]
+pub struct Admission {
+    behind: Option<tokio::sync::watch::Receiver<BehindSet>>,
+    max_wait: Duration,
+}
+
+/// The settings of [`Admission::start`].
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionSettings {
+    /// How long a queued delivery may be due before its subscription is behind
+    /// (`None`: admission control off).
+    pub lag: Option<Duration>,
+    /// The longest an answer is held.
+    pub max_wait: Duration,
+}
+
+impl Admission {
+    /// Starts the sampler (unless off); it runs until `stop` turns true.
+    pub fn start(
+        pool: DbPool,
+        settings: AdmissionSettings,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> (Self, Option<tokio::task::JoinHandle<()>>) {
+        let Some(lag) = settings.lag else {
+            return (Self { behind: None, max_wait: settings.max_wait }, None);
+        };
+        let (sender, receiver) = tokio::sync::watch::channel(BehindSet::default());
+        let task = tokio::spawn(sample(pool, lag, sender, stop));
+        (Self { behind: Some(receiver), max_wait: settings.max_wait }, Some(task))
+    }
+
+    /// Waits while any of `subscriptions` is behind, at most the maximum wait.
+    /// Returns how long it waited (zero when none was behind).
+    pub async fn hold(&self, subscriptions: impl Iterator<Item = uuid::Uuid> + Clone) -> Duration {
+        let Some(behind) = &self.behind else { return Duration::ZERO };
+        let mut behind = behind.clone();
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        let mut held = false;
+        loop {
+            let behind_now = {
+                let set = behind.borrow_and_update();
+                !set.is_empty() && subscriptions.clone().any(|id| set.contains(&id))
+            };
+            if !behind_now {
+                break;
+            }
+            held = true;
+            match tokio::time::timeout_at(deadline, behind.changed()).await {
+                Ok(Ok(())) => {}
+                // The deadline passed, or the sampler stopped (ingest is stopping).
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        if !held {
+            return Duration::ZERO;
+        }
+        let waited = started.elapsed();
+        metrics::counter!(metric_names::PUBLISHES_HELD).increment(1);
+        metrics::histogram!(metric_names::PUBLISH_HOLD).record(waited.as_secs_f64());
+        waited
+    }
+}
+
+/// Reads the subscriptions behind every [`TICK`]; waiters wake only when the set changes.
+async fn sample(
+    pool: DbPool,
+    lag: Duration,
+    sender: tokio::sync::watch::Sender<BehindSet>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = super::stopped(&mut stop) => break,
+            _ = ticks.tick() => {}
+        }
+        match behind(&pool, lag).await {
+            Ok(now) => {
+                metrics::gauge!(metric_names::SUBSCRIPTIONS_BEHIND).set(now.len() as f64);
+                sender.send_if_modified(|set| {
+                    let changed = **set != now;
+                    if changed {
+                        *set = Arc::new(now);
+                    }
+                    changed
+                });
+            }
+            // Unknown is not behind: a database outage must not hold every answer.
+            Err(err) => {
+                log::debug!("reading the subscriptions behind failed error={err}");
+                sender.send_if_modified(|set| {
+                    let changed = !set.is_empty();
+                    *set = BehindSet::default();
+                    changed
+                });
+            }
+        }
+    }
+}
+
+/// The subscriptions behind now (see [`BEHIND_SQL`]).
+pub async fn behind(pool: &DbPool, lag: Duration) -> Result<HashSet<uuid::Uuid>, DbError> {
+    let mut conn = shared::db::conn(pool).await?;
+    let rows: Vec<Behind> = diesel::sql_query(BEHIND_SQL)
+        .bind::<Double, _>(lag.as_secs_f64())
+        .bind::<BigInt, _>(SCAN_ROWS)
+        .load(&mut conn)
+        .await?;
+    Ok(rows.into_iter().map(|row| row.subscription_id).collect())
+}
