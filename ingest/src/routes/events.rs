@@ -29,8 +29,6 @@ pub async fn publish_event(
     state: web::Data<AppState>,
     BudgetedJson { body, guard }: BudgetedJson<PublishBody>,
 ) -> Result<HttpResponse, ApiError> {
-    // The body's bytes stay taken from the budget until the event is stored.
-    let guard = guard;
     let event = body.validate(&state.catalog, "http")?;
     if let Principal::Tenant(tenant) = &auth.0 {
         if *tenant != event.tenant_id {
@@ -44,6 +42,7 @@ pub async fn publish_event(
     // Only the serialized envelope is held from here on, not the parsed data.
     drop(event.data);
     let result = state.fanout.submit(&prepared).await?;
+    // The body's bytes were taken from the budget until the event was stored.
     drop((prepared, guard));
     let response = PublishResponse { event_id: result.event_id, deliveries: result.delivery_count };
     if !result.is_new {
