@@ -52,7 +52,8 @@ async fn a_publish_to_a_subscription_behind_is_answered_when_it_catches_up_and_o
             }
         })
         .await;
-    eventually(Duration::from_secs(10), || async { is_behind(&env, behind.id).await.then_some(()) })
+    // Ingest's own view, read every 25 ms, not only the database's.
+    eventually(Duration::from_secs(10), || async { env.ingest.state.admission.is_behind(behind.id).then_some(()) })
         .await
         .expect("the slow subscription falls behind");
 
@@ -110,10 +111,16 @@ async fn deliveries_waiting_on_purpose_do_not_put_their_subscription_behind() {
     assert!(!is_behind(&env, id).await, "a subscription whose circuit is open is never behind");
 
     env.sql(&format!(
-        "UPDATE endpoint_health SET circuit = 'closed', open_until = NULL WHERE subscription_id = '{id}'"
+        "UPDATE endpoint_health SET circuit = 'closed', open_until = NULL, consecutive_failures = 2 \
+         WHERE subscription_id = '{id}'"
     ))
     .await;
-    assert!(is_behind(&env, id).await);
+    assert!(
+        !is_behind(&env, id).await,
+        "a subscription whose last attempt failed (failing or hanging) is never behind"
+    );
+    env.sql(&format!("UPDATE endpoint_health SET consecutive_failures = 0 WHERE subscription_id = '{id}'")).await;
+    assert!(is_behind(&env, id).await, "a healthy subscription that cannot keep up is behind");
     env.sql(&format!(
         "UPDATE deliveries SET next_attempt_at = now() + interval '1 minute', status = 'retrying' \
          WHERE subscription_id = '{id}'"

@@ -6,10 +6,12 @@
 //! 202), so holding the answer never delays a delivery; it delays the
 //! publisher's next publish when the publisher waits for answers. A
 //! subscription is *behind* when one of its unfinished deliveries, not under a
-//! dispatcher's claim, has been due for longer than `INGEST_BACKPRESSURE_LAG`. Deliveries that wait on purpose
-//! (a retry before its due time, an open circuit's parked rows until it ends)
-//! are not due yet, and a subscription whose circuit is not closed is never
-//! behind: a failing endpoint never slows its publishers.
+//! dispatcher's claim, has been due for longer than `INGEST_BACKPRESSURE_LAG`.
+//! Deliveries that wait on purpose (a retry before its due time, an open
+//! circuit's parked rows until it ends) are not due yet, and a subscription
+//! whose last attempt failed (or whose circuit is not closed) is never behind:
+//! a failing or hanging endpoint never slows its publishers. Only a healthy
+//! endpoint that cannot keep up does.
 //!
 //! Every [`TICK`], one statement reads which subscriptions are behind from the
 //! oldest [`SCAN_ROWS`] due deliveries (the `deliveries_due_idx` head, so its
@@ -42,7 +44,8 @@ pub const TICK: Duration = Duration::from_millis(25);
 pub const SCAN_ROWS: i64 = 2_000;
 
 /// Subscriptions with an unfinished delivery due for longer than `$1` seconds,
-/// among the `$2` ([`SCAN_ROWS`]) longest-due ones, whose circuit is closed.
+/// among the `$2` ([`SCAN_ROWS`]) longest-due ones, whose circuit is closed and
+/// whose last attempt did not fail (no health row: never attempted).
 /// The inner scan walks `deliveries_due_idx` from its head. A delivery under a
 /// live claim is not waiting: a dispatcher is attempting it or recording its
 /// attempt (records linger), and counting it would keep a subscription behind
@@ -57,7 +60,7 @@ SELECT DISTINCT due.subscription_id FROM ( \
       AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
     ORDER BY coalesce(d.next_attempt_at, d.created_at) LIMIT $2) due \
 LEFT JOIN endpoint_health h ON h.subscription_id = due.subscription_id \
-WHERE h.circuit IS NULL OR h.circuit = 'closed'";
+WHERE h.subscription_id IS NULL OR (h.circuit = 'closed' AND h.consecutive_failures = 0)";
 
 #[derive(QueryableByName)]
 struct Behind {
@@ -99,6 +102,11 @@ impl Admission {
         let (sender, receiver) = tokio::sync::watch::channel(BehindSet::default());
         let task = tokio::spawn(sample(pool, lag, sender, stop));
         (Self { behind: Some(receiver), max_wait: settings.max_wait }, Some(task))
+    }
+
+    /// Whether `subscription_id` was behind at the last read (false when off).
+    pub fn is_behind(&self, subscription_id: uuid::Uuid) -> bool {
+        self.behind.as_ref().is_some_and(|behind| behind.borrow().contains(&subscription_id))
     }
 
     /// Waits while any of `subscriptions` is behind, at most the maximum wait.
