@@ -290,10 +290,14 @@ async fn when_the_database_fails_a_batch_every_waiter_gets_503_and_nothing_is_st
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // ...and loses the database as well, with every batch still waiting.
+    // Only ingest's connections go: the lock stays held until every answer is
+    // in. (Terminating the lock's connection with them let a batch that was
+    // waiting for the lock commit before its own termination arrived.)
     let database = app.db.name.clone();
     admin_sql(format!("ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false")).await;
     admin_sql(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}' \
+         AND application_name LIKE 'webhooks-ingest%'"
     ))
     .await;
     let answers = answers(handles).await;
