@@ -223,8 +223,36 @@ pub(crate) async fn publish_leased(
         let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed.contains(b)).copied().collect();
         release(conn, &unconfirmed, lease).await;
     }
-    delivery::mark_enqueued(conn, &confirmed).await?;
+    mark_leased(conn, &confirmed).await?;
     Ok(confirmed)
+}
+
+/// Tries of [`mark_leased`], and the pause between two.
+const MARK_TRIES: usize = 3;
+const MARK_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Marks confirmed rows `enqueued`, trying again for a row the mark skipped.
+/// The mark skips rows locked at that moment (SKIP LOCKED, see
+/// [`delivery::mark_enqueued`]), and another relay's lease statement holds
+/// locks for its duration on rows it then finds leased by us (a row that fails
+/// the recheck after its lock stays locked). A row left unmarked is queued
+/// again when this lease runs out: a duplicate message. A row a dispatcher
+/// claimed is never marked here (its record marks it), so after the last try
+/// the rest is left as it is.
+async fn mark_leased(
+    conn: &mut diesel_async::AsyncPgConnection,
+    confirmed: &[QueuedAttempt],
+) -> Result<(), RelayError> {
+    let mut marked = 0;
+    for try_number in 1..=MARK_TRIES {
+        // Rows marked by an earlier try are `enqueued` now: each try counts only its own.
+        marked += delivery::mark_enqueued(conn, confirmed).await?;
+        if marked >= confirmed.len() || try_number == MARK_TRIES {
+            break;
+        }
+        tokio::time::sleep(MARK_RETRY_PAUSE).await;
+    }
+    Ok(())
 }
 
 /// Gives rows back at once after a failed publish, instead of at lease expiry.
