@@ -223,10 +223,7 @@ impl Config {
             auto_disable_after: parse_duration("AUTO_DISABLE_AFTER", &var("AUTO_DISABLE_AFTER", "5d"))?,
             reconcile_interval: parse_duration("RECONCILE_INTERVAL", &var("RECONCILE_INTERVAL", "30s"))?,
             reconcile_grace: parse_duration("RECONCILE_GRACE", &var("RECONCILE_GRACE", "10m"))?,
-            retention: match var("RETENTION", "30d").trim() {
-                "0" => None,
-                other => Some(parse_duration("RETENTION", other)?),
-            },
+            retention: parse_duration_or_off("RETENTION", &var("RETENTION", "30d"))?,
             ingest_max_inflight_bytes: parse_number(
                 "INGEST_MAX_INFLIGHT_BYTES",
                 &var("INGEST_MAX_INFLIGHT_BYTES", "8388608"),
@@ -234,10 +231,10 @@ impl Config {
                 1 << 40,
             )?,
             ingest_body_timeout: parse_duration("INGEST_BODY_TIMEOUT", &var("INGEST_BODY_TIMEOUT", "10s"))?,
-            ingest_backpressure_lag: match var("INGEST_BACKPRESSURE_LAG", "0").trim() {
-                "0" => None,
-                other => Some(parse_duration("INGEST_BACKPRESSURE_LAG", other)?),
-            },
+            ingest_backpressure_lag: parse_duration_or_off(
+                "INGEST_BACKPRESSURE_LAG",
+                &var("INGEST_BACKPRESSURE_LAG", "0"),
+            )?,
             ingest_backpressure_max_wait: parse_duration(
                 "INGEST_BACKPRESSURE_MAX_WAIT",
                 &var("INGEST_BACKPRESSURE_MAX_WAIT", "1s"),
@@ -407,6 +404,14 @@ pub fn parse_duration(name: &'static str, value: &str) -> Result<Duration, Confi
         return Err(invalid(format!("{entry:?} must be above 0 and at most 49 days")));
     }
     Ok(Duration::from_millis(millis))
+}
+
+/// Parses a duration (see [`parse_duration`]) where `0` turns the setting off.
+pub fn parse_duration_or_off(name: &'static str, value: &str) -> Result<Option<Duration>, ConfigError> {
+    match value.trim() {
+        "0" => Ok(None),
+        other => parse_duration(name, other).map(Some),
+    }
 }
 
 /// Parses `5m,1h,6h`: each entry a duration (see [`parse_duration`]).

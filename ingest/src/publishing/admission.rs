@@ -110,9 +110,8 @@ impl Admission {
     }
 
     /// Waits while any of `subscriptions` is behind, at most the maximum wait.
-    /// Returns how long it waited (zero when none was behind).
-    pub async fn hold(&self, subscriptions: impl Iterator<Item = uuid::Uuid> + Clone) -> Duration {
-        let Some(behind) = &self.behind else { return Duration::ZERO };
+    pub async fn hold(&self, subscriptions: impl Iterator<Item = uuid::Uuid> + Clone) {
+        let Some(behind) = &self.behind else { return };
         let mut behind = behind.clone();
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.max_wait;
@@ -132,13 +131,10 @@ impl Admission {
                 Ok(Err(_)) | Err(_) => break,
             }
         }
-        if !held {
-            return Duration::ZERO;
+        if held {
+            metrics::counter!(metric_names::PUBLISHES_HELD).increment(1);
+            metrics::histogram!(metric_names::PUBLISH_HOLD).record(started.elapsed().as_secs_f64());
         }
-        let waited = started.elapsed();
-        metrics::counter!(metric_names::PUBLISHES_HELD).increment(1);
-        metrics::histogram!(metric_names::PUBLISH_HOLD).record(waited.as_secs_f64());
-        waited
     }
 }
 
