@@ -18,6 +18,7 @@ pub mod procstat;
 pub mod publisher;
 pub mod report;
 pub mod run;
+pub mod run_lock;
 pub mod scenario;
 pub mod services;
 pub mod sink;

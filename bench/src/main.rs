@@ -61,6 +61,7 @@ struct Cli {
     json: Option<PathBuf>,
 
     /// Start ingest and dispatcher(s) from the binaries next to this one, with a fresh database.
+    /// Such runs take turns: one waits while another holds `$TMPDIR/webhooks-bench.lock`.
     #[arg(long)]
     spawn: bool,
     /// Server where --spawn creates its database (also asked for its version).
@@ -257,6 +258,8 @@ async fn run_until_interrupted<S: Services>(services: &mut S, options: &RunOptio
 
 async fn bench_main(cli: Cli) -> anyhow::Result<bool> {
     let options = cli.options()?;
+    // Spawned runs measure the machine: one at a time (held to the end).
+    let _run_lock = if cli.spawn { Some(bench::run_lock::acquire().await?) } else { None };
     let machine = MachineInfo::collect(&cli.database_admin_url).await;
     if machine.load_average_at_start > 1.0 {
         eprintln!(

@@ -9,7 +9,7 @@
 //! LOCKED`) keeps several ingest replicas from publishing the same row. A due
 //! `retrying` delivery goes straight to dispatch: its delay has passed.
 
-use std::{sync::LazyLock, time::Duration};
+use std::{collections::HashSet, sync::LazyLock, time::Duration};
 
 use tokio::sync::watch;
 
@@ -220,7 +220,8 @@ pub(crate) async fn publish_leased(
     };
     metrics::counter!(metric_names::DISPATCH_MESSAGES_PUBLISHED).increment(confirmed.len() as u64);
     if confirmed.len() < batch.len() {
-        let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed.contains(b)).copied().collect();
+        let confirmed_set: HashSet<&QueuedAttempt> = confirmed.iter().collect();
+        let unconfirmed: Vec<_> = batch.iter().filter(|b| !confirmed_set.contains(b)).copied().collect();
         release(conn, &unconfirmed, lease).await;
     }
     mark_leased(conn, &confirmed).await?;

@@ -220,7 +220,7 @@ pub enum RetryScope {
 /// transaction is committed: what a dispatch message carries
 /// ([`crate::amqp::DispatchMessage`]). Every statement that makes a delivery
 /// due and returns it to be queued returns these columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, QueryableByName)]
 pub struct QueuedAttempt {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub delivery_id: uuid::Uuid,
