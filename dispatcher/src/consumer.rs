@@ -1,11 +1,12 @@
 //! Consuming `{p}.dispatch`: manual acks, a large prefetch
-//! (`DISPATCHER_PREFETCH`: attempts in flight plus the messages waiting here
-//! for a slot, see [`crate::flow`]), a task per message under a semaphore of
-//! the same size, and a fresh channel and consumer after every broker reconnect.
+//! (`DISPATCHER_PREFETCH`: attempts in flight plus those waiting here for a
+//! slot, see [`crate::flow`]), a task per message (each of its attempts
+//! holding a permit of a semaphore of the same size), and a fresh channel and
+//! consumer after every broker reconnect.
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
+use futures_util::{future::join_all, StreamExt};
 use lapin::{
     message::Delivery as AmqpMessage,
     options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
@@ -24,13 +25,16 @@ use crate::{
 /// down) does not turn into a hot redelivery loop.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 
-/// Messages this dispatcher takes from the queue before acking any: those in
+/// Attempts this dispatcher takes from the queue before acking any: those in
 /// flight and those waiting for a slot. Large, so that a backlog waits here,
 /// where each subscription has its own queue and free slots go round-robin,
 /// and not in the broker's one FIFO (where a quiet subscription's message
-/// would wait for a hot one's whole backlog). A waiting message costs a
-/// small task and its AMQP frame, not its payload: it is claimed (and the
-/// payload read) only once it has a slot. Never below the slots themselves.
+/// would wait for a hot one's whole backlog). A waiting attempt costs a
+/// small future, not its payload: it is claimed (and the payload read) only
+/// once it has a slot. Never below the slots themselves. The broker's
+/// prefetch (which counts messages) is the same number; the consumer reads a
+/// message only once it holds a permit for each of its attempts, so messages
+/// delivered past that wait unread in the channel's buffer.
 pub fn prefetch(config: &shared::config::Config) -> usize {
     usize::from(config.dispatcher_prefetch).max(config.dispatcher_concurrency).min(usize::from(u16::MAX))
 }
@@ -40,6 +44,7 @@ pub fn prefetch(config: &shared::config::Config) -> usize {
 /// can let in-flight tasks ack on it before closing it.
 pub async fn run(ctx: Context, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) -> Option<Channel> {
     let tag = format!("webhooks-dispatcher-{}", uuid::Uuid::new_v4().simple());
+    let total = prefetch(&ctx.config);
     loop {
         let session = tokio::select! {
             biased;
@@ -81,12 +86,33 @@ pub async fn run(ctx: Context, slots: Arc<Semaphore>, mut stop: watch::Receiver<
             };
             match next {
                 Some(Ok(message)) => {
-                    let ctx = ctx.clone();
-                    // Only the body and the acker are kept: a message waiting
-                    // here for a slot should cost as little as possible.
+                    // Only the attempts and the acker are kept: a message
+                    // waiting here for a slot should cost as little as possible.
                     let AmqpMessage { data, acker, .. } = message;
+                    let attempts = process::decode(&data);
+                    drop(data);
+                    // One permit per attempt (the first one is held already),
+                    // so the attempts waiting here stay within the prefetch.
+                    let more = u32::try_from(attempts.len().clamp(1, total) - 1).unwrap_or(0);
+                    let permit = if more == 0 {
+                        Ok(permit)
+                    } else {
+                        tokio::select! {
+                            biased;
+                            _ = stopped(&mut stop) => {
+                                // Not started: it returns to the queue with the channel.
+                                return Some(cancel(channel, &tag).await);
+                            }
+                            more = slots.clone().acquire_many_owned(more) => more.map(|mut more| {
+                                more.merge(permit);
+                                more
+                            }),
+                        }
+                    };
+                    let Ok(permit) = permit else { return Some(cancel(channel, &tag).await) };
+                    let ctx = ctx.clone();
                     tokio::spawn(async move {
-                        settle(&ctx, data, acker).await;
+                        settle(&ctx, attempts, acker).await;
                         drop(permit);
                     });
                 }
@@ -133,10 +159,18 @@ async fn cancel(channel: Channel, tag: &str) -> Channel {
     channel
 }
 
-/// Handles one message, then acks it or returns it to the queue.
-async fn settle(ctx: &Context, body: Vec<u8>, acker: Acker) {
-    let disposition = process::handle(ctx, &body).await;
-    drop(body);
+/// Handles every attempt of one message at once (each waits for its own
+/// subscription's slot), then acks the message or returns it to the queue:
+/// returned if any attempt's work is not durable (the others are then stale
+/// when it comes back, and acked at once).
+async fn settle(ctx: &Context, attempts: process::Decoded, acker: Acker) {
+    let disposition = match attempts {
+        process::Decoded::Attempts(attempts) => {
+            let dispositions = join_all(attempts.into_iter().map(|attempt| process::handle(ctx, attempt))).await;
+            Disposition::of_all(dispositions)
+        }
+        process::Decoded::Invalid => Disposition::Ack,
+    };
     // Boxed: the task of a message waiting for a slot reserves no room for these.
     Box::pin(answer(acker, disposition)).await;
 }

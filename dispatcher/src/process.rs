@@ -1,4 +1,6 @@
-//! What one dispatch message does: wait for one of its subscription's slots,
+//! What one attempt of a dispatch message does (a message carries one or
+//! several; [`crate::consumer`] settles the message once all of them are
+//! handled): wait for one of its subscription's slots,
 //! claim the attempt, pass the circuit, make it, record the outcome and the
 //! endpoint's health — and then say whether to ack. (A message without a
 //! subscription, queued by an older version, claims before it waits.)
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shared::{
-    amqp::DispatchMessage,
+    amqp::{decode_dispatch, DispatchMessage},
     db,
     models::{attempt::NewAttempt, endpoint_health::Circuit},
 };
@@ -44,18 +46,59 @@ pub enum Disposition {
     Return,
 }
 
-/// Handles one message from the dispatch queue.
-pub async fn handle(ctx: &Context, body: &[u8]) -> Disposition {
-    let (delivery_id, attempt, subscription_id) = match serde_json::from_slice::<DispatchMessage>(body) {
-        Ok(DispatchMessage::Attempt { delivery_id, attempt, subscription_id }) if attempt >= 1 => {
-            (delivery_id, attempt, subscription_id)
+impl Disposition {
+    /// What to do with a message whose attempts were settled as given: ack it
+    /// only when every one is durable; return it at once when stopping.
+    pub fn of_all(dispositions: impl IntoIterator<Item = Disposition>) -> Disposition {
+        dispositions.into_iter().fold(Disposition::Ack, |all, one| match (all, one) {
+            (Disposition::Return, _) | (_, Disposition::Return) => Disposition::Return,
+            (Disposition::Requeue, _) | (_, Disposition::Requeue) => Disposition::Requeue,
+            (Disposition::Ack, Disposition::Ack) => Disposition::Ack,
+        })
+    }
+}
+
+/// A dispatch message's body, read.
+pub enum Decoded {
+    /// Its attempts (one, or up to `MAX_ATTEMPTS_PER_MESSAGE`).
+    Attempts(Vec<DispatchMessage>),
+    /// Not a dispatch message: dropped (acked) and counted `invalid`.
+    Invalid,
+}
+
+impl Decoded {
+    pub fn len(&self) -> usize {
+        match self {
+            Decoded::Attempts(attempts) => attempts.len(),
+            Decoded::Invalid => 0,
         }
-        Ok(other) => {
-            log::error!("dispatch message dropped: invalid attempt message={other:?}");
-            return counted(Disposition::Ack, "invalid");
-        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads a dispatch message's body (see [`shared::amqp::decode_dispatch`]).
+pub fn decode(body: &[u8]) -> Decoded {
+    match decode_dispatch(body) {
+        Ok(attempts) => Decoded::Attempts(attempts),
         Err(err) => {
             log::error!("dispatch message dropped: not a dispatch message error={err}");
+            counted(Disposition::Ack, "invalid");
+            Decoded::Invalid
+        }
+    }
+}
+
+/// Handles one attempt of a message from the dispatch queue.
+pub async fn handle(ctx: &Context, message: DispatchMessage) -> Disposition {
+    let (delivery_id, attempt, subscription_id) = match message {
+        DispatchMessage::Attempt { delivery_id, attempt, subscription_id } if attempt >= 1 => {
+            (delivery_id, attempt, subscription_id)
+        }
+        other => {
+            log::error!("dispatch message dropped: invalid attempt message={other:?}");
             return counted(Disposition::Ack, "invalid");
         }
     };
@@ -479,4 +522,18 @@ async fn record_with_retries(
 fn counted(disposition: Disposition, result: &'static str) -> Disposition {
     metrics::counter!(metric_names::MESSAGES, "result" => result).increment(1);
     disposition
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Disposition::{self, Ack, Requeue, Return};
+
+    #[test]
+    fn a_message_is_acked_only_when_every_attempt_is_durable() {
+        assert_eq!(Disposition::of_all([]), Ack, "an empty message has nothing to wait for");
+        assert_eq!(Disposition::of_all([Ack, Ack, Ack]), Ack);
+        assert_eq!(Disposition::of_all([Ack, Requeue, Ack]), Requeue);
+        assert_eq!(Disposition::of_all([Requeue, Return, Ack]), Return, "stopping returns it at once");
+        assert_eq!(Disposition::of_all([Return, Requeue]), Return);
+    }
 }

@@ -80,7 +80,7 @@ pub fn register() {
     describe_counter!(DELIVERIES_CREATED, "Deliveries created, one per subscription an event matched");
     describe_counter!(EVENTS_REJECTED, "AMQP-published events moved to the rejected queue, by reason");
     describe_counter!(AMQP_EVENTS_REQUEUED, "AMQP-published events requeued because they could not be stored now");
-    describe_counter!(DISPATCH_MESSAGES_PUBLISHED, "Dispatch messages confirmed by the broker");
+    describe_counter!(DISPATCH_MESSAGES_PUBLISHED, "Dispatch attempts queued: their message confirmed by the broker");
     describe_counter!(
         DISPATCH_QUEUE_OVERFLOW,
         "Deliveries left to the outbox relay because the dispatch buffer was full"

@@ -1,4 +1,5 @@
-//! RabbitMQ: the topology both services declare, the dispatch message, and a
+//! RabbitMQ: the topology both services declare, the dispatch message (up
+//! to [`MAX_ATTEMPTS_PER_MESSAGE`] attempts per message), and a
 //! supervised connection that reconnects with backoff.
 //!
 //! ```text
@@ -102,6 +103,40 @@ impl From<QueuedAttempt> for DispatchMessage {
             subscription_id: Some(queued.subscription_id),
         }
     }
+}
+
+/// Most attempts one dispatch message carries. The broker's work (store,
+/// confirm, deliver, ack) is per message, and with one attempt per message it
+/// was a fifth of the machine's CPU per delivery (BENCHMARKS.md); a dispatcher
+/// acks a message once all of its attempts are settled, so a message should
+/// stay small enough that one slow attempt holds few others' acks.
+pub const MAX_ATTEMPTS_PER_MESSAGE: usize = 16;
+
+/// The body of a dispatch message: one [`DispatchMessage`] as a JSON object
+/// (as every version before batching wrote it), or several as a JSON array.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DispatchBody {
+    One(DispatchMessage),
+    Many(Vec<DispatchMessage>),
+}
+
+/// Encodes up to [`MAX_ATTEMPTS_PER_MESSAGE`] attempts as one message body
+/// (callers chunk; see [`decode_dispatch`] for the format).
+pub fn encode_dispatch(attempts: &[QueuedAttempt]) -> Result<Vec<u8>, serde_json::Error> {
+    match attempts {
+        [one] => serde_json::to_vec(&DispatchMessage::from(*one)),
+        many => serde_json::to_vec(&many.iter().map(|&a| DispatchMessage::from(a)).collect::<Vec<_>>()),
+    }
+}
+
+/// Decodes a dispatch message body into its attempts: a single object or an
+/// array of them. An empty array decodes to no attempts.
+pub fn decode_dispatch(body: &[u8]) -> Result<Vec<DispatchMessage>, serde_json::Error> {
+    Ok(match serde_json::from_slice::<DispatchBody>(body)? {
+        DispatchBody::One(message) => vec![message],
+        DispatchBody::Many(messages) => messages,
+    })
 }
 
 /// Names of every exchange and queue, all under `AMQP_PREFIX`.
@@ -430,5 +465,31 @@ mod tests {
             parsed,
             DispatchMessage::Attempt { delivery_id: queued.delivery_id, attempt: 1, subscription_id: None }
         );
+    }
+
+    fn attempt(n: i32) -> QueuedAttempt {
+        QueuedAttempt { delivery_id: uuid::Uuid::now_v7(), attempt: n, subscription_id: uuid::Uuid::now_v7() }
+    }
+
+    #[test]
+    fn one_attempt_is_an_object_and_several_are_an_array_and_both_decode_in_order() {
+        let one = [attempt(1)];
+        let body = encode_dispatch(&one).expect("encodes");
+        assert!(body.starts_with(b"{"), "one attempt keeps the pre-batching format");
+        assert_eq!(decode_dispatch(&body).expect("decodes"), vec![DispatchMessage::from(one[0])]);
+
+        let several = [attempt(1), attempt(3), attempt(2)];
+        let body = encode_dispatch(&several).expect("encodes");
+        assert!(body.starts_with(b"["));
+        let decoded = decode_dispatch(&body).expect("decodes");
+        assert_eq!(decoded, several.iter().map(|&a| DispatchMessage::from(a)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_dispatch_message_does_not_decode() {
+        for body in [&b"not json"[..], br#"{"type":"other"}"#, br#"[{"type":"attempt"}]"#, b"42"] {
+            assert!(decode_dispatch(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(decode_dispatch(b"[]").expect("an empty array decodes"), vec![]);
     }
 }

@@ -67,7 +67,9 @@ async fn purging_the_dispatch_and_retry_queues_mid_run_still_ends_every_delivery
         eventually(Duration::from_secs(10), || async { (count_where(&env, "enqueued").await == total).then_some(()) })
             .await;
     assert!(queued.is_some(), "the first messages were not all queued");
-    assert_eq!(purge(&topology.dispatch_queue()).await as i64, total);
+    // A message carries one attempt or several (up to 16): 16 attempts went in 1 to 16 messages.
+    let purged = i64::from(purge(&topology.dispatch_queue()).await);
+    assert!((1..=total).contains(&purged), "purged {purged} messages for {total} attempts");
 
     let _dispatcher = env.start_dispatcher(&overrides).await;
     // The reconciler queues them again; every first attempt fails and the

@@ -1,11 +1,12 @@
 //! Claims: duplicate messages are not sent twice, dispatchers share work
-//! without duplicates, and one subscription cannot take every slot.
+//! without duplicates, one subscription cannot take every slot, and a message
+//! carrying several attempts is acked once all of them are recorded.
 
 use std::time::{Duration, Instant};
 
 use shared::{
-    amqp::{persistent_json, DispatchMessage, DISPATCH_ROUTING_KEY},
-    models::delivery::DeliveryStatus,
+    amqp::{encode_dispatch, persistent_json, DispatchMessage, DISPATCH_ROUTING_KEY},
+    models::delivery::{DeliveryStatus, QueuedAttempt},
     testing::eventually,
 };
 
@@ -108,4 +109,65 @@ async fn a_slow_subscription_never_has_more_than_its_cap_in_flight() {
     assert_eq!(shared_stat(&dispatcher.context.stats.parked), 0, "in the dispatcher, not through the broker");
     assert_eq!(receiver.count(), 16, "waiting never sends or counts an attempt");
     assert!(receiver.count_by_delivery().values().all(|n| *n == 1));
+}
+
+/// Messages ready on the dispatch queue, taken off it (basic.get, no ack),
+/// over a connection of the test's own.
+async fn take_ready_dispatch_messages(env: &TestEnv) -> usize {
+    use lapin::options::BasicGetOptions;
+    let connection = shared::amqp::connect(&shared::testing::amqp_url()).await.expect("direct broker connection");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = env.ingest.state.topology.dispatch_queue();
+    let mut taken = 0;
+    while channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.expect("basic.get").is_some()
+    {
+        taken += 1;
+    }
+    let _ = connection.close(200, "taken".into()).await;
+    taken
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_carrying_several_attempts_delivers_each_once_and_is_acked_after_the_last() {
+    let env = spawn_env().await;
+    let fast = Receiver::always(200).await;
+    let slow = Receiver::slow(200, Duration::from_millis(800)).await;
+    for i in 0..4 {
+        env.subscription(SubSpec::new(&fast.url(&format!("/fast/{i}")))).await;
+    }
+    env.subscription(SubSpec::new(&slow.url("/slow"))).await;
+    let event_id = env.publish("t1", "invoice.created", serde_json::json!({"n": 1})).await;
+    let deliveries = env.deliveries_of(&event_id).await;
+    assert_eq!(deliveries.len(), 5);
+    // What ingest queued for them goes; one message with all five attempts replaces it.
+    let marked = eventually(Duration::from_secs(20), || async {
+        let rows = env.deliveries_of(&event_id).await;
+        rows.iter().all(|d| d.enqueued).then_some(())
+    })
+    .await;
+    assert!(marked.is_some(), "ingest never marked its messages confirmed");
+    assert!(take_ready_dispatch_messages(&env).await >= 1);
+    let attempts: Vec<QueuedAttempt> = deliveries
+        .iter()
+        .map(|d| QueuedAttempt { delivery_id: d.id, attempt: 1, subscription_id: d.subscription_id })
+        .collect();
+    let body = encode_dispatch(&attempts).expect("encodes");
+    env.ingest
+        .state
+        .broker
+        .publish(&env.ingest.state.topology.dispatch_exchange(), DISPATCH_ROUTING_KEY, &body, persistent_json())
+        .await
+        .expect("published");
+
+    let dispatcher = env.start_dispatcher(&[]).await;
+    env.wait_succeeded(5, Duration::from_secs(30)).await;
+    assert_eq!(fast.count(), 4);
+    assert_eq!(slow.count(), 1);
+    for delivery in &deliveries {
+        assert_eq!(env.attempts(delivery.id).await.len(), 1, "one attempt each");
+    }
+    // Acked: after the dispatcher stops (its channel closed, so an unacked
+    // message would be ready again), nothing is left on the queue.
+    assert!(dispatcher.shutdown(Duration::from_secs(10)).await, "the dispatcher drained");
+    assert_eq!(take_ready_dispatch_messages(&env).await, 0, "the message went back to the queue: never acked");
 }

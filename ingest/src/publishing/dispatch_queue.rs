@@ -1,5 +1,6 @@
 //! Queues committed deliveries on the dispatch exchange, after commit, with
-//! publisher confirms, in batches; then marks them `enqueued`.
+//! publisher confirms, in batches (several attempts per message, see
+//! [`shared::amqp::MAX_ATTEMPTS_PER_MESSAGE`]); then marks them `enqueued`.
 //!
 //! Nothing here is on the request path: callers hand over delivery ids and
 //! return. Whatever is not confirmed (broker down, process killed) stays
@@ -10,7 +11,10 @@ use std::{sync::Arc, time::Duration};
 use futures_util::future::join_all;
 use lapin::options::BasicPublishOptions;
 use shared::{
-    amqp::{check_confirmation, persistent_json, Broker, BrokerError, DispatchMessage, Topology, DISPATCH_ROUTING_KEY},
+    amqp::{
+        check_confirmation, encode_dispatch, persistent_json, Broker, BrokerError, Topology, DISPATCH_ROUTING_KEY,
+        MAX_ATTEMPTS_PER_MESSAGE,
+    },
     batcher::{BatchSettings, Batcher},
     db::DbPool,
     models::delivery::{self, QueuedAttempt},
@@ -127,16 +131,17 @@ async fn mark(pool: &DbPool, confirmed: &[QueuedAttempt]) -> Result<usize, share
     Ok(delivery::mark_enqueued(&mut conn, confirmed).await?)
 }
 
-/// Publishes every message, then awaits all confirms; returns the confirmed ones.
+/// Publishes the attempts, up to [`MAX_ATTEMPTS_PER_MESSAGE`] per message,
+/// then awaits all confirms; returns the attempts whose message was confirmed.
 pub async fn publish_batch(
     broker: &Broker,
     exchange: &str,
     batch: &[QueuedAttempt],
 ) -> Result<Vec<QueuedAttempt>, BrokerError> {
     let session = broker.session().ok_or(BrokerError::Disconnected)?;
-    let mut pending = Vec::with_capacity(batch.len());
-    for &queued in batch {
-        let body = serde_json::to_vec(&DispatchMessage::from(queued))?;
+    let mut pending = Vec::with_capacity(batch.len().div_ceil(MAX_ATTEMPTS_PER_MESSAGE));
+    for chunk in batch.chunks(MAX_ATTEMPTS_PER_MESSAGE) {
+        let body = encode_dispatch(chunk)?;
         let confirm = session
             .publisher
             .basic_publish(
@@ -147,16 +152,20 @@ pub async fn publish_batch(
                 persistent_json(),
             )
             .await?;
-        pending.push((queued, confirm));
+        pending.push((chunk, confirm));
     }
-    let (keys, confirms): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+    let (chunks, confirms): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
     let results =
         tokio::time::timeout(Duration::from_secs(10), join_all(confirms)).await.map_err(|_| BrokerError::Timeout)?;
-    let mut confirmed = Vec::with_capacity(keys.len());
-    for (key, result) in keys.into_iter().zip(results) {
+    let mut confirmed = Vec::with_capacity(batch.len());
+    for (chunk, result) in chunks.into_iter().zip(results) {
         match result.map_err(BrokerError::from).and_then(check_confirmation) {
-            Ok(()) => confirmed.push(key),
-            Err(err) => log::warn!("dispatch message not confirmed delivery_id={} error={err}", key.delivery_id),
+            Ok(()) => confirmed.extend_from_slice(chunk),
+            Err(err) => log::warn!(
+                "dispatch message not confirmed attempts={} first_delivery_id={} error={err}",
+                chunk.len(),
+                chunk[0].delivery_id
+            ),
         }
     }
     Ok(confirmed)

@@ -157,12 +157,13 @@ impl TestApp {
         .id
     }
 
-    /// Takes every message waiting on the dispatch queue (basic.get until empty).
+    /// Takes every message waiting on the dispatch queue (basic.get until
+    /// empty); returns their attempts (a message carries one or several).
     pub async fn drain_dispatch_queue(&self) -> Vec<shared::amqp::DispatchMessage> {
         self.drain_queue(&self.ingest.state.topology.dispatch_queue())
             .await
             .iter()
-            .map(|message| serde_json::from_slice(&message.data).expect("dispatch message json"))
+            .flat_map(|message| shared::amqp::decode_dispatch(&message.data).expect("dispatch message json"))
             .collect()
     }
 
@@ -199,7 +200,7 @@ impl TestApp {
         declared.message_count()
     }
 
-    /// Drains the dispatch queue until `expected` messages arrived (or 30 s
+    /// Drains the dispatch queue until `expected` attempts arrived (or 30 s
     /// passed), then once more, so late duplicates are caught too.
     pub async fn collect_dispatch_messages(&self, expected: usize) -> Vec<shared::amqp::DispatchMessage> {
         let mut messages = Vec::new();
