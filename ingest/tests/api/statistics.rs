@@ -94,7 +94,7 @@ async fn a_churning_table_is_analyzed_again_only_after_a_minute_or_once_it_doubl
     let after_ours = analyze_count(&app).await;
 
     // 100 more rows (and their updates): past the 10 % threshold, not doubled. Within the
-    // minute the keeper leaves the table alone, though it looks every 5 s.
+    // minute the keeper leaves the table alone, though it looks every second.
     publish(&app, &token, 50).await;
     tokio::time::sleep(ingest::statistics::INTERVAL * 3).await;
     assert_eq!(analyze_count(&app).await, after_ours, "analyzed again within the minute without doubling");
