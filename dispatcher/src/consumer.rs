@@ -13,7 +13,7 @@ use lapin::{
     types::FieldTable,
     Acker, Channel, Consumer,
 };
-use shared::amqp::{BrokerSession, BROKER_TIMEOUT};
+use shared::amqp::{BrokerSession, DispatchMessage, BROKER_TIMEOUT};
 use tokio::sync::{watch, Semaphore};
 
 use crate::{
@@ -162,15 +162,11 @@ async fn cancel(channel: Channel, tag: &str) -> Channel {
 /// Handles every attempt of one message at once (each waits for its own
 /// subscription's slot), then acks the message or returns it to the queue:
 /// returned if any attempt's work is not durable (the others are then stale
-/// when it comes back, and acked at once).
-async fn settle(ctx: &Context, attempts: process::Decoded, acker: Acker) {
-    let disposition = match attempts {
-        process::Decoded::Attempts(attempts) => {
-            let dispositions = join_all(attempts.into_iter().map(|attempt| process::handle(ctx, attempt))).await;
-            Disposition::of_all(dispositions)
-        }
-        process::Decoded::Invalid => Disposition::Ack,
-    };
+/// when it comes back, and acked at once). A message without attempts (not
+/// a dispatch message) is acked.
+async fn settle(ctx: &Context, attempts: Vec<DispatchMessage>, acker: Acker) {
+    let dispositions = join_all(attempts.into_iter().map(|attempt| process::handle(ctx, attempt))).await;
+    let disposition = Disposition::of_all(dispositions);
     // Boxed: the task of a message waiting for a slot reserves no room for these.
     Box::pin(answer(acker, disposition)).await;
 }

@@ -58,37 +58,15 @@ impl Disposition {
     }
 }
 
-/// A dispatch message's body, read.
-pub enum Decoded {
-    /// Its attempts (one, or up to `MAX_ATTEMPTS_PER_MESSAGE`).
-    Attempts(Vec<DispatchMessage>),
-    /// Not a dispatch message: dropped (acked) and counted `invalid`.
-    Invalid,
-}
-
-impl Decoded {
-    pub fn len(&self) -> usize {
-        match self {
-            Decoded::Attempts(attempts) => attempts.len(),
-            Decoded::Invalid => 0,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Reads a dispatch message's body (see [`shared::amqp::decode_dispatch`]).
-pub fn decode(body: &[u8]) -> Decoded {
-    match decode_dispatch(body) {
-        Ok(attempts) => Decoded::Attempts(attempts),
-        Err(err) => {
-            log::error!("dispatch message dropped: not a dispatch message error={err}");
-            counted(Disposition::Ack, "invalid");
-            Decoded::Invalid
-        }
-    }
+/// Reads a dispatch message's body (see [`shared::amqp::decode_dispatch`]):
+/// its attempts, or none for a body that is not a dispatch message (logged and
+/// counted `invalid`; the message is then simply acked).
+pub fn decode(body: &[u8]) -> Vec<DispatchMessage> {
+    decode_dispatch(body).unwrap_or_else(|err| {
+        log::error!("dispatch message dropped: not a dispatch message error={err}");
+        counted(Disposition::Ack, "invalid");
+        Vec::new()
+    })
 }
 
 /// Handles one attempt of a message from the dispatch queue.

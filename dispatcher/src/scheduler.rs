@@ -23,7 +23,7 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::future::join_all;
 use shared::{
-    amqp::{persistent_json, DispatchMessage, DISPATCH_ROUTING_KEY},
+    amqp::{encode_dispatch, persistent_json, DISPATCH_ROUTING_KEY},
     db::{self, DbError},
     models::{
         delivery::{self, QueuedAttempt},
@@ -100,7 +100,7 @@ pub async fn round(ctx: &Context) -> Result<usize, DbError> {
     }
     let exchange = ctx.topology.dispatch_exchange();
     let publishes = due.iter().map(|row| {
-        let body = serde_json::to_vec(&DispatchMessage::from(*row));
+        let body = encode_dispatch(std::slice::from_ref(row));
         let (broker, exchange) = (&ctx.broker, exchange.as_str());
         async move {
             match body {

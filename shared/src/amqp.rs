@@ -112,15 +112,6 @@ impl From<QueuedAttempt> for DispatchMessage {
 /// stay small enough that one slow attempt holds few others' acks.
 pub const MAX_ATTEMPTS_PER_MESSAGE: usize = 16;
 
-/// The body of a dispatch message: one [`DispatchMessage`] as a JSON object
-/// (as every version before batching wrote it), or several as a JSON array.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum DispatchBody {
-    One(DispatchMessage),
-    Many(Vec<DispatchMessage>),
-}
-
 /// Encodes up to [`MAX_ATTEMPTS_PER_MESSAGE`] attempts as one message body
 /// (callers chunk; see [`decode_dispatch`] for the format).
 pub fn encode_dispatch(attempts: &[QueuedAttempt]) -> Result<Vec<u8>, serde_json::Error> {
@@ -130,13 +121,16 @@ pub fn encode_dispatch(attempts: &[QueuedAttempt]) -> Result<Vec<u8>, serde_json
     }
 }
 
-/// Decodes a dispatch message body into its attempts: a single object or an
-/// array of them. An empty array decodes to no attempts.
+/// Decodes a dispatch message body into its attempts: one [`DispatchMessage`]
+/// as a JSON object (as every version before batching wrote it), or several
+/// as a JSON array. An empty array decodes to no attempts. Parsed as the form
+/// its first character says, so the error names what was wrong with it.
 pub fn decode_dispatch(body: &[u8]) -> Result<Vec<DispatchMessage>, serde_json::Error> {
-    Ok(match serde_json::from_slice::<DispatchBody>(body)? {
-        DispatchBody::One(message) => vec![message],
-        DispatchBody::Many(messages) => messages,
-    })
+    if body.trim_ascii_start().starts_with(b"[") {
+        serde_json::from_slice(body)
+    } else {
+        serde_json::from_slice(body).map(|one| vec![one])
+    }
 }
 
 /// Names of every exchange and queue, all under `AMQP_PREFIX`.

@@ -13,11 +13,15 @@ use shared::{
 use crate::helpers::{spawn_env, Receiver, SubSpec, TestEnv};
 
 async fn publish_copy(env: &TestEnv, message: &DispatchMessage) {
-    let body = serde_json::to_vec(message).expect("json");
+    publish_body(env, &serde_json::to_vec(message).expect("json")).await;
+}
+
+/// Publishes a dispatch message body as ingest would.
+async fn publish_body(env: &TestEnv, body: &[u8]) {
     env.ingest
         .state
         .broker
-        .publish(&env.ingest.state.topology.dispatch_exchange(), DISPATCH_ROUTING_KEY, &body, persistent_json())
+        .publish(&env.ingest.state.topology.dispatch_exchange(), DISPATCH_ROUTING_KEY, body, persistent_json())
         .await
         .expect("published");
 }
@@ -151,13 +155,7 @@ async fn one_message_carrying_several_attempts_delivers_each_once_and_is_acked_a
         .iter()
         .map(|d| QueuedAttempt { delivery_id: d.id, attempt: 1, subscription_id: d.subscription_id })
         .collect();
-    let body = encode_dispatch(&attempts).expect("encodes");
-    env.ingest
-        .state
-        .broker
-        .publish(&env.ingest.state.topology.dispatch_exchange(), DISPATCH_ROUTING_KEY, &body, persistent_json())
-        .await
-        .expect("published");
+    publish_body(&env, &encode_dispatch(&attempts).expect("encodes")).await;
 
     let dispatcher = env.start_dispatcher(&[]).await;
     env.wait_succeeded(5, Duration::from_secs(30)).await;
