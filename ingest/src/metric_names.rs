@@ -12,6 +12,9 @@ use shared::telemetry::ServiceMetrics;
 pub const EVENTS_ACCEPTED: &str = "webhooks_ingest_events_accepted_total";
 /// Counter: deliveries created (one per subscription an event matched).
 pub const DELIVERIES_CREATED: &str = "webhooks_ingest_deliveries_created_total";
+/// Counter: deliveries created parked behind their subscription's open circuit
+/// (in the database, no message queued).
+pub const DELIVERIES_PARKED: &str = "webhooks_ingest_deliveries_parked_total";
 /// Counter `{reason}`: AMQP-published events moved to the rejected queue.
 pub const EVENTS_REJECTED: &str = "webhooks_ingest_events_rejected_total";
 /// Counter: AMQP-published events requeued because they could not be stored now.
@@ -78,6 +81,10 @@ pub fn register() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(EVENTS_ACCEPTED, "Events stored, by source (http, amqp) and event type; repeats not counted");
     describe_counter!(DELIVERIES_CREATED, "Deliveries created, one per subscription an event matched");
+    describe_counter!(
+        DELIVERIES_PARKED,
+        "Deliveries created parked behind their subscription's open circuit (no message queued)"
+    );
     describe_counter!(EVENTS_REJECTED, "AMQP-published events moved to the rejected queue, by reason");
     describe_counter!(AMQP_EVENTS_REQUEUED, "AMQP-published events requeued because they could not be stored now");
     describe_counter!(DISPATCH_MESSAGES_PUBLISHED, "Dispatch attempts queued: their message confirmed by the broker");
@@ -129,6 +136,7 @@ pub fn register() {
 
     // Registering a series makes it render (at zero) without changing it.
     let _ = metrics::counter!(DELIVERIES_CREATED);
+    let _ = metrics::counter!(DELIVERIES_PARKED);
     let _ = metrics::counter!(AMQP_EVENTS_REQUEUED);
     let _ = metrics::counter!(DISPATCH_MESSAGES_PUBLISHED);
     let _ = metrics::counter!(DISPATCH_QUEUE_OVERFLOW);

@@ -1,7 +1,8 @@
 //! Samples the depth of the RabbitMQ queues an operator alerts on (events not
 //! yet consumed, attempts not yet taken by a dispatcher, rejected events) into
 //! the `webhooks_ingest_queue_messages{queue}` gauge, so dashboards and alerts
-//! need nothing but the services' own `/metrics`.
+//! need nothing but the services' own `/metrics`; and counts the consumers of
+//! a queue ([`consumers`]: whether any dispatcher is taking attempts).
 
 use std::time::Duration;
 
@@ -36,4 +37,18 @@ pub async fn record(broker: &Broker, topology: &Topology) {
     if tokio::time::timeout(SAMPLE_TIMEOUT, sample).await.ok().flatten().is_none() {
         log::debug!("queue depths not sampled");
     }
+}
+
+/// How many consumers `queue` has (a passive declare on a channel of its own),
+/// or `None` when the broker is down or does not answer within [`SAMPLE_TIMEOUT`].
+pub async fn consumers(broker: &Broker, queue: &str) -> Option<u32> {
+    let session = broker.session()?;
+    let count = async {
+        let channel = session.connection.create_channel().await.ok()?;
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let declared = channel.queue_declare(queue.into(), passive, FieldTable::default()).await.ok();
+        let _ = channel.close(200, "consumers counted".into()).await;
+        declared.map(|d| d.consumer_count())
+    };
+    tokio::time::timeout(SAMPLE_TIMEOUT, count).await.ok().flatten()
 }

@@ -149,7 +149,8 @@ pub async fn start(config: Config, workers: usize) -> Result<Ingest, StartError>
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let admission_settings =
         AdmissionSettings { lag: config.ingest_backpressure_lag, max_wait: config.ingest_backpressure_max_wait };
-    let (admission, admission_task) = Admission::start(pool.clone(), admission_settings, stopped.clone());
+    let (admission, admission_task) =
+        Admission::start(pool.clone(), broker.clone(), &topology, admission_settings, stopped.clone());
     let state = AppState {
         admission,
         dispatch,

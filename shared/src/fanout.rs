@@ -6,7 +6,7 @@
 
 use crate::models::delivery::QueuedAttempt;
 use diesel::{
-    sql_types::{Array, Bytea, Nullable, Text, Uuid as SqlUuid},
+    sql_types::{Array, Bool, Bytea, Nullable, Text, Uuid as SqlUuid},
     QueryableByName,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -66,8 +66,8 @@ impl std::io::Write for DigestWriter {
     }
 }
 
-/// A row [`store_events`] answers: an inserted event (`delivery_id` and
-/// `subscription_id` null), or one of its deliveries.
+/// A row [`store_events`] answers: an inserted event (`delivery_id`,
+/// `subscription_id` and `parked` null), or one of its deliveries.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Stored {
     #[diesel(sql_type = SqlUuid)]
@@ -76,6 +76,10 @@ pub struct Stored {
     pub delivery_id: Option<uuid::Uuid>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     pub subscription_id: Option<uuid::Uuid>,
+    /// The delivery was created parked behind its subscription's open circuit
+    /// (waiting in the database): queue nothing for it.
+    #[diesel(sql_type = Nullable<Bool>)]
+    pub parked: Option<bool>,
 }
 
 /// One statement, so one transaction and one commit for a whole batch (or
@@ -88,7 +92,13 @@ pub struct Stored {
 /// array order (the batcher sorts by `(tenant_id, event_id)` so concurrent
 /// batches take unique-index locks in one order). A `(tenant_id, event_id)`
 /// already stored is skipped. New deliveries are `pending` with `enqueued =
-/// false`: the outbox.
+/// false`: the outbox. A delivery to a subscription whose circuit is not
+/// closed is created parked, waiting in the database until the circuit's open
+/// period (or probe lease) ends, like one a dispatcher parks
+/// ([`crate::models::endpoint_health`]): no message is queued for it, the
+/// due-row queries skip it while the circuit is not closed, and closing the
+/// circuit releases it. Nothing of a dead endpoint's new traffic goes through
+/// the broker.
 const STORE_EVENTS_SQL: &str = "\
 WITH input AS ( \
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
@@ -114,13 +124,16 @@ inserted AS ( \
   ON CONFLICT (tenant_id, event_id) DO NOTHING \
   RETURNING id), \
 created AS ( \
-  INSERT INTO deliveries (id, tenant_id, subscription_id, event_ref, event_id, event_type) \
-  SELECT gen_random_uuid(), v.tenant_id, m.subscription_id, v.id, v.event_id, v.event_type \
+  INSERT INTO deliveries (id, tenant_id, subscription_id, event_ref, event_id, event_type, next_attempt_at) \
+  SELECT gen_random_uuid(), v.tenant_id, m.subscription_id, v.id, v.event_id, v.event_type, \
+    greatest(h.open_until, h.probe_until) \
   FROM inserted i JOIN input v ON v.id = i.id JOIN matched m ON m.event_ref = i.id \
-  RETURNING id, event_ref, subscription_id) \
-SELECT i.id AS event_ref, NULL::uuid AS delivery_id, NULL::uuid AS subscription_id FROM inserted i \
+  LEFT JOIN endpoint_health h ON h.subscription_id = m.subscription_id AND h.circuit <> 'closed' \
+  RETURNING id, event_ref, subscription_id, next_attempt_at IS NOT NULL AS parked) \
+SELECT i.id AS event_ref, NULL::uuid AS delivery_id, NULL::uuid AS subscription_id, NULL::bool AS parked \
+FROM inserted i \
 UNION ALL \
-SELECT c.event_ref, c.id AS delivery_id, c.subscription_id FROM created c";
+SELECT c.event_ref, c.id AS delivery_id, c.subscription_id, c.parked FROM created c";
 
 /// Stores events and their deliveries (see [`STORE_EVENTS_SQL`]).
 pub async fn store_events(conn: &mut AsyncPgConnection, events: &[&EventRow]) -> diesel::QueryResult<Vec<Stored>> {

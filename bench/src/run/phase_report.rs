@@ -85,6 +85,25 @@ pub struct UnhealthyReport {
     pub events_to_unhealthy: usize,
     pub fail_requests: usize,
     pub hang_requests: usize,
+    /// The healthy subscriptions' share of the phase's deliveries (0.9 when a
+    /// tenth of the subscriptions is unhealthy at fan-out 1): what the same
+    /// subscriptions' share of a clean run's throughput was, since events go to
+    /// slots round robin. See [`UnhealthyReport::healthy_kept`].
+    pub healthy_share: f64,
+}
+
+impl UnhealthyReport {
+    /// The healthy subscriptions' throughput in this phase against the same
+    /// subscriptions' throughput in the clean phase (`clean_per_sec` × their
+    /// share of it): 1.0 when failing endpoints take nothing from healthy ones.
+    /// Comparing with the clean phase's total instead would count the tenth of
+    /// events aimed at the broken endpoints as healthy throughput lost.
+    pub fn healthy_kept(&self, per_sec: f64, clean_per_sec: f64) -> f64 {
+        if clean_per_sec <= 0.0 || self.healthy_share <= 0.0 {
+            return 0.0;
+        }
+        per_sec / (clean_per_sec * self.healthy_share)
+    }
 }
 
 /// CPU seconds per 1,000 received deliveries.
@@ -244,7 +263,15 @@ pub(super) fn unhealthy_report(
     layout: &Layout,
     roles: &[Role],
 ) -> UnhealthyReport {
+    let (mut healthy, mut all) = (0usize, 0usize);
+    for record in records.iter().filter(|r| r.outcome.is_ok()) {
+        for sub in layout.slot_of_event(record.index as usize).subscriptions.clone() {
+            all += 1;
+            healthy += usize::from(roles[sub] == Role::Ok);
+        }
+    }
     UnhealthyReport {
+        healthy_share: if all == 0 { 0.0 } else { healthy as f64 / all as f64 },
         failing_subscriptions: roles.iter().filter(|r| **r == Role::Fail).count(),
         hanging_subscriptions: roles.iter().filter(|r| **r == Role::Hang).count(),
         events_to_unhealthy: records
@@ -254,5 +281,35 @@ pub(super) fn unhealthy_report(
             .count(),
         fail_requests: receipts.iter().filter(|r| r.role == Role::Fail).count(),
         hang_requests: receipts.iter().filter(|r| r.role == Role::Hang).count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_kept_compares_the_healthy_subscriptions_with_their_own_clean_share() {
+        // A tenth unhealthy: the healthy ones carried 90 % of the clean run's 1,000/s.
+        let report = UnhealthyReport { healthy_share: 0.9, ..Default::default() };
+        assert!((report.healthy_kept(900.0, 1_000.0) - 1.0).abs() < 1e-9);
+        assert!((report.healthy_kept(810.0, 1_000.0) - 0.9).abs() < 1e-9);
+        assert_eq!(report.healthy_kept(900.0, 0.0), 0.0, "no clean run, nothing kept");
+    }
+
+    #[test]
+    fn the_healthy_share_counts_the_deliveries_each_role_was_due() {
+        let layout = Layout::new(100, 1).expect("layout");
+        let roles: Vec<Role> = (0..100).map(crate::scenario::unhealthy_role).collect();
+        let records: Vec<PublishRecord> = (0..1_000)
+            .map(|index| PublishRecord {
+                index,
+                started: Instant::now(),
+                latency: Duration::ZERO,
+                outcome: Ok(Some(1)),
+            })
+            .collect();
+        let report = unhealthy_report(&records, &[], &layout, &roles);
+        assert!((report.healthy_share - 0.9).abs() < 1e-9, "{}", report.healthy_share);
     }
 }

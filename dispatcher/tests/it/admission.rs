@@ -133,3 +133,41 @@ async fn deliveries_waiting_on_purpose_do_not_put_their_subscription_behind() {
     .await;
     assert!(!is_behind(&env, id).await, "a finished delivery is not behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_dispatcher_consuming_nothing_is_held() {
+    let env = spawn_env_with(&[("INGEST_BACKPRESSURE_LAG", "200ms"), ("INGEST_BACKPRESSURE_MAX_WAIT", "2m")]).await;
+    let sub = env.subscription(SubSpec::new("https://example.com/hook").events(&["invoice.created"])).await;
+    // No dispatcher: the delivery stays queued, and the database says the subscription is behind.
+    assert_eq!(publish_as(&env, "invoice.created", "evt_first").await, StatusCode::ACCEPTED);
+    eventually(Duration::from_secs(10), || async { is_behind(&env, sub.id).await.then_some(()) })
+        .await
+        .expect("a queued delivery due for longer than the lag is behind");
+
+    // Waiting would not help it catch up: ingest holds nothing while no dispatcher consumes.
+    // (Held, this publish would wait the 2-minute maximum.)
+    let answered =
+        tokio::time::timeout(Duration::from_secs(30), publish_as(&env, "invoice.created", "evt_second")).await;
+    assert_eq!(answered.expect("answered without the hold"), StatusCode::ACCEPTED);
+    assert!(!env.ingest.state.admission.is_behind(sub.id), "ingest's view: nobody to wait for");
+
+    // A consumer that takes the messages and attempts nothing: now waiting could
+    // help, and ingest's view agrees with the database within a count of consumers.
+    let connection = lapin::Connection::connect(&env.config.amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .expect("amqp connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = shared::amqp::Topology::from_config(&env.config).dispatch_queue();
+    let _consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "stalled".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    eventually(Duration::from_secs(10), || async { env.ingest.state.admission.is_behind(sub.id).then_some(()) })
+        .await
+        .expect("with a consumer, the subscription behind is held again");
+}

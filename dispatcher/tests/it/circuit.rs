@@ -13,6 +13,7 @@ use std::{
 
 use reqwest::Method;
 use shared::{
+    amqp::DispatchMessage,
     models::{delivery::DeliveryStatus, endpoint_health::Circuit},
     testing::eventually,
 };
@@ -67,15 +68,13 @@ async fn a_failing_endpoint_opens_the_circuit_gets_nothing_until_the_probe_and_t
     assert_eq!(view["health"]["consecutive_failures"], 3);
     assert!(view["health"]["open_until"].is_string() && view["health"]["last_failure_at"].is_string());
 
-    // While it is open, new deliveries are parked with no attempt.
+    // While it is open, new deliveries are created parked with no attempt:
+    // ingest reads the circuit as it stores them and queues no message.
     for _ in 0..5 {
         ids.push(env.publish_one().await.id);
     }
-    let parked = eventually(Duration::from_secs(10), || async {
-        (env.count_parked_unattempted(sub.id).await == 5).then_some(())
-    })
-    .await;
-    assert!(parked.is_some(), "the new deliveries were parked");
+    assert_eq!(env.count_parked_unattempted(sub.id).await, 5, "the new deliveries were created parked");
+    assert_eq!(env.ingest_metric("webhooks_ingest_deliveries_parked_total").await, 5.0);
     assert_eq!(receiver.count(), 3, "nothing is sent while the circuit is open");
 
     // The probe (one request) fails: the circuit re-opens for twice as long.
@@ -109,7 +108,8 @@ async fn a_failing_endpoint_opens_the_circuit_gets_nothing_until_the_probe_and_t
     assert_eq!((closed.circuit, closed.consecutive_failures), (Circuit::Closed, 0));
     assert!(closed.last_success_at.is_some() && closed.open_until.is_none());
     assert!(opened.open_until.is_some());
-    assert!(dispatch_stat(&dispatcher, |s| &s.parked).await >= 5);
+    // No dispatcher parked them: they never reached one before the circuit closed (or the probe).
+    assert_eq!(dispatch_stat(&dispatcher, |s| &s.parked).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,15 +124,19 @@ async fn two_dispatchers_honour_one_circuit() {
     publish_and_wait_attempt(&env).await;
     publish_and_wait_attempt(&env).await;
     env.wait_circuit(sub.id, Circuit::Open, |_| true, Duration::from_secs(10)).await;
+    // New deliveries are created parked (no message); those whose messages were
+    // in the broker before the circuit opened reach the dispatchers, which park them.
+    let mut parked = Vec::new();
     for _ in 0..20 {
-        env.publish_one().await;
+        parked.push(env.publish_one().await);
     }
-    let parked = eventually(Duration::from_secs(10), || async {
-        (env.count_parked_unattempted(sub.id).await == 20).then_some(())
-    })
-    .await;
-    assert!(parked.is_some(), "every new delivery was parked");
-    // A dispatcher counts a park once its batch is committed, a moment after the row shows it.
+    assert_eq!(env.count_parked_unattempted(sub.id).await, 20, "every new delivery was created parked");
+    for delivery in &parked {
+        let subscription_id = Some(delivery.subscription_id);
+        let message = DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1, subscription_id };
+        env.publish_dispatch_message(&message).await;
+    }
+    // A dispatcher counts a park once its batch is committed.
     let counted = eventually(Duration::from_secs(10), || async {
         let (a, b) = (dispatch_stat(&first, |s| &s.parked).await, dispatch_stat(&second, |s| &s.parked).await);
         (a + b >= 20).then_some((a, b))

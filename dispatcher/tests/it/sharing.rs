@@ -5,26 +5,12 @@
 use std::time::{Duration, Instant};
 
 use shared::{
-    amqp::{encode_dispatch, persistent_json, DispatchMessage, DISPATCH_ROUTING_KEY},
+    amqp::{encode_dispatch, DispatchMessage},
     models::delivery::{DeliveryStatus, QueuedAttempt},
     testing::eventually,
 };
 
 use crate::helpers::{spawn_env, Receiver, SubSpec, TestEnv};
-
-async fn publish_copy(env: &TestEnv, message: &DispatchMessage) {
-    publish_body(env, &serde_json::to_vec(message).expect("json")).await;
-}
-
-/// Publishes a dispatch message body as ingest would.
-async fn publish_body(env: &TestEnv, body: &[u8]) {
-    env.ingest
-        .state
-        .broker
-        .publish(&env.ingest.state.topology.dispatch_exchange(), DISPATCH_ROUTING_KEY, body, persistent_json())
-        .await
-        .expect("published");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicated_or_redelivered_dispatch_message_is_not_sent_twice() {
@@ -40,13 +26,19 @@ async fn a_duplicated_or_redelivered_dispatch_message_is_not_sent_twice() {
     // The same message twice while the first is in flight (ingest queued one; here is another)…
     let delivery = env.publish_one().await;
     let subscription_id = Some(delivery.subscription_id);
-    publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1, subscription_id }).await;
+    env.publish_dispatch_message(&DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1, subscription_id })
+        .await;
     env.wait_status(delivery.id, DeliveryStatus::Succeeded, Duration::from_secs(20)).await;
     let dropped = eventually(Duration::from_secs(20), || async { (handled() >= 1).then_some(()) }).await;
     assert!(dropped.is_some(), "the duplicate was never handled");
     // …and once more after the attempt finished, as a redelivery would be
     // (in the form of messages queued before they named their subscription).
-    publish_copy(&env, &DispatchMessage::Attempt { delivery_id: delivery.id, attempt: 1, subscription_id: None }).await;
+    env.publish_dispatch_message(&DispatchMessage::Attempt {
+        delivery_id: delivery.id,
+        attempt: 1,
+        subscription_id: None,
+    })
+    .await;
     let dropped = eventually(Duration::from_secs(20), || async { (handled() >= 2).then_some(()) }).await;
     assert!(dropped.is_some(), "the redelivery was never handled");
 
@@ -155,7 +147,7 @@ async fn one_message_carrying_several_attempts_delivers_each_once_and_is_acked_a
         .iter()
         .map(|d| QueuedAttempt { delivery_id: d.id, attempt: 1, subscription_id: d.subscription_id })
         .collect();
-    publish_body(&env, &encode_dispatch(&attempts).expect("encodes")).await;
+    env.publish_dispatch_body(&encode_dispatch(&attempts).expect("encodes")).await;
 
     let dispatcher = env.start_dispatcher(&[]).await;
     env.wait_succeeded(5, Duration::from_secs(30)).await;

@@ -21,6 +21,11 @@
 //! AMQP publishes are not held: their publishers are not slowed by ingest's
 //! acks (the broker confirms them), so holding acks would only stop ingest
 //! consuming the events of everyone else.
+//!
+//! Nothing is held while no dispatcher consumes `{p}.dispatch` (or the broker
+//! cannot say, every [`CONSUMERS_EVERY`]): then every subscription falls
+//! behind and waiting cannot help it catch up, so a publisher would only lose
+//! a second per publish to an outage of the dispatchers.
 
 use std::{
     collections::HashSet,
@@ -33,7 +38,10 @@ use diesel::{
     QueryableByName,
 };
 use diesel_async::RunQueryDsl;
-use shared::db::{DbError, DbPool};
+use shared::{
+    amqp::{Broker, Topology},
+    db::{DbError, DbPool},
+};
 
 use crate::metric_names;
 
@@ -42,6 +50,9 @@ pub const TICK: Duration = Duration::from_millis(25);
 
 /// Due deliveries read per tick, oldest first.
 pub const SCAN_ROWS: i64 = 2_000;
+
+/// How often the dispatch queue's consumers are counted.
+pub const CONSUMERS_EVERY: Duration = Duration::from_secs(1);
 
 /// Subscriptions with an unfinished delivery due for longer than `$1` seconds,
 /// among the `$2` ([`SCAN_ROWS`]) longest-due ones, whose circuit is closed and
@@ -93,6 +104,8 @@ impl Admission {
     /// Starts the sampler (unless off); it runs until `stop` turns true.
     pub fn start(
         pool: DbPool,
+        broker: Broker,
+        topology: &Topology,
         settings: AdmissionSettings,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> (Self, Option<tokio::task::JoinHandle<()>>) {
@@ -100,7 +113,8 @@ impl Admission {
             return (Self { behind: None, max_wait: settings.max_wait }, None);
         };
         let (sender, receiver) = tokio::sync::watch::channel(BehindSet::default());
-        let task = tokio::spawn(sample(pool, lag, sender, stop));
+        let dispatchers = Dispatchers { broker, queue: topology.dispatch_queue(), checked: None, consuming: false };
+        let task = tokio::spawn(sample(pool, lag, dispatchers, sender, stop));
         (Self { behind: Some(receiver), max_wait: settings.max_wait }, Some(task))
     }
 
@@ -138,10 +152,31 @@ impl Admission {
     }
 }
 
+/// Whether any dispatcher consumes the dispatch queue, as last counted.
+struct Dispatchers {
+    broker: Broker,
+    queue: String,
+    checked: Option<Instant>,
+    consuming: bool,
+}
+
+impl Dispatchers {
+    /// Counts the consumers again when the last count is [`CONSUMERS_EVERY`] old.
+    async fn consuming(&mut self) -> bool {
+        if self.checked.is_none_or(|at| at.elapsed() >= CONSUMERS_EVERY) {
+            let consumers = crate::queue_depths::consumers(&self.broker, &self.queue).await;
+            self.consuming = consumers.is_some_and(|n| n > 0);
+            self.checked = Some(Instant::now());
+        }
+        self.consuming
+    }
+}
+
 /// Reads the subscriptions behind every [`TICK`]; waiters wake only when the set changes.
 async fn sample(
     pool: DbPool,
     lag: Duration,
+    mut dispatchers: Dispatchers,
     sender: tokio::sync::watch::Sender<BehindSet>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -152,7 +187,8 @@ async fn sample(
             _ = super::stopped(&mut stop) => break,
             _ = ticks.tick() => {}
         }
-        match behind(&pool, lag).await {
+        let read = if dispatchers.consuming().await { behind(&pool, lag).await } else { Ok(HashSet::new()) };
+        match read {
             Ok(now) => {
                 metrics::gauge!(metric_names::SUBSCRIPTIONS_BEHIND).set(now.len() as f64);
                 sender.send_if_modified(|set| {

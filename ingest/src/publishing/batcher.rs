@@ -58,6 +58,9 @@ pub struct FanoutResult {
     pub delivery_count: i32,
     /// Deliveries created now, each queued for attempt 1 (empty on a repeat).
     pub created: Vec<shared::models::delivery::QueuedAttempt>,
+    /// Deliveries created now parked behind their subscription's open circuit:
+    /// waiting in the database, not queued (empty on a repeat).
+    pub parked: Vec<shared::models::delivery::QueuedAttempt>,
     /// False when the `event_id` was already published.
     pub is_new: bool,
 }
@@ -267,6 +270,9 @@ async fn commit_batch(
     let mut result_of: HashMap<usize, Result<FanoutResult, PublishError>> = firsts.into_iter().zip(stored).collect();
     for result in result_of.values().flatten() {
         dispatch.enqueue(&result.created);
+        if !result.parked.is_empty() {
+            metrics::counter!(crate::metric_names::DELIVERIES_PARKED).increment(result.parked.len() as u64);
+        }
     }
     // Repeats within the batch get what a repeat after it would get.
     let repeats: Vec<(usize, Result<FanoutResult, PublishError>)> = first_of
@@ -282,6 +288,7 @@ async fn commit_batch(
                     event_id: first.event_id.clone(),
                     delivery_count: first.delivery_count,
                     created: Vec::new(),
+                    parked: Vec::new(),
                     is_new: false,
                 }),
                 Err(err) => Err(err.clone()),

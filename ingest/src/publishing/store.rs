@@ -34,6 +34,15 @@ struct FirstResult {
     same_body: bool,
 }
 
+/// The deliveries one new event got.
+#[derive(Default)]
+struct Created {
+    /// To queue for attempt 1.
+    queued: Vec<QueuedAttempt>,
+    /// Parked behind an open circuit, in the database.
+    parked: Vec<QueuedAttempt>,
+}
+
 /// The first publish of each repeated `(tenant_id, event_id)`: its delivery
 /// count, and whether the repeat's body is the same.
 type FirstResults = HashMap<(String, String), (i32, bool)>;
@@ -60,13 +69,14 @@ pub(super) async fn store(
     };
 
     let mut inserted = HashSet::with_capacity(events.len());
-    let mut created: HashMap<uuid::Uuid, Vec<QueuedAttempt>> = HashMap::new();
+    let mut created: HashMap<uuid::Uuid, Created> = HashMap::new();
     for row in rows {
         match (row.delivery_id, row.subscription_id) {
-            (Some(delivery_id), Some(subscription_id)) => created
-                .entry(row.event_ref)
-                .or_default()
-                .push(QueuedAttempt { delivery_id, attempt: 1, subscription_id }),
+            (Some(delivery_id), Some(subscription_id)) => {
+                let attempt = QueuedAttempt { delivery_id, attempt: 1, subscription_id };
+                let of_event = created.entry(row.event_ref).or_default();
+                if row.parked == Some(true) { &mut of_event.parked } else { &mut of_event.queued }.push(attempt);
+            }
             _ => {
                 inserted.insert(row.event_ref);
             }
@@ -98,11 +108,12 @@ pub(super) async fn store(
         .iter()
         .map(|event| {
             if inserted.contains(&event.event_ref) {
-                let created = created.remove(&event.event_ref).unwrap_or_default();
+                let Created { queued, parked } = created.remove(&event.event_ref).unwrap_or_default();
                 return Ok(FanoutResult {
                     event_id: event.event_id.clone(),
-                    delivery_count: created.len() as i32,
-                    created,
+                    delivery_count: (queued.len() + parked.len()) as i32,
+                    created: queued,
+                    parked,
                     is_new: true,
                 });
             }
@@ -114,7 +125,13 @@ pub(super) async fn store(
             if !same_body {
                 return Err(PublishError::EventIdReused { event_id: event.event_id.clone() });
             }
-            Ok(FanoutResult { event_id: event.event_id.clone(), delivery_count, created: Vec::new(), is_new: false })
+            Ok(FanoutResult {
+                event_id: event.event_id.clone(),
+                delivery_count,
+                created: Vec::new(),
+                parked: Vec::new(),
+                is_new: false,
+            })
         })
         .collect())
 }

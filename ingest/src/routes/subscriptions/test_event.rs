@@ -52,7 +52,8 @@ pub async fn send_test_event(scope: TenantScope, state: web::Data<AppState>) -> 
     // Stored like any publish (the batcher queues the delivery once committed).
     let result = state.fanout.send_test(&event, subscription_id).await?;
     // Deleted between the check and the fan-out: nothing was created.
-    let delivery_id = result.created.first().ok_or(ApiError::NotFound)?.delivery_id;
+    // Queued, or parked behind the subscription's open circuit.
+    let delivery_id = result.created.iter().chain(&result.parked).next().ok_or(ApiError::NotFound)?.delivery_id;
     log::info!("test event queued tenant_id={tenant_id} subscription_id={subscription_id} delivery_id={delivery_id}");
     Ok(HttpResponse::Accepted().json(TestEventQueued { event_id: result.event_id, delivery_id }))
 }
