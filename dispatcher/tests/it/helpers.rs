@@ -353,16 +353,6 @@ impl TestEnv {
         self.publish_dispatch_body(&serde_json::to_vec(message).expect("json")).await;
     }
 
-    /// The value of an unlabelled series on ingest's `/metrics` (0 when absent).
-    pub async fn ingest_metric(&self, name: &str) -> f64 {
-        let text = self.client.get(format!("{}/metrics", self.base)).send().await.expect("metrics");
-        let text = text.text().await.expect("metrics text");
-        text.lines()
-            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .find_map(|value| value.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-
     /// Deliveries waiting in the database (parked or retry due later) with no attempt yet.
     pub async fn count_parked_unattempted(&self, subscription_id: uuid::Uuid) -> i64 {
         use shared::schema::deliveries::dsl as d;

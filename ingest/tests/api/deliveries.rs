@@ -282,3 +282,58 @@ async fn the_test_endpoint_queues_one_webhook_test_delivery_to_that_subscription
     let (status, body) = app.post(&format!("/api/v1/webhooks/subscriptions/{sub}/test"), &token, &json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_to_a_subscription_whose_circuit_is_open_is_created_parked_and_nothing_is_queued() {
+    let app = spawn_app().await;
+    let open = app.insert_subscription("t1", URL, &["invoice.created"], true).await;
+    let closed = app.insert_subscription("t1", URL, &["invoice.created"], true).await;
+    sql(
+        &app,
+        &format!(
+            "INSERT INTO endpoint_health (subscription_id, circuit, consecutive_failures, open_until, open_count) \
+             VALUES ('{open}', 'open', 5, now() + interval '1 hour', 1)"
+        ),
+    )
+    .await;
+    let publisher = app.publisher_key().await;
+    publish(&app, &publisher, "t1", "invoice.created", "evt_parked").await;
+
+    let rows = app.deliveries_of("t1", "evt_parked").await;
+    assert_eq!(rows.len(), 2, "both subscriptions got their delivery");
+    let parked = rows.iter().find(|d| d.subscription_id == open).expect("the open circuit's delivery");
+    let queued = rows.iter().find(|d| d.subscription_id == closed).expect("the closed circuit's delivery");
+    // Waiting until the open period ends, with its attempt number and status untouched.
+    let until = parked.next_attempt_at.expect("parked with a due time");
+    assert!(until > chrono::Utc::now() + chrono::Duration::minutes(59), "{until}");
+    assert_eq!((parked.status.as_str(), parked.attempt_count, parked.enqueued), ("pending", 0, false));
+    assert_eq!(queued.next_attempt_at, None);
+    // Only the other subscription's attempt goes through the broker.
+    let messages = eventually(Duration::from_secs(10), || async {
+        let messages = app.drain_dispatch_queue().await;
+        (!messages.is_empty()).then_some(messages)
+    })
+    .await
+    .expect("the closed circuit's attempt is queued");
+    assert_eq!(
+        messages,
+        vec![DispatchMessage::Attempt { delivery_id: queued.id, attempt: 1, subscription_id: Some(closed) }]
+    );
+
+    // Closed again: the next publish is queued for both.
+    sql(
+        &app,
+        &format!("UPDATE endpoint_health SET circuit = 'closed', open_until = NULL WHERE subscription_id = '{open}'"),
+    )
+    .await;
+    publish(&app, &publisher, "t1", "invoice.created", "evt_after").await;
+    let rows = app.deliveries_of("t1", "evt_after").await;
+    assert!(rows.iter().all(|d| d.next_attempt_at.is_none()), "{rows:?}");
+    let mut queued = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while queued.len() < 2 && std::time::Instant::now() < deadline {
+        queued.extend(app.drain_dispatch_queue().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(queued.len(), 2, "both attempts queued: {queued:?}");
+}
