@@ -91,14 +91,14 @@ struct Behind {
 }
 
 /// The subscriptions behind, as of the last tick: how long each one's oldest
-/// waiting delivery has been due, in seconds.
-type BehindSet = Arc<HashMap<uuid::Uuid, f64>>;
+/// waiting delivery has been due beyond the lag, in seconds.
+type BehindBy = Arc<HashMap<uuid::Uuid, f64>>;
 
 /// Holds publish answers while their subscriptions are behind; cheap to clone.
 /// Off (never holds) when `INGEST_BACKPRESSURE_LAG` is `0`.
 #[derive(Clone)]
 pub struct Admission {
-    behind: Option<tokio::sync::watch::Receiver<BehindSet>>,
+    behind: Option<tokio::sync::watch::Receiver<BehindBy>>,
     max_wait: Duration,
 }
 
@@ -124,7 +124,7 @@ impl Admission {
         let Some(lag) = settings.lag else {
             return (Self { behind: None, max_wait: settings.max_wait }, None);
         };
-        let (sender, receiver) = tokio::sync::watch::channel(BehindSet::default());
+        let (sender, receiver) = tokio::sync::watch::channel(BehindBy::default());
         let dispatchers = Dispatchers { broker, queue: topology.dispatch_queue(), checked: None, consuming: false };
         let task = tokio::spawn(sample(pool, lag, dispatchers, sender, stop));
         (Self { behind: Some(receiver), max_wait: settings.max_wait }, Some(task))
@@ -139,7 +139,7 @@ impl Admission {
     /// behind beyond the lag (at most the maximum wait): publishers slow in
     /// proportion to the backlog, each by its own delay, instead of all
     /// waiting for the backlog to clear and coming back together.
-    pub async fn hold(&self, subscriptions: impl Iterator<Item = uuid::Uuid> + Clone) {
+    pub async fn hold(&self, subscriptions: impl Iterator<Item = uuid::Uuid>) {
         let Some(behind) = &self.behind else { return };
         let excess = {
             let set = behind.borrow();
@@ -178,12 +178,12 @@ impl Dispatchers {
     }
 }
 
-/// Reads the subscriptions behind every [`TICK`]; waiters wake only when the set changes.
+/// Reads the subscriptions behind every [`TICK`]; a hold reads the latest.
 async fn sample(
     pool: DbPool,
     lag: Duration,
     mut dispatchers: Dispatchers,
-    sender: tokio::sync::watch::Sender<BehindSet>,
+    sender: tokio::sync::watch::Sender<BehindBy>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut ticks = tokio::time::interval(TICK);
@@ -197,22 +197,12 @@ async fn sample(
         match read {
             Ok(now) => {
                 metrics::gauge!(metric_names::SUBSCRIPTIONS_BEHIND).set(now.len() as f64);
-                sender.send_if_modified(|set| {
-                    let changed = **set != now;
-                    if changed {
-                        *set = Arc::new(now);
-                    }
-                    changed
-                });
+                sender.send_replace(Arc::new(now));
             }
             // Unknown is not behind: a database outage must not hold every answer.
             Err(err) => {
                 log::debug!("reading the subscriptions behind failed error={err}");
-                sender.send_if_modified(|set| {
-                    let changed = !set.is_empty();
-                    *set = BehindSet::default();
-                    changed
-                });
+                sender.send_replace(BehindBy::default());
             }
         }
     }

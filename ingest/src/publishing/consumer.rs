@@ -393,8 +393,7 @@ async fn accept(state: &AppState, channel: &Channel, event: EventToPublish) -> O
                 if result.is_new {
                     metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "amqp", "event_type" => event_type)
                         .increment(1);
-                    metrics::counter!(metric_names::DELIVERIES_CREATED)
-                        .increment((result.created.len() + result.parked.len()) as u64);
+                    metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.delivery_count as u64);
                 }
                 return Outcome::Accepted;
             }

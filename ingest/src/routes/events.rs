@@ -49,7 +49,7 @@ pub async fn publish_event(
         return Ok(HttpResponse::Ok().json(response));
     }
     metrics::counter!(metric_names::EVENTS_ACCEPTED, "source" => "http", "event_type" => event_type).increment(1);
-    metrics::counter!(metric_names::DELIVERIES_CREATED).increment((result.created.len() + result.parked.len()) as u64);
+    metrics::counter!(metric_names::DELIVERIES_CREATED).increment(result.delivery_count as u64);
     // Durable and queued already: a subscription that is behind only delays this answer.
     state.admission.hold(result.created.iter().map(|attempt| attempt.subscription_id)).await;
     Ok(HttpResponse::Accepted().json(response))
