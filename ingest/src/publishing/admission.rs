@@ -13,16 +13,11 @@
 //! a failing or hanging endpoint never slows its publishers. Only a healthy
 //! endpoint that cannot keep up does.
 //!
-//! Every [`TICK`], one statement reads which subscriptions are behind, and by
-//! how much, from the oldest [`SCAN_ROWS`] due deliveries (the
-//! `deliveries_due_idx` head, so its cost is bounded however large a backlog
-//! grows); every ingest reads it for itself. An answer is held [`GAIN`] times
-//! as long as its most-behind subscription's oldest waiting delivery has been
-//! due beyond the lag, at most `INGEST_BACKPRESSURE_MAX_WAIT`: publishers slow
-//! in proportion to the backlog, each by its own delay. (Holding every answer
-//! until the subscription caught up released them all together when it did:
-//! publish batches shrank and `fanout1` lost 43 % of its throughput at a 20 ms
-//! lag; BENCHMARKS.md, eighth session.)
+//! Every [`TICK`], one statement reads which subscriptions are behind from the
+//! oldest [`SCAN_ROWS`] due deliveries (the `deliveries_due_idx` head, so its
+//! cost is bounded however large a backlog grows); every ingest reads it for
+//! itself. A held answer goes out as soon as none of its subscriptions is
+//! behind, or after `INGEST_BACKPRESSURE_MAX_WAIT` whatever the backlog.
 //! AMQP publishes are not held: their publishers are not slowed by ingest's
 //! acks (the broker confirms them), so holding acks would only stop ingest
 //! consuming the events of everyone else.
@@ -33,7 +28,7 @@
 //! a second per publish to an outage of the dispatchers.
 
 use std::{
-    collections::HashMap,
+    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -56,9 +51,6 @@ pub const TICK: Duration = Duration::from_millis(25);
 /// Due deliveries read per tick, oldest first.
 pub const SCAN_ROWS: i64 = 2_000;
 
-/// A publish to a subscription `x` seconds beyond the lag is held `GAIN × x`.
-pub const GAIN: f64 = 4.0;
-
 /// How often the dispatch queue's consumers are counted.
 pub const CONSUMERS_EVERY: Duration = Duration::from_secs(1);
 
@@ -72,33 +64,29 @@ pub const CONSUMERS_EVERY: Duration = Duration::from_secs(1);
 /// yet (`enqueued`) does not matter: a dispatcher may claim it before ingest
 /// marks it.
 const BEHIND_SQL: &str = "\
-SELECT due.subscription_id, extract(epoch FROM now() - min(due.at))::float8 AS behind_s FROM ( \
-    SELECT d.subscription_id, coalesce(d.next_attempt_at, d.created_at) AS at FROM deliveries d \
+SELECT DISTINCT due.subscription_id FROM ( \
+    SELECT d.subscription_id FROM deliveries d \
     WHERE d.status IN ('pending', 'retrying') \
       AND coalesce(d.next_attempt_at, d.created_at) < now() - make_interval(secs => $1) \
       AND (d.claimed_until IS NULL OR d.claimed_until < now()) \
     ORDER BY coalesce(d.next_attempt_at, d.created_at) LIMIT $2) due \
 LEFT JOIN endpoint_health h ON h.subscription_id = due.subscription_id \
-WHERE h.subscription_id IS NULL OR (h.circuit = 'closed' AND h.consecutive_failures = 0) \
-GROUP BY due.subscription_id";
+WHERE h.subscription_id IS NULL OR (h.circuit = 'closed' AND h.consecutive_failures = 0)";
 
 #[derive(QueryableByName)]
 struct Behind {
     #[diesel(sql_type = SqlUuid)]
     subscription_id: uuid::Uuid,
-    #[diesel(sql_type = Double)]
-    behind_s: f64,
 }
 
-/// The subscriptions behind, as of the last tick: how long each one's oldest
-/// waiting delivery has been due beyond the lag, in seconds.
-type BehindBy = Arc<HashMap<uuid::Uuid, f64>>;
+/// The subscriptions behind, as of the last tick.
+type BehindSet = Arc<HashSet<uuid::Uuid>>;
 
 /// Holds publish answers while their subscriptions are behind; cheap to clone.
 /// Off (never holds) when `INGEST_BACKPRESSURE_LAG` is `0`.
 #[derive(Clone)]
 pub struct Admission {
-    behind: Option<tokio::sync::watch::Receiver<BehindBy>>,
+    behind: Option<tokio::sync::watch::Receiver<BehindSet>>,
     max_wait: Duration,
 }
 
@@ -124,7 +112,7 @@ impl Admission {
         let Some(lag) = settings.lag else {
             return (Self { behind: None, max_wait: settings.max_wait }, None);
         };
-        let (sender, receiver) = tokio::sync::watch::channel(BehindBy::default());
+        let (sender, receiver) = tokio::sync::watch::channel(BehindSet::default());
         let dispatchers = Dispatchers { broker, queue: topology.dispatch_queue(), checked: None, consuming: false };
         let task = tokio::spawn(sample(pool, lag, dispatchers, sender, stop));
         (Self { behind: Some(receiver), max_wait: settings.max_wait }, Some(task))
@@ -132,29 +120,35 @@ impl Admission {
 
     /// Whether `subscription_id` was behind at the last read (false when off).
     pub fn is_behind(&self, subscription_id: uuid::Uuid) -> bool {
-        self.behind.as_ref().is_some_and(|behind| behind.borrow().contains_key(&subscription_id))
+        self.behind.as_ref().is_some_and(|behind| behind.borrow().contains(&subscription_id))
     }
 
-    /// Holds the answer for as long as the most-behind of `subscriptions` is
-    /// behind beyond the lag (at most the maximum wait): publishers slow in
-    /// proportion to the backlog, each by its own delay, instead of all
-    /// waiting for the backlog to clear and coming back together.
-    pub async fn hold(&self, subscriptions: impl Iterator<Item = uuid::Uuid>) {
+    /// Waits while any of `subscriptions` is behind, at most the maximum wait.
+    pub async fn hold(&self, subscriptions: impl Iterator<Item = uuid::Uuid> + Clone) {
         let Some(behind) = &self.behind else { return };
-        let excess = {
-            let set = behind.borrow();
-            if set.is_empty() {
-                return;
+        let mut behind = behind.clone();
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        let mut held = false;
+        loop {
+            let behind_now = {
+                let set = behind.borrow_and_update();
+                !set.is_empty() && subscriptions.clone().any(|id| set.contains(&id))
+            };
+            if !behind_now {
+                break;
             }
-            subscriptions.filter_map(|id| set.get(&id).copied()).fold(0.0_f64, f64::max)
-        };
-        if excess <= 0.0 {
-            return;
+            held = true;
+            match tokio::time::timeout_at(deadline, behind.changed()).await {
+                Ok(Ok(())) => {}
+                // The deadline passed, or the sampler stopped (ingest is stopping).
+                Ok(Err(_)) | Err(_) => break,
+            }
         }
-        let delay = Duration::from_secs_f64((GAIN * excess).min(self.max_wait.as_secs_f64()));
-        tokio::time::sleep(delay).await;
-        metrics::counter!(metric_names::PUBLISHES_HELD).increment(1);
-        metrics::histogram!(metric_names::PUBLISH_HOLD).record(delay.as_secs_f64());
+        if held {
+            metrics::counter!(metric_names::PUBLISHES_HELD).increment(1);
+            metrics::histogram!(metric_names::PUBLISH_HOLD).record(started.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -178,12 +172,12 @@ impl Dispatchers {
     }
 }
 
-/// Reads the subscriptions behind every [`TICK`]; a hold reads the latest.
+/// Reads the subscriptions behind every [`TICK`]; waiters wake only when the set changes.
 async fn sample(
     pool: DbPool,
     lag: Duration,
     mut dispatchers: Dispatchers,
-    sender: tokio::sync::watch::Sender<BehindBy>,
+    sender: tokio::sync::watch::Sender<BehindSet>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut ticks = tokio::time::interval(TICK);
@@ -193,29 +187,38 @@ async fn sample(
             _ = super::stopped(&mut stop) => break,
             _ = ticks.tick() => {}
         }
-        let read = if dispatchers.consuming().await { behind(&pool, lag).await } else { Ok(HashMap::new()) };
+        let read = if dispatchers.consuming().await { behind(&pool, lag).await } else { Ok(HashSet::new()) };
         match read {
             Ok(now) => {
                 metrics::gauge!(metric_names::SUBSCRIPTIONS_BEHIND).set(now.len() as f64);
-                sender.send_replace(Arc::new(now));
+                sender.send_if_modified(|set| {
+                    let changed = **set != now;
+                    if changed {
+                        *set = Arc::new(now);
+                    }
+                    changed
+                });
             }
             // Unknown is not behind: a database outage must not hold every answer.
             Err(err) => {
                 log::debug!("reading the subscriptions behind failed error={err}");
-                sender.send_replace(BehindBy::default());
+                sender.send_if_modified(|set| {
+                    let changed = !set.is_empty();
+                    *set = BehindSet::default();
+                    changed
+                });
             }
         }
     }
 }
 
-/// The subscriptions behind now and by how much beyond the lag, in seconds (see [`BEHIND_SQL`]).
-pub async fn behind(pool: &DbPool, lag: Duration) -> Result<HashMap<uuid::Uuid, f64>, DbError> {
+/// The subscriptions behind now (see [`BEHIND_SQL`]).
+pub async fn behind(pool: &DbPool, lag: Duration) -> Result<HashSet<uuid::Uuid>, DbError> {
     let mut conn = shared::db::conn(pool).await?;
     let rows: Vec<Behind> = diesel::sql_query(BEHIND_SQL)
         .bind::<Double, _>(lag.as_secs_f64())
         .bind::<BigInt, _>(SCAN_ROWS)
         .load(&mut conn)
         .await?;
-    let lag = lag.as_secs_f64();
-    Ok(rows.into_iter().map(|row| (row.subscription_id, (row.behind_s - lag).max(0.0))).collect())
+    Ok(rows.into_iter().map(|row| row.subscription_id).collect())
 }
