@@ -233,7 +233,7 @@ impl Config {
             ingest_body_timeout: parse_duration("INGEST_BODY_TIMEOUT", &var("INGEST_BODY_TIMEOUT", "10s"))?,
             ingest_backpressure_lag: parse_duration_or_off(
                 "INGEST_BACKPRESSURE_LAG",
-                &var("INGEST_BACKPRESSURE_LAG", "0"),
+                &var("INGEST_BACKPRESSURE_LAG", "100ms"),
             )?,
             ingest_backpressure_max_wait: parse_duration(
                 "INGEST_BACKPRESSURE_MAX_WAIT",
