@@ -30,7 +30,7 @@ use shared::{
     catalog,
     models::{
         attempt::NewAttempt,
-        delivery::{DeliveryStatus, UNFINISHED_SQL},
+        delivery::{DeliveryStatus, CLAIM_MARGIN_SECONDS, UNFINISHED_SQL},
         endpoint_health::Circuit,
         subscription,
     },
@@ -38,9 +38,6 @@ use shared::{
 };
 
 use crate::metric_names;
-
-/// How long a claim outlives the subscription's timeout: time to record the outcome.
-pub const CLAIM_MARGIN_SECONDS: i32 = 5;
 
 /// What the claim read: the delivery, its subscription and the event body.
 #[derive(Debug, Clone, QueryableByName)]

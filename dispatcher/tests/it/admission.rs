@@ -36,16 +36,17 @@ async fn publish_as(env: &TestEnv, event_type: &str, event_id: &str) -> StatusCo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_to_a_subscription_behind_is_answered_when_it_catches_up_and_others_at_once() {
     let env = spawn_env_with(&[("INGEST_BACKPRESSURE_LAG", "200ms"), ("INGEST_BACKPRESSURE_MAX_WAIT", "2m")]).await;
-    let slow = Receiver::slow(200, Duration::from_millis(150)).await;
+    // 50 ms a request: well under STALLED_AFTER, so the endpoint is slow, not hanging.
+    let slow = Receiver::slow(200, Duration::from_millis(50)).await;
     let fast = Receiver::always(200).await;
     let behind = env.subscription(SubSpec::new(&slow.url("/slow")).events(&["invoice.created"])).await;
     env.subscription(SubSpec::new(&fast.url("/fast")).events(&["invoice.paid"])).await;
     let _dispatcher = env.start_dispatcher(&[("DISPATCHER_PER_SUBSCRIPTION", "1")]).await;
 
-    // 20 deliveries to a subscription served one at a time, 150 ms each,
+    // 40 deliveries to a subscription served one at a time, 50 ms each,
     // published together before any of them is due for 200 ms: none is held.
-    stream::iter(0..20)
-        .for_each_concurrent(20, |n| {
+    stream::iter(0..40)
+        .for_each_concurrent(40, |n| {
             let env = &env;
             async move {
                 assert_eq!(publish_as(env, "invoice.created", &format!("evt_setup_{n}")).await, StatusCode::ACCEPTED)
@@ -76,9 +77,9 @@ async fn a_publish_to_a_subscription_behind_is_answered_when_it_catches_up_and_o
 
     assert_eq!(held.await.expect("held publish"), StatusCode::ACCEPTED);
     // Answered only once the backlog ahead of it was delivered.
-    assert!(slow.count() >= 20, "answered after the backlog: {} of 20 delivered", slow.count());
+    assert!(slow.count() >= 40, "answered after the backlog: {} of 40 delivered", slow.count());
     fast.wait_count(1, Duration::from_secs(10)).await;
-    slow.wait_count(21, Duration::from_secs(30)).await;
+    slow.wait_count(41, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,6 +122,23 @@ async fn deliveries_waiting_on_purpose_do_not_put_their_subscription_behind() {
     );
     env.sql(&format!("UPDATE endpoint_health SET consecutive_failures = 0 WHERE subscription_id = '{id}'")).await;
     assert!(is_behind(&env, id).await, "a healthy subscription that cannot keep up is behind");
+
+    // A second delivery, in flight since `started` seconds ago (a claim runs
+    // until its start + the subscription's timeout + the claim margin).
+    assert_eq!(publish_as(&env, "invoice.created", "evt_in_flight").await, StatusCode::ACCEPTED);
+    let in_flight_since = |started: f64| {
+        format!(
+            "UPDATE deliveries d SET created_at = now() - interval '10 seconds', \
+               claimed_until = now() + make_interval(secs => s.timeout_seconds + {margin} - {started}) \
+             FROM subscriptions s WHERE s.id = d.subscription_id AND d.event_id = 'evt_in_flight'",
+            margin = shared::models::delivery::CLAIM_MARGIN_SECONDS
+        )
+    };
+    env.sql(&in_flight_since(0.2)).await;
+    assert!(is_behind(&env, id).await, "an attempt in flight for a moment: the endpoint is only slow");
+    let stalled = admission::STALLED_AFTER.as_secs_f64() + 1.0;
+    env.sql(&in_flight_since(stalled)).await;
+    assert!(!is_behind(&env, id).await, "an attempt in flight past STALLED_AFTER: the endpoint hangs, never behind");
     env.sql(&format!(
         "UPDATE deliveries SET next_attempt_at = now() + interval '1 minute', status = 'retrying' \
          WHERE subscription_id = '{id}'"

@@ -27,6 +27,12 @@ pub enum DeliveryStatus {
 /// test checks it against [`DeliveryStatus::is_final`].
 pub const UNFINISHED_SQL: &str = "('pending', 'retrying')";
 
+/// How long a dispatcher's claim on an attempt outlives the subscription's
+/// timeout (time to record the outcome): a claim is taken until
+/// `now() + timeout_seconds + CLAIM_MARGIN_SECONDS`, so it started that long
+/// before `claimed_until`.
+pub const CLAIM_MARGIN_SECONDS: i32 = 5;
+
 impl DeliveryStatus {
     /// Every state, in the contract's order.
     pub const ALL: [Self; 4] = [Self::Pending, Self::Retrying, Self::Succeeded, Self::Failed];
